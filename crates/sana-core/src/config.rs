@@ -1,0 +1,326 @@
+//! Config structs that mirror each component's `config.json` (serde names = JSON keys), validated at load.
+
+use crate::{Result, SanaError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Read a JSON file. Python's `json` writes `NaN`, `Infinity` and `-Infinity` (diffusers' scheduler
+/// configs contain `-Infinity`); those bare tokens are accepted and read as `null`, which the typed
+/// structs below never need. The TypeScript side parses scheduler configs itself with the real values.
+pub fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SanaError::not_found("file", path),
+        _ => SanaError::Io { path: path.to_path_buf(), source: e },
+    })?;
+    let text = replace_nonfinite(&text);
+    serde_json::from_str(&text).map_err(|e| SanaError::InvalidJson { path: path.to_path_buf(), msg: e.to_string() })
+}
+
+/// Replace bare NaN / Infinity / -Infinity outside strings with `null`.
+fn replace_nonfinite(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("NaN") && !text.contains("Infinity") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_str, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else {
+            let tok = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t));
+            if let Some(t) = tok {
+                out.push_str("null");
+                rest = &rest[t.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
+}
+
+/// Checks and normalisation run once, right after a config is parsed.
+pub trait ValidateConfig: Sized {
+    fn validate(self, _path: &Path) -> Result<Self> {
+        Ok(self)
+    }
+}
+
+/// Parse `dir/config.json` into `T`, checking `_class_name` when the config has one.
+pub fn load_config<T: for<'de> Deserialize<'de> + ValidateConfig>(dir: &Path, expected_classes: &[&str]) -> Result<T> {
+    if !dir.is_dir() {
+        return Err(SanaError::not_found("component folder", dir));
+    }
+    let path = dir.join("config.json");
+    let json = read_json(&path)?;
+    if let Some(class) = json.get("_class_name").and_then(|c| c.as_str()) {
+        if !expected_classes.contains(&class) {
+            return Err(SanaError::UnknownClass {
+                path,
+                class: class.to_string(),
+                expected: expected_classes.join(" or "),
+            });
+        }
+    }
+    let cfg: T = serde_json::from_value(json).map_err(|e| SanaError::InvalidConfig { path: path.clone(), msg: e.to_string() })?;
+    cfg.validate(&path)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `SanaTransformer2DModel` config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SanaTransformerConfig {
+    #[serde(default = "d_in_channels")]
+    pub in_channels: usize,
+    #[serde(default)]
+    pub out_channels: Option<usize>,
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_head_dim")]
+    pub attention_head_dim: usize,
+    #[serde(default = "d_layers")]
+    pub num_layers: usize,
+    #[serde(default = "d_cross_heads")]
+    pub num_cross_attention_heads: Option<usize>,
+    #[serde(default = "d_cross_head_dim")]
+    pub cross_attention_head_dim: Option<usize>,
+    #[serde(default = "d_cross_dim")]
+    pub cross_attention_dim: Option<usize>,
+    #[serde(default = "d_caption")]
+    pub caption_channels: usize,
+    #[serde(default = "d_mlp_ratio")]
+    pub mlp_ratio: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default = "d_sample_size")]
+    pub sample_size: usize,
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    #[serde(default)]
+    pub norm_elementwise_affine: bool,
+    #[serde(default = "d_norm_eps")]
+    pub norm_eps: f64,
+    /// `None` (absent or null) means no positional embedding (Sana 1.0 1024px).
+    #[serde(default)]
+    pub interpolation_scale: Option<f64>,
+    #[serde(default)]
+    pub guidance_embeds: bool,
+    #[serde(default = "d_guidance_scale")]
+    pub guidance_embeds_scale: f64,
+    #[serde(default)]
+    pub qk_norm: Option<String>,
+    #[serde(default = "d_timestep_scale")]
+    pub timestep_scale: f64,
+}
+fn d_in_channels() -> usize { 32 }
+fn d_heads() -> usize { 70 }
+fn d_head_dim() -> usize { 32 }
+fn d_layers() -> usize { 20 }
+fn d_cross_heads() -> Option<usize> { Some(20) }
+fn d_cross_head_dim() -> Option<usize> { Some(112) }
+fn d_cross_dim() -> Option<usize> { Some(2240) }
+fn d_caption() -> usize { 2304 }
+fn d_mlp_ratio() -> f64 { 2.5 }
+fn d_sample_size() -> usize { 32 }
+fn d_patch() -> usize { 1 }
+fn d_norm_eps() -> f64 { 1e-6 }
+fn d_guidance_scale() -> f64 { 0.1 }
+fn d_timestep_scale() -> f64 { 1.0 }
+
+impl SanaTransformerConfig {
+    pub fn inner_dim(&self) -> usize {
+        self.num_attention_heads * self.attention_head_dim
+    }
+    pub fn out_channels(&self) -> usize {
+        self.out_channels.unwrap_or(self.in_channels)
+    }
+}
+
+/// A string-or-list config value (diffusers lets per-block options be a single value or a tuple).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    /// The value for block `i` of `n`.
+    pub fn get(&self, i: usize) -> T {
+        match self {
+            OneOrMany::One(v) => v.clone(),
+            OneOrMany::Many(v) => v[i.min(v.len() - 1)].clone(),
+        }
+    }
+}
+
+/// `AutoencoderDC` config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutoencoderDCConfig {
+    #[serde(default = "d_vae_in")]
+    pub in_channels: usize,
+    #[serde(default = "d_latent")]
+    pub latent_channels: usize,
+    #[serde(default = "d_vae_head_dim")]
+    pub attention_head_dim: usize,
+    pub encoder_block_types: OneOrMany<String>,
+    pub decoder_block_types: OneOrMany<String>,
+    pub encoder_block_out_channels: Vec<usize>,
+    pub decoder_block_out_channels: Vec<usize>,
+    pub encoder_layers_per_block: Vec<usize>,
+    pub decoder_layers_per_block: Vec<usize>,
+    pub encoder_qkv_multiscales: Vec<Vec<usize>>,
+    pub decoder_qkv_multiscales: Vec<Vec<usize>>,
+    #[serde(default = "d_upsample")]
+    pub upsample_block_type: String,
+    #[serde(default = "d_downsample")]
+    pub downsample_block_type: String,
+    #[serde(default = "d_rms")]
+    pub decoder_norm_types: OneOrMany<String>,
+    #[serde(default = "d_silu")]
+    pub decoder_act_fns: OneOrMany<String>,
+    #[serde(default = "d_relu")]
+    pub decoder_conv_act_fn: String,
+    #[serde(default = "default_true")]
+    pub encoder_out_shortcut: bool,
+    #[serde(default = "default_true")]
+    pub decoder_in_shortcut: bool,
+    #[serde(default = "d_scaling")]
+    pub scaling_factor: f64,
+}
+fn d_vae_in() -> usize { 3 }
+fn d_latent() -> usize { 32 }
+fn d_vae_head_dim() -> usize { 32 }
+fn d_upsample() -> String { "pixel_shuffle".into() }
+fn d_downsample() -> String { "pixel_unshuffle".into() }
+fn d_rms() -> OneOrMany<String> { OneOrMany::One("rms_norm".into()) }
+fn d_silu() -> OneOrMany<String> { OneOrMany::One("silu".into()) }
+fn d_relu() -> String { "relu".into() }
+fn d_scaling() -> f64 { 1.0 }
+
+/// `Gemma2Model` config; accepts transformers 4.x and 5.x key styles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gemma2Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    #[serde(default = "d_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// 4.x: top-level `rope_theta`; 5.x: `rope_parameters.rope_theta` (folded in by `normalize`).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    pub query_pre_attn_scalar: f64,
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// 5.x: explicit per-layer `sliding_attention` / `full_attention`; 4.x: absent, even layers slide.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default = "d_act")]
+    pub hidden_activation: String,
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    /// 5.x `dtype`, 4.x `torch_dtype`.
+    #[serde(default, alias = "torch_dtype")]
+    pub dtype: Option<String>,
+}
+fn d_rms_eps() -> f64 { 1e-6 }
+fn d_act() -> String { "gelu_pytorch_tanh".into() }
+
+impl ValidateConfig for SanaTransformerConfig {}
+impl ValidateConfig for AutoencoderDCConfig {}
+impl ValidateConfig for Gemma2Config {
+    fn validate(self, path: &Path) -> Result<Self> {
+        self.normalize(path)
+    }
+}
+
+impl Gemma2Config {
+    /// Fold the two key styles into one: `rope_theta` always set, `layer_types` always explicit.
+    pub fn normalize(mut self, path: &Path) -> Result<Self> {
+        if self.rope_theta.is_none() {
+            self.rope_theta = self
+                .rope_parameters
+                .as_ref()
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(|v| v.as_f64())
+                .or(Some(10000.0));
+        }
+        let n = self.num_hidden_layers;
+        let types = self.layer_types.take().unwrap_or_else(|| {
+            (0..n).map(|i| if i % 2 == 0 { "sliding_attention" } else { "full_attention" }.to_string()).collect()
+        });
+        if types.len() != n {
+            return Err(SanaError::InvalidConfig {
+                path: path.to_path_buf(),
+                msg: format!("layer_types has {} entries for {n} layers", types.len()),
+            });
+        }
+        if let Some(bad) = types.iter().find(|t| *t != "sliding_attention" && *t != "full_attention") {
+            return Err(SanaError::InvalidConfig { path: path.to_path_buf(), msg: format!("unknown layer type \"{bad}\"") });
+        }
+        self.layer_types = Some(types);
+        Ok(self)
+    }
+
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        self.layer_types.as_ref().map(|t| t[layer] == "sliding_attention").unwrap_or(layer % 2 == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonfinite_tokens_outside_strings_become_null() {
+        let s = r#"{"a": -Infinity, "b": "NaN -Infinity", "c": [NaN, Infinity], "d": "\"Infinity"}"#;
+        let v: serde_json::Value = serde_json::from_str(&replace_nonfinite(s)).unwrap();
+        assert!(v["a"].is_null());
+        assert_eq!(v["b"], "NaN -Infinity");
+        assert!(v["c"][0].is_null() && v["c"][1].is_null());
+        assert_eq!(v["d"], "\"Infinity");
+    }
+
+    #[test]
+    fn gemma_4x_config_defaults_to_even_sliding_layers() {
+        let json = serde_json::json!({
+            "vocab_size": 10, "hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 3,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 2,
+            "query_pre_attn_scalar": 2, "rope_theta": 500.0, "torch_dtype": "bfloat16"
+        });
+        let c: Gemma2Config = serde_json::from_value(json).unwrap();
+        let c = c.normalize(Path::new("x")).unwrap();
+        assert_eq!(c.rope_theta, Some(500.0));
+        assert_eq!(c.dtype.as_deref(), Some("bfloat16"));
+        assert!(c.is_sliding(0) && !c.is_sliding(1) && c.is_sliding(2));
+    }
+}

@@ -1,0 +1,92 @@
+//! Device and dtype choice, resolved once at load time.
+
+use crate::{Result, SanaError};
+use candle_core::{DType, Device};
+
+/// What the caller asked for: `cpu`, `cuda` (optionally `cuda:N`) or `auto`.
+pub fn resolve_device(request: &str) -> Result<Device> {
+    let req = request.trim().to_ascii_lowercase();
+    match req.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(cuda_device(0).unwrap_or(Device::Cpu)),
+        _ if req == "cuda" || req.starts_with("cuda:") => {
+            let ordinal = match req.strip_prefix("cuda:") {
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    SanaError::invalid_arg("device", format!("expected cuda:N, received \"{request}\""))
+                })?,
+                None => 0,
+            };
+            cuda_device(ordinal)
+        }
+        _ => Err(SanaError::invalid_arg(
+            "device",
+            format!("expected 'cpu', 'cuda', 'cuda:N' or 'auto', received \"{request}\""),
+        )),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal).map_err(|e| SanaError::DeviceUnavailable(format!("CUDA device {ordinal}: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_ordinal: usize) -> Result<Device> {
+    Err(SanaError::DeviceUnavailable(
+        "this sana-node binary was built without CUDA support (CPU-only build); \
+         install the CUDA variant or use device: 'cpu' / 'auto'"
+            .into(),
+    ))
+}
+
+/// Human/JS name of a device: `cpu` or `cuda:N`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Compute dtype for a request (`float32`, `bfloat16`, `float16` or `auto`).
+/// candle's CPU matmul rejects bf16, so CPU always computes in f32 and a half request there is an error.
+pub fn resolve_dtype(request: &str, device: &Device) -> Result<DType> {
+    let dtype = match request {
+        "auto" => {
+            if device.is_cpu() {
+                DType::F32
+            } else {
+                DType::BF16
+            }
+        }
+        "float32" | "fp32" | "f32" => DType::F32,
+        "bfloat16" | "bf16" => DType::BF16,
+        "float16" | "fp16" | "f16" => DType::F16,
+        other => {
+            return Err(SanaError::invalid_arg(
+                "dtype",
+                format!("expected 'float32', 'bfloat16', 'float16' or 'auto', received \"{other}\""),
+            ))
+        }
+    };
+    if device.is_cpu() && dtype != DType::F32 {
+        return Err(SanaError::invalid_arg(
+            "dtype",
+            format!("{} compute is not supported on CPU (candle's CPU matmul is f32-only); use 'float32' or 'auto'", dtype_name(dtype)),
+        ));
+    }
+    Ok(dtype)
+}
+
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "float32",
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        DType::I64 => "int64",
+        DType::U32 => "uint32",
+        DType::U8 => "uint8",
+        _ => "other",
+    }
+}

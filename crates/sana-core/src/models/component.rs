@@ -1,0 +1,111 @@
+//! A loaded checkpoint component: its folder, typed config, raw config JSON and every tensor.
+//! Model constructors (`SanaTransformer2DModel::new(cfg, vb)`, …) build on top of this.
+
+use crate::config::{load_config, ValidateConfig};
+use crate::device::{resolve_device, resolve_dtype};
+use crate::weights::{ParamStore, Vb, WeightFiles};
+use crate::{Result, SanaError};
+use candle_core::{DType, Device};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How to load a component.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub device: String,
+    /// `float32`, `bfloat16`, `float16` or `auto` (f32 on CPU, bf16 on CUDA).
+    pub dtype: String,
+    /// Weights variant to prefer (`fp16`, `bf16`): `diffusion_pytorch_model.fp16.safetensors`.
+    pub variant: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { device: "cpu".into(), dtype: "auto".into(), variant: None }
+    }
+}
+
+/// What kind of checkpoint a component folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentKind {
+    Transformer,
+    Vae,
+    TextEncoder,
+}
+
+impl ComponentKind {
+    /// `_class_name` values accepted in `config.json`.
+    pub fn classes(self) -> &'static [&'static str] {
+        match self {
+            ComponentKind::Transformer => &["SanaTransformer2DModel"],
+            ComponentKind::Vae => &["AutoencoderDC"],
+            // transformers configs carry `architectures` instead of `_class_name`.
+            ComponentKind::TextEncoder => &["Gemma2Model", "Gemma2ForCausalLM"],
+        }
+    }
+    fn weight_bases(self) -> &'static [&'static str] {
+        match self {
+            ComponentKind::Transformer | ComponentKind::Vae => &["diffusion_pytorch_model"],
+            ComponentKind::TextEncoder => &["model"],
+        }
+    }
+}
+
+pub struct Component<C> {
+    pub kind: ComponentKind,
+    pub dir: PathBuf,
+    pub config: C,
+    /// config.json as written (non-finite numbers read as null).
+    pub config_json: serde_json::Value,
+    pub store: Arc<ParamStore>,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl<C: for<'de> Deserialize<'de> + ValidateConfig> Component<C> {
+    /// Parse the config, resolve device/dtype, then open and load every tensor.
+    /// Config errors surface before any weight is read.
+    pub fn load(kind: ComponentKind, dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let config: C = load_config(dir, kind.classes())?;
+        let config_json = crate::config::read_json(&dir.join("config.json"))?;
+        if kind == ComponentKind::TextEncoder {
+            check_architectures(dir, &config_json)?;
+        }
+        let device = resolve_device(&opts.device)?;
+        let dtype = resolve_dtype(&opts.dtype, &device)?;
+        let files = WeightFiles::open_component(dir, kind.weight_bases(), opts.variant.as_deref())?;
+        let store = Arc::new(files.load_all(&device, dtype)?);
+        Ok(Component { kind, dir: dir.to_path_buf(), config, config_json, store, device, dtype })
+    }
+
+    pub fn vb(&self) -> Vb {
+        self.store.root()
+    }
+}
+
+fn check_architectures(dir: &Path, json: &serde_json::Value) -> Result<()> {
+    let Some(archs) = json.get("architectures").and_then(|a| a.as_array()) else { return Ok(()) };
+    let accepted = ComponentKind::TextEncoder.classes();
+    match archs.iter().filter_map(|a| a.as_str()).find(|a| !accepted.contains(a)) {
+        Some(bad) => Err(SanaError::UnknownClass {
+            path: dir.join("config.json"),
+            class: bad.to_string(),
+            expected: accepted.join(" or "),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A model built from a loaded component (checks every tensor name and shape the config implies).
+pub trait BuildModel<C>: Sized {
+    fn build(c: &Component<C>) -> Result<Self>;
+}
+
+/// "No model": the component is loaded and its checkpoint validated, nothing more is built.
+impl<C> BuildModel<C> for () {
+    fn build(_c: &Component<C>) -> Result<Self> {
+        Ok(())
+    }
+}

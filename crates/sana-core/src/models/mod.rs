@@ -1,0 +1,3 @@
+//! One file per checkpoint component; struct fields and `vb.pp` paths mirror the checkpoint names.
+
+pub mod component;

@@ -1,0 +1,116 @@
+//! Depthwise k×k convolution, stride 1, "same" zero padding (k odd).
+//! PyTorch: `nn.Conv2d(C, C, k, padding=k // 2, groups=C)`.
+//! candle's grouped conv runs one small conv per group; for 5·C channels that is thousands of calls.
+
+use super::{is_cpu_f32, with_cpu_f32};
+use crate::{ensure_arg, Result};
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+/// x: [B, C, H, W], weight: [C, 1, k, k], bias: [C] → [B, C, H, W].
+pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    ensure_arg!(wc == c && one == 1 && kh == kw && kh % 2 == 1, "weight",
+        "depthwise weight must be [{c}, 1, k, k] with odd k, got {:?}", weight.dims());
+    if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
+        let y = x.conv2d(weight, kh / 2, 1, 1, c)?;
+        return Ok(match bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?,
+            None => y,
+        });
+    }
+    let bias_v: Vec<f32> = match bias {
+        Some(t) => t.to_vec1()?,
+        None => vec![0.0; c],
+    };
+    let wv: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+    let out = with_cpu_f32(x, |xs| {
+        let mut out = vec![0f32; b * c * h * w];
+        out.par_chunks_mut(h * w).enumerate().for_each(|(bc, o)| {
+            let ch = bc % c;
+            conv_plane(&xs[bc * h * w..(bc + 1) * h * w], &wv[ch * kh * kh..(ch + 1) * kh * kh], bias_v[ch], h, w, kh, o);
+        });
+        out
+    })?;
+    Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
+}
+
+/// One channel plane. The interior runs without bounds checks on the taps; borders clip.
+fn conv_plane(x: &[f32], k: &[f32], bias: f32, h: usize, w: usize, ks: usize, out: &mut [f32]) {
+    let r = ks / 2;
+    out.fill(bias);
+    for dy in 0..ks {
+        for dx in 0..ks {
+            let kv = k[dy * ks + dx];
+            // out[y, x] += kv * in[y + dy - r, x + dx - r] over the valid range.
+            let y0 = r.saturating_sub(dy);
+            let y1 = (h + r).saturating_sub(dy).min(h);
+            let x0 = r.saturating_sub(dx);
+            let x1 = (w + r).saturating_sub(dx).min(w);
+            if x0 >= x1 {
+                continue;
+            }
+            for y in y0..y1 {
+                let iy = y + dy - r;
+                let orow = &mut out[y * w + x0..y * w + x1];
+                let irow = &x[iy * w + x0 + dx - r..iy * w + x1 + dx - r];
+                for (o, i) in orow.iter_mut().zip(irow) {
+                    *o += kv * i;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn naive(x: &[f32], wt: &[f32], bias: &[f32], b: usize, c: usize, h: usize, w: usize, k: usize) -> Vec<f32> {
+        let r = k as isize / 2;
+        let mut out = vec![0f32; b * c * h * w];
+        for n in 0..b {
+            for ch in 0..c {
+                for y in 0..h as isize {
+                    for xx in 0..w as isize {
+                        let mut s = bias[ch] as f64;
+                        for dy in 0..k as isize {
+                            for dx in 0..k as isize {
+                                let (iy, ix) = (y + dy - r, xx + dx - r);
+                                if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                    s += (wt[ch * k * k + (dy * k as isize + dx) as usize]
+                                        * x[((n * c + ch) * h + iy as usize) * w + ix as usize]) as f64;
+                                }
+                            }
+                        }
+                        out[((n * c + ch) * h + y as usize) * w + xx as usize] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_naive_reference_and_candle() -> Result<()> {
+        for &(b, c, h, w, k) in &[(2, 3, 5, 7, 3), (1, 4, 1, 1, 3), (1, 2, 6, 4, 5), (1, 1, 2, 9, 5)] {
+            let dev = Device::Cpu;
+            let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
+            let got = depthwise_conv2d(&x, &wt, Some(&bias))?.flatten_all()?.to_vec1::<f32>()?;
+            let want = naive(
+                &x.flatten_all()?.to_vec1()?, &wt.flatten_all()?.to_vec1()?, &bias.to_vec1()?, b, c, h, w, k,
+            );
+            let candle = x.conv2d(&wt, k / 2, 1, 1, c)?.broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+            let candle = candle.flatten_all()?.to_vec1::<f32>()?;
+            for i in 0..got.len() {
+                assert!((got[i] - want[i]).abs() < 1e-4, "{:?} at {i}: {} vs {}", (b, c, h, w, k), got[i], want[i]);
+                assert!((candle[i] - want[i]).abs() < 1e-4);
+            }
+        }
+        Ok(())
+    }
+}

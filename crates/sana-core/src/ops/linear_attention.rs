@@ -1,0 +1,136 @@
+//! ReLU linear attention (Sana's self-attention and DC-AE's LiteMLA), without the N×N matrix.
+//!
+//! diffusers (`SanaLinearAttnProcessor2_0`), per head with q, k, v as [d, N]:
+//! ```text
+//! q, k = relu(q), relu(k)                    # in float32
+//! v_pad = pad(v, one extra row of ones)      # [d+1, N]
+//! o = (v_pad @ kᵀ) @ q                       # [d+1, N]
+//! out = o[:d] / (o[d] + eps)
+//! ```
+//! Here: kv = Σₙ vₙ kₙᵀ (d×d), ksum = Σₙ kₙ, outₙ = kv qₙ / (ksum·qₙ + eps) — the same sums without the
+//! padded copy of V.
+
+use super::{is_cpu_f32, with_cpu_f32};
+use crate::{ensure_arg, Result};
+use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
+
+/// q, k, v: [B, N, heads·d] token-major (the layout of a Linear's output) → [B, N, heads·d].
+/// ReLU is applied to q and k inside; math is f32 whatever the input dtype; output has q's dtype.
+pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, eps: f64) -> Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    ensure_arg!(k.dims() == q.dims() && v.dims() == q.dims(), "value",
+        "q, k, v must have the same shape, got {:?}, {:?}, {:?}", q.dims(), k.dims(), v.dims());
+    ensure_arg!(heads > 0 && c % heads == 0, "heads", "{c} channels do not split into {heads} heads");
+    let d = c / heads;
+    let out_dtype = q.dtype();
+    if !(is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v)) {
+        return fallback(q, k, v, heads, eps)?.to_dtype(out_dtype).map_err(Into::into);
+    }
+    let kv_all = with_cpu_f32(k, |ks| {
+        with_cpu_f32(v, |vs| {
+            // Per (batch, head): kv [d, d] (row i = value dim) and ksum [d].
+            (0..b * heads)
+                .into_par_iter()
+                .map(|bh| {
+                    let (bi, h) = (bh / heads, bh % heads);
+                    let mut kv = vec![0f32; d * d + d];
+                    for t in 0..n {
+                        let base = (bi * n + t) * c + h * d;
+                        let kt = &ks[base..base + d];
+                        let vt = &vs[base..base + d];
+                        for i in 0..d {
+                            let vi = vt[i];
+                            let row = &mut kv[i * d..(i + 1) * d];
+                            for j in 0..d {
+                                row[j] += vi * kt[j].max(0.0);
+                            }
+                        }
+                        let ksum = &mut kv[d * d..];
+                        for j in 0..d {
+                            ksum[j] += kt[j].max(0.0);
+                        }
+                    }
+                    kv
+                })
+                .collect::<Vec<_>>()
+        })
+    })??;
+    let out = with_cpu_f32(q, |qs| {
+        let mut out = vec![0f32; b * n * c];
+        out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
+            let bi = bt / n;
+            let qrow = &qs[bt * c..(bt + 1) * c];
+            let mut qr = vec![0f32; d];
+            for h in 0..heads {
+                let kv = &kv_all[bi * heads + h];
+                for j in 0..d {
+                    qr[j] = qrow[h * d + j].max(0.0);
+                }
+                let den: f32 = kv[d * d..].iter().zip(&qr).map(|(a, b)| a * b).sum::<f32>() + eps as f32;
+                for i in 0..d {
+                    let num: f32 = kv[i * d..(i + 1) * d].iter().zip(&qr).map(|(a, b)| a * b).sum();
+                    o[h * d + i] = num / den;
+                }
+            }
+        });
+        out
+    })?;
+    Ok(Tensor::from_vec(out, (b, n, c), q.device())?.to_dtype(out_dtype)?)
+}
+
+/// Device-agnostic candle version (used off-CPU until the CUDA kernel lands).
+fn fallback(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, eps: f64) -> candle_core::Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    let d = c / heads;
+    // [B, N, C] → [B, H, N, d]
+    let split = |t: &Tensor| t.to_dtype(DType::F32)?.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous();
+    let q = split(q)?.relu()?;
+    let k = split(k)?.relu()?;
+    let v = split(v)?;
+    let kv = k.transpose(2, 3)?.contiguous()?.matmul(&v)?; // [B,H,d,d]: kv[j,i] = Σ k_j v_i
+    let num = q.matmul(&kv)?; // [B,H,N,d]
+    let ksum = k.sum_keepdim(2)?; // [B,H,1,d]
+    let den = q.broadcast_mul(&ksum)?.sum_keepdim(D::Minus1)?.affine(1.0, eps)?; // [B,H,N,1]
+    num.broadcast_div(&den)?.transpose(1, 2)?.reshape((b, n, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The diffusers formulation, literally: pad V with ones, (V_pad Kᵀ) Q, divide by the last row.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, eps: f64) -> candle_core::Result<Tensor> {
+        let (b, n, c) = q.dims3()?;
+        let d = c / heads;
+        let hd = |t: &Tensor| t.transpose(1, 2)?.reshape((b, heads, d, n)); // [B,H,d,N]
+        let q = hd(q)?.relu()?;
+        let k = hd(k)?.relu()?.transpose(2, 3)?; // [B,H,N,d]
+        let v = hd(v)?;
+        let ones = Tensor::ones((b, heads, 1, n), DType::F32, q.device())?;
+        let v = Tensor::cat(&[&v, &ones], 2)?; // [B,H,d+1,N]
+        let o = v.matmul(&k.contiguous()?)?.matmul(&q.contiguous()?)?; // [B,H,d+1,N]
+        let num = o.narrow(2, 0, d)?;
+        let den = o.narrow(2, d, 1)?.affine(1.0, eps)?;
+        num.broadcast_div(&den)?.reshape((b, c, n))?.transpose(1, 2)
+    }
+
+    #[test]
+    fn matches_padded_value_formulation() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(b, n, heads, d) in &[(2, 17, 3, 8), (1, 1, 1, 4), (1, 64, 2, 32)] {
+            let c = heads * d;
+            let q = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;
+            let want = reference(&q, &k, &v, heads, 1e-15)?;
+            for got in [relu_linear_attention(&q, &k, &v, heads, 1e-15)?, fallback(&q, &k, &v, heads, 1e-15)?] {
+                let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff <= 1e-4 * scale.max(1.0), "{:?}: diff {diff}", (b, n, heads, d));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Ops that candle lacks or does slowly. Each op has a CPU implementation over contiguous f32 slices
+//! (checked against a naive reference in its tests) and a candle-op fallback for other devices until
+//! the CUDA kernels land.
+
+pub mod depthwise_conv;
+pub mod linear_attention;
+pub mod norm;
+
+pub use depthwise_conv::depthwise_conv2d;
+pub use linear_attention::relu_linear_attention;
+pub use norm::rms_norm;
+
+use crate::Result;
+use candle_core::{Storage, Tensor};
+
+/// Run `f` over the contiguous f32 data of a CPU tensor (copying only if it is not contiguous).
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let data = cpu.as_slice::<f32>()?;
+            let start = layout.start_offset();
+            Ok(f(&data[start..start + layout.shape().elem_count()]))
+        }
+        _ => Err(candle_core::Error::Msg("with_cpu_f32 called on a non-CPU tensor".into()).into()),
+    }
+}
+
+/// True when the fast CPU path applies (CPU device, f32).
+pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+/// Σᵢ cᵢ·tᵢ in f32 (schedulers' update rules). All tensors must share shape and device.
+pub fn linear_combination(tensors: &[&Tensor], coeffs: &[f64]) -> Result<Tensor> {
+    crate::ensure_arg!(!tensors.is_empty() && tensors.len() == coeffs.len(), "coeffs",
+        "expected one coefficient per tensor ({} tensors, {} coefficients)", tensors.len(), coeffs.len());
+    let shape = tensors[0].dims();
+    for (i, t) in tensors.iter().enumerate() {
+        crate::ensure_arg!(t.dims() == shape, "tensors",
+            "tensor {i} has shape {:?}, expected {:?}", t.dims(), shape);
+    }
+    let mut acc = tensors[0].to_dtype(candle_core::DType::F32)?.affine(coeffs[0], 0.0)?;
+    for (t, &c) in tensors.iter().zip(coeffs).skip(1) {
+        if c != 0.0 {
+            acc = (acc + t.to_dtype(candle_core::DType::F32)?.affine(c, 0.0)?)?;
+        }
+    }
+    Ok(acc)
+}

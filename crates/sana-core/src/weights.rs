@@ -1,0 +1,388 @@
+//! Checkpoint loading: diffusers/transformers safetensors files (single, sharded, variants),
+//! memory-mapped, validated against their headers, converted tensor by tensor to the compute dtype.
+//!
+//! Two layers:
+//! - [`WeightFiles`]: the memory-mapped files and an index of every tensor (name → file, dtype, shape,
+//!   byte range). Opening validates every header and every tensor's byte range; no data is read yet.
+//! - [`ParamStore`]: every tensor loaded onto the device in the compute dtype, by checkpoint name.
+//!   Model code reads it through [`Vb`] (`vb.pp("transformer_blocks").pp(0).get((c, c), "weight")`),
+//!   which checks names and shapes. Tensors are reference-counted, so a model and the store share memory.
+
+use crate::{Result, SanaError};
+use candle_core::{DType, Device, Shape, Tensor};
+use memmap2::Mmap;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where one tensor lives on disk.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    pub file: usize,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The memory-mapped safetensors files of one component.
+pub struct WeightFiles {
+    pub paths: Vec<PathBuf>,
+    maps: Vec<Mmap>,
+    pub index: BTreeMap<String, TensorEntry>,
+}
+
+/// Candidate file names for a component, in the order diffusers/transformers try them.
+fn candidates(base: &str, variant: Option<&str>) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    if let Some(v) = variant {
+        out.push((format!("{base}.{v}.safetensors"), false));
+        out.push((format!("{base}.safetensors.index.{v}.json"), true));
+        out.push((format!("{base}.{v}.safetensors.index.json"), true));
+    }
+    out.push((format!("{base}.safetensors"), false));
+    out.push((format!("{base}.safetensors.index.json"), true));
+    out
+}
+
+impl WeightFiles {
+    /// Find and open the weights of a component folder. `bases` are the stem names to try
+    /// (`diffusion_pytorch_model` for diffusers models, `model` for transformers models).
+    /// A requested `variant` (`fp16`, `bf16`) is preferred; the plain files are the fallback.
+    pub fn open_component(dir: &Path, bases: &[&str], variant: Option<&str>) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(SanaError::not_found("component folder", dir));
+        }
+        for base in bases {
+            for (name, is_index) in candidates(base, variant) {
+                let path = dir.join(&name);
+                if path.is_file() {
+                    return if is_index { Self::open_sharded(&path) } else { Self::open(&[path]) };
+                }
+            }
+        }
+        let expected = bases.iter().map(|b| format!("{b}.safetensors")).collect::<Vec<_>>().join(" or ");
+        Err(SanaError::not_found(format!("weights file ({expected})"), dir))
+    }
+
+    /// Open a sharded checkpoint from its `*.safetensors.index.json`.
+    pub fn open_sharded(index_path: &Path) -> Result<Self> {
+        let json = crate::config::read_json(index_path)?;
+        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| SanaError::InvalidConfig {
+            path: index_path.to_path_buf(),
+            msg: "missing \"weight_map\" object".into(),
+        })?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<PathBuf> = Vec::new();
+        for (tensor, file) in map {
+            let file = file.as_str().ok_or_else(|| SanaError::InvalidConfig {
+                path: index_path.to_path_buf(),
+                msg: format!("weight_map entry for \"{tensor}\" is not a file name"),
+            })?;
+            let p = dir.join(file);
+            if !shards.contains(&p) {
+                shards.push(p);
+            }
+        }
+        shards.sort();
+        for p in &shards {
+            if !p.is_file() {
+                return Err(SanaError::not_found(format!("shard listed in {}", index_path.display()), p));
+            }
+        }
+        let files = Self::open(&shards)?;
+        // Every tensor the index promises must be in the shard it names.
+        for (tensor, file) in map {
+            let want = dir.join(file.as_str().unwrap_or_default());
+            match files.index.get(tensor) {
+                Some(e) if files.paths[e.file] == want => {}
+                _ => return Err(SanaError::WeightMissing { path: want, name: tensor.clone() }),
+            }
+        }
+        Ok(files)
+    }
+
+    /// Memory-map the files and validate every header and tensor byte range.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut maps = Vec::with_capacity(paths.len());
+        let mut index = BTreeMap::new();
+        for (fi, path) in paths.iter().enumerate() {
+            let file = File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => SanaError::not_found("weights file", path),
+                _ => SanaError::Io { path: path.clone(), source: e },
+            })?;
+            // SAFETY: the map is read-only; a file truncated by another process while mapped could
+            // fault, which is the usual caveat of every mmap-based loader (safetensors, candle).
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| SanaError::Io { path: path.clone(), source: e })?;
+            for (name, entry) in parse_header(path, &map, fi)? {
+                if index.contains_key(&name) {
+                    return Err(SanaError::CorruptWeights {
+                        path: path.clone(),
+                        msg: format!("tensor \"{name}\" appears in more than one file"),
+                    });
+                }
+                index.insert(name, entry);
+            }
+            maps.push(map);
+        }
+        Ok(WeightFiles { paths: paths.to_vec(), maps, index })
+    }
+
+    /// The raw little-endian bytes of one tensor.
+    pub fn bytes(&self, e: &TensorEntry) -> &[u8] {
+        &self.maps[e.file][e.start..e.end]
+    }
+
+    /// Load every tensor onto `device` as `dtype` (float tensors; see [`decode_tensor`]).
+    /// Pages of the mapping are released after each tensor, so peak RSS stays near the converted size.
+    pub fn load_all(&self, device: &Device, dtype: DType) -> Result<ParamStore> {
+        let mut tensors = BTreeMap::new();
+        for (name, e) in &self.index {
+            let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype)?;
+            self.release(e);
+            tensors.insert(name.clone(), t);
+        }
+        Ok(ParamStore {
+            tensors,
+            sources: self.index.iter().map(|(n, e)| (n.clone(), (self.paths[e.file].clone(), e.dtype))).collect(),
+            used: Mutex::new(HashSet::new()),
+        })
+    }
+
+    #[cfg(unix)]
+    fn release(&self, e: &TensorEntry) {
+        // Dropping clean file-backed pages is always safe for a read-only private map; the kernel
+        // re-reads them if touched again. Failure only costs memory, so it is ignored.
+        let page = 4096;
+        let start = e.start / page * page;
+        // SAFETY: read-only private file mapping; DONTNEED only drops clean pages.
+        let _ = unsafe { self.maps[e.file].unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, e.end - start) };
+    }
+    #[cfg(not(unix))]
+    fn release(&self, _e: &TensorEntry) {}
+}
+
+/// Parse and validate a safetensors header: 8-byte length, JSON, and each tensor's byte range.
+fn parse_header(path: &Path, buf: &[u8], file: usize) -> Result<Vec<(String, TensorEntry)>> {
+    let corrupt = |msg: String| SanaError::CorruptWeights { path: path.to_path_buf(), msg };
+    if buf.len() < 8 {
+        return Err(corrupt(format!("file is {} bytes, too short for a safetensors header", buf.len())));
+    }
+    let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")) as usize;
+    if n > buf.len() - 8 {
+        return Err(corrupt(format!("header length {n} exceeds file size {} (truncated?)", buf.len())));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&buf[8..8 + n])
+        .map_err(|e| corrupt(format!("header is not valid JSON: {e}")))?;
+    let obj = header.as_object().ok_or_else(|| corrupt("header is not a JSON object".into()))?;
+    let data_start = 8 + n;
+    let data_len = buf.len() - data_start;
+    let mut out = Vec::with_capacity(obj.len());
+    for (name, info) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(info.clone())
+            .map_err(|e| corrupt(format!("tensor \"{name}\": bad header entry: {e}")))?;
+        let (b, e) = info.data_offsets;
+        let numel: usize = info.shape.iter().product();
+        let expected = numel * info.dtype.bitsize() / 8;
+        if b > e || e - b != expected {
+            return Err(corrupt(format!(
+                "tensor \"{name}\": byte range {b}..{e} does not match shape {:?} of {:?} ({expected} bytes)",
+                info.shape, info.dtype
+            )));
+        }
+        if e > data_len {
+            return Err(corrupt(format!(
+                "tensor \"{name}\": data ends at byte {e} but the file has only {data_len} data bytes (truncated?)"
+            )));
+        }
+        out.push((
+            name.clone(),
+            TensorEntry { file, dtype: info.dtype, shape: info.shape, start: data_start + b, end: data_start + e },
+        ));
+    }
+    Ok(out)
+}
+
+/// Decode one tensor's bytes into a `dtype` tensor on `device`.
+/// bf16/f16 → f32 is exact; on CPU everything computes in f32.
+pub fn decode_tensor(
+    path: &Path,
+    name: &str,
+    e: &TensorEntry,
+    bytes: &[u8],
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    use safetensors::Dtype as S;
+    let shape = Shape::from(e.shape.clone());
+    let t = match e.dtype {
+        S::F32 => Tensor::from_vec(le_f32(bytes), shape, &Device::Cpu)?,
+        S::BF16 if dtype == DType::F32 => {
+            let v: Vec<f32> = bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)?
+        }
+        S::F16 if dtype == DType::F32 => {
+            let v: Vec<f32> = bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)?
+        }
+        S::BF16 => {
+            let v: Vec<half::bf16> = bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]])).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)?
+        }
+        S::F16 => {
+            let v: Vec<half::f16> = bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)?
+        }
+        S::F64 => {
+            let v: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)?
+        }
+        other => {
+            return Err(SanaError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    };
+    let t = if t.dtype() != dtype { t.to_dtype(dtype)? } else { t };
+    Ok(if device.is_cpu() { t } else { t.to_device(device)? })
+}
+
+fn le_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()
+}
+
+/// Every tensor of a component, loaded, by checkpoint name.
+pub struct ParamStore {
+    pub tensors: BTreeMap<String, Tensor>,
+    /// Source file and stored dtype of each tensor, for error messages and introspection.
+    pub sources: BTreeMap<String, (PathBuf, safetensors::Dtype)>,
+    used: Mutex<HashSet<String>>,
+}
+
+impl ParamStore {
+    /// Build a store from tensors already in memory (tests, random-weight benchmarks).
+    pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Self {
+        let sources = tensors.keys().map(|k| (k.clone(), (PathBuf::from("<memory>"), safetensors::Dtype::F32))).collect();
+        ParamStore { tensors, sources, used: Mutex::new(HashSet::new()) }
+    }
+
+    pub fn root(self: &Arc<Self>) -> Vb {
+        Vb { store: self.clone(), prefix: String::new() }
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.sources.get(name).map(|s| s.0.clone()).unwrap_or_else(|| PathBuf::from("<checkpoint>"))
+    }
+
+    /// Names present in the checkpoint that no model code asked for (a sign of a config mismatch).
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().expect("poisoned");
+        self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect()
+    }
+
+    /// Fail if the checkpoint has tensors that the model did not consume.
+    pub fn ensure_all_used(&self, ignore: impl Fn(&str) -> bool) -> Result<()> {
+        let unused: Vec<String> = self.unused().into_iter().filter(|n| !ignore(n)).collect();
+        if let Some(first) = unused.first() {
+            return Err(SanaError::InvalidConfig {
+                path: self.path_of(first),
+                msg: format!(
+                    "{} checkpoint tensor(s) are not used by the model built from config.json (first: \"{first}\"); \
+                     the config and weights do not match",
+                    unused.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A view of the store under a name prefix, like candle-nn's `VarBuilder`.
+#[derive(Clone)]
+pub struct Vb {
+    store: Arc<ParamStore>,
+    prefix: String,
+}
+
+impl Vb {
+    /// Descend: `vb.pp("transformer_blocks").pp(3)`.
+    pub fn pp(&self, name: impl ToString) -> Vb {
+        let name = name.to_string();
+        let prefix = if self.prefix.is_empty() { name } else { format!("{}.{name}", self.prefix) };
+        Vb { store: self.store.clone(), prefix }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.tensors.contains_key(&self.full(name))
+    }
+
+    /// The tensor `prefix.name`, which must have exactly `shape`.
+    pub fn get(&self, shape: impl Into<Shape>, name: &str) -> Result<Tensor> {
+        let full = self.full(name);
+        let t = self.get_any(&full)?;
+        let shape: Shape = shape.into();
+        if t.dims() != shape.dims() {
+            return Err(SanaError::ShapeMismatch {
+                path: self.store.path_of(&full),
+                name: full,
+                expected: shape.dims().to_vec(),
+                got: t.dims().to_vec(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Optional tensor: `Ok(None)` if absent, shape-checked if present.
+    pub fn get_opt(&self, shape: impl Into<Shape>, name: &str) -> Result<Option<Tensor>> {
+        if self.contains(name) {
+            self.get(shape, name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The tensor with whatever shape it has (for shapes the config does not determine).
+    pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
+        self.get_any(&self.full(name))
+    }
+
+    fn get_any(&self, full: &str) -> Result<Tensor> {
+        match self.store.tensors.get(full) {
+            Some(t) => {
+                self.store.used.lock().expect("poisoned").insert(full.to_string());
+                Ok(t.clone())
+            }
+            None => Err(SanaError::WeightMissing {
+                path: self.store.sources.values().next().map(|s| s.0.clone()).unwrap_or_default(),
+                name: full.to_string(),
+            }),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.store.tensors.values().next().map(|t| t.device().clone()).unwrap_or(Device::Cpu)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.store.tensors.values().next().map(|t| t.dtype()).unwrap_or(DType::F32)
+    }
+}

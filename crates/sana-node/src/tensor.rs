@@ -1,0 +1,103 @@
+//! `Tensor`: a native tensor handle. Data stays on its device; JS sees shape, dtype and device, and
+//! copies values out only when asked (`toFloat32Array`).
+
+use crate::job::Job;
+use crate::{candle_err, js_err};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use sana_core::device::{device_name, dtype_name, resolve_device};
+use sana_core::{DType, SanaError, Tensor};
+
+#[napi(js_name = "NativeTensor")]
+pub struct JsTensor {
+    pub(crate) inner: Tensor,
+}
+
+impl JsTensor {
+    pub fn new(inner: Tensor) -> Self {
+        JsTensor { inner }
+    }
+}
+
+fn check_shape(len: usize, shape: &[u32]) -> Result<Vec<usize>> {
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let numel: usize = dims.iter().product();
+    if numel != len {
+        return Err(js_err(SanaError::invalid_arg(
+            "shape",
+            format!("shape {dims:?} holds {numel} elements but the data has {len}"),
+        )));
+    }
+    Ok(dims)
+}
+
+#[napi]
+impl JsTensor {
+    /// A float32 tensor from JS data (copied once, then moved to `device`).
+    #[napi(factory)]
+    pub fn from_float32_array(data: &[f32], shape: Vec<u32>, device: Option<String>) -> Result<Self> {
+        let dims = check_shape(data.len(), &shape)?;
+        let dev = resolve_device(device.as_deref().unwrap_or("cpu")).map_err(js_err)?;
+        let t = Tensor::from_slice(data, dims, &dev).map_err(candle_err)?;
+        Ok(JsTensor::new(t))
+    }
+
+    /// An int64 tensor (token ids, masks) from int32 JS data.
+    #[napi(factory)]
+    pub fn from_int32_array(data: &[i32], shape: Vec<u32>, device: Option<String>) -> Result<Self> {
+        let dims = check_shape(data.len(), &shape)?;
+        let dev = resolve_device(device.as_deref().unwrap_or("cpu")).map_err(js_err)?;
+        let v: Vec<i64> = data.iter().map(|&x| x as i64).collect();
+        let t = Tensor::from_vec(v, dims, &dev).map_err(candle_err)?;
+        Ok(JsTensor::new(t))
+    }
+
+    /// Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' device (the scheduler's update step).
+    #[napi(factory)]
+    pub fn linear_combination(tensors: Vec<&JsTensor>, coeffs: Vec<f64>) -> Result<Self> {
+        if tensors.is_empty() || tensors.len() != coeffs.len() {
+            return Err(js_err(SanaError::invalid_arg(
+                "coeffs",
+                format!("expected one coefficient per tensor, received {} tensors and {} coefficients", tensors.len(), coeffs.len()),
+            )));
+        }
+        let out = sana_core::ops::linear_combination(
+            &tensors.iter().map(|t| &t.inner).collect::<Vec<_>>(),
+            &coeffs,
+        )
+        .map_err(js_err)?;
+        Ok(JsTensor::new(out))
+    }
+
+    #[napi(getter)]
+    pub fn shape(&self) -> Vec<u32> {
+        self.inner.dims().iter().map(|&d| d as u32).collect()
+    }
+
+    #[napi(getter)]
+    pub fn dtype(&self) -> String {
+        dtype_name(self.inner.dtype()).to_string()
+    }
+
+    #[napi(getter)]
+    pub fn device(&self) -> String {
+        device_name(self.inner.device())
+    }
+
+    /// Copy the values to JS as float32 (ids/masks included), off the JS thread.
+    #[napi]
+    pub fn to_float32_array(&self) -> AsyncTask<Job<Vec<f32>, Float32Array>> {
+        let t = self.inner.clone();
+        AsyncTask::new(Job::new(
+            move || Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            |v| Ok(Float32Array::new(v)),
+        ))
+    }
+
+    /// Synchronous copy; for small tensors in tests and schedulers.
+    #[napi]
+    pub fn to_float32_array_sync(&self) -> Result<Float32Array> {
+        let v = self.inner.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>());
+        Ok(Float32Array::new(v.map_err(candle_err)?))
+    }
+}
