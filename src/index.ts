@@ -1,0 +1,6 @@
+/**
+ * sana-node: NVlabs' Sana text-to-image models from Node.js.
+ * @packageDocumentation
+ */
+export { SanaError, type SanaErrorCode } from './errors'
+export { Tensor, type DeviceRequest, type TensorDType } from './tensor'

@@ -1,0 +1,93 @@
+/**
+ * A tensor that lives in native memory (CPU RAM or GPU). Passing a Tensor between components copies
+ * nothing; values reach JavaScript only through {@link Tensor.toFloat32Array}.
+ */
+import { callNative, callNativeSync, invalidArgument } from './errors'
+import { native, type Binding } from './native'
+
+/** Where tensors live: `'cpu'`, `'cuda'` (`'cuda:N'`) or `'auto'` (CUDA if usable, else CPU). */
+export type DeviceRequest = 'cpu' | 'cuda' | `cuda:${number}` | 'auto'
+
+/** Element type of a tensor. */
+export type TensorDType = 'float32' | 'bfloat16' | 'float16' | 'float64' | 'int64' | 'uint32' | 'uint8' | 'other'
+
+function checkShape(shape: readonly number[]): number[] {
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw invalidArgument('shape', 'an array of non-negative integers', shape)
+  }
+  return [...shape]
+}
+
+export class Tensor {
+  /** @internal */
+  readonly native: Binding.NativeTensor
+
+  /** @internal Wrap a native tensor handle. */
+  constructor(handle: Binding.NativeTensor) {
+    this.native = handle
+  }
+
+  /**
+   * A float32 tensor from JS data.
+   * @example Tensor.fromFloat32Array(new Float32Array(2 * 32 * 8 * 8), [2, 32, 8, 8])
+   */
+  static fromFloat32Array(data: Float32Array, shape: readonly number[], options: { device?: DeviceRequest } = {}): Tensor {
+    if (!(data instanceof Float32Array)) throw invalidArgument('data', 'a Float32Array', data)
+    const dims = checkShape(shape)
+    return new Tensor(callNativeSync(() => native().NativeTensor.fromFloat32Array(data, dims, options.device ?? 'cpu')))
+  }
+
+  /**
+   * An int64 tensor (token ids, attention masks) from int32 JS data.
+   * @example Tensor.fromInt32Array(Int32Array.from([2, 651, 0]), [1, 3])
+   */
+  static fromInt32Array(data: Int32Array, shape: readonly number[], options: { device?: DeviceRequest } = {}): Tensor {
+    if (!(data instanceof Int32Array)) throw invalidArgument('data', 'an Int32Array', data)
+    const dims = checkShape(shape)
+    return new Tensor(callNativeSync(() => native().NativeTensor.fromInt32Array(data, dims, options.device ?? 'cpu')))
+  }
+
+  /**
+   * Σᵢ coeffs[i]·tensors[i], computed natively in float32 (the schedulers' update rule).
+   * @example Tensor.linearCombination([x, v], [1, -dt])
+   */
+  static linearCombination(tensors: readonly Tensor[], coeffs: readonly number[]): Tensor {
+    return new Tensor(
+      callNativeSync(() => native().NativeTensor.linearCombination(tensors.map((t) => t.native), [...coeffs])),
+    )
+  }
+
+  /** Dimensions, e.g. `[2, 32, 8, 8]`. */
+  get shape(): number[] {
+    return this.native.shape
+  }
+
+  /** Element type. */
+  get dtype(): TensorDType {
+    return this.native.dtype as TensorDType
+  }
+
+  /** `'cpu'` or `'cuda:N'`. */
+  get device(): string {
+    return this.native.device
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1)
+  }
+
+  /** Copy the values into a Float32Array (row-major), off the main thread. */
+  async toFloat32Array(): Promise<Float32Array> {
+    return callNative(() => this.native.toFloat32Array() as Promise<Float32Array>)
+  }
+
+  /** Synchronous copy; fine for small tensors. */
+  toFloat32ArraySync(): Float32Array {
+    return callNativeSync(() => this.native.toFloat32ArraySync())
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device})`
+  }
+}
