@@ -1,0 +1,166 @@
+/**
+ * The checkpoint components under their diffusers/transformers names. Each is loaded from its
+ * folder (config.json + safetensors) with `await X.load(dir, options)` and keeps its weights in
+ * native memory until `dispose()`.
+ */
+import { existsSync, statSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaTransformerConfig } from './config'
+import { callNative, callNativeSync, SanaError } from './errors'
+import { native, type Binding } from './native'
+import { Tensor, type DeviceRequest } from './tensor'
+
+/** Options for loading a component or a pipeline. */
+export interface LoadOptions {
+  /** Where to run: `'cpu'`, `'cuda'`, `'cuda:N'` or `'auto'` (CUDA when usable, else CPU). Defaults to `'cpu'`. */
+  device?: DeviceRequest
+  /**
+   * Compute dtype. Defaults to `'auto'`: float32 on CPU (candle's CPU matmul is f32-only), bfloat16 on CUDA.
+   * Weights stored in another dtype are converted at load (bf16/fp16 → f32 is exact).
+   */
+  dtype?: 'float32' | 'bfloat16' | 'float16' | 'auto'
+  /** Weights variant to prefer, e.g. `'fp16'` for `diffusion_pytorch_model.fp16.safetensors`. Defaults to none. */
+  variant?: string
+}
+
+/** One checkpoint tensor as stored on disk and as loaded. */
+export interface TensorInfo {
+  name: string
+  shape: number[]
+  /** Dtype in the safetensors file: `'F32'`, `'BF16'`, `'F16'`, … */
+  storedDtype: string
+  /** Dtype after load-time conversion. */
+  dtype: string
+  /** The safetensors file the tensor came from. */
+  file: string
+}
+
+type NativeComponent = {
+  readonly configJson: string
+  readonly device: string
+  readonly dtype: string
+  readonly disposed: boolean
+  dispose(): void
+  tensorInfo(): Binding.NativeTensorInfo[]
+  getWeight(name: string): Binding.NativeTensor
+}
+
+function checkDir(dir: string, what: string): string {
+  if (typeof dir !== 'string' || dir.length === 0) {
+    throw new SanaError('SANA_INVALID_ARGUMENT', `Expected a folder path for ${what} but received ${typeof dir}`)
+  }
+  const abs = resolve(dir)
+  if (!existsSync(abs) || !statSync(abs).isDirectory()) {
+    throw new SanaError('SANA_NOT_FOUND', `${what} folder not found: ${abs}`)
+  }
+  return abs
+}
+
+function nativeOptions(opts: LoadOptions): Binding.NativeLoadOptions {
+  return { device: opts.device ?? 'cpu', dtype: opts.dtype ?? 'auto', variant: opts.variant }
+}
+
+/** Shared behaviour of the model components: config, device, weights introspection, disposal. */
+abstract class ModelComponent<N extends NativeComponent, C> {
+  /** @internal */
+  protected readonly handle: N
+  /** The component's config.json, keys in camelCase. */
+  readonly config: C
+  /** The folder the component was loaded from. */
+  readonly dir: string
+
+  /** @internal */
+  protected constructor(handle: N, dir: string) {
+    this.handle = handle
+    this.dir = dir
+    this.config = camelizeKeys<C>(JSON.parse(handle.configJson))
+  }
+
+  /** @internal */
+  get native(): N {
+    if (this.handle.disposed) {
+      throw new SanaError('SANA_DISPOSED', `${this.constructor.name} at ${this.dir} was disposed; load it again`)
+    }
+    return this.handle
+  }
+
+  /** Where the weights live: `'cpu'` or `'cuda:N'`. */
+  get device(): string {
+    return callNativeSync(() => this.native.device)
+  }
+
+  /** Compute dtype of the loaded weights. */
+  get dtype(): string {
+    return callNativeSync(() => this.native.dtype)
+  }
+
+  /** True after {@link dispose}. */
+  get disposed(): boolean {
+    return this.handle.disposed
+  }
+
+  /** Every loaded tensor: checkpoint name, shape, stored and loaded dtype, source file. */
+  tensorInfo(): TensorInfo[] {
+    return callNativeSync(() => this.native.tensorInfo())
+  }
+
+  /** One loaded weight by its checkpoint name (shares memory with the model). */
+  getWeight(name: string): Tensor {
+    return new Tensor(callNativeSync(() => this.native.getWeight(name)))
+  }
+
+  /** Free the weights now (a running forward keeps its own until it finishes). Safe to call twice. */
+  dispose(): void {
+    this.handle.dispose()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose()
+  }
+}
+
+/** The Linear DiT denoiser (`SanaTransformer2DModel`). */
+export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransformer, SanaTransformerConfig> {
+  /**
+   * Load a `transformer/` folder.
+   * @example const transformer = await SanaTransformer2DModel.load('sana/transformer', { device: 'cpu' })
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<SanaTransformer2DModel> {
+    const abs = checkDir(dir, 'transformer')
+    const h = await callNative(() => native().NativeTransformer.load(abs, nativeOptions(options)))
+    return new SanaTransformer2DModel(h as Binding.NativeTransformer, abs)
+  }
+}
+
+/** The DC-AE autoencoder (`AutoencoderDC`, f32c32). */
+export class AutoencoderDC extends ModelComponent<Binding.NativeAutoencoderDC, AutoencoderDCConfig> {
+  /**
+   * Load a `vae/` folder.
+   * @example const vae = await AutoencoderDC.load('sana/vae')
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<AutoencoderDC> {
+    const abs = checkDir(dir, 'vae')
+    const h = await callNative(() => native().NativeAutoencoderDC.load(abs, nativeOptions(options)))
+    return new AutoencoderDC(h as Binding.NativeAutoencoderDC, abs)
+  }
+}
+
+/** The Gemma-2 text encoder (`Gemma2Model`): last hidden state after the final norm. */
+export class Gemma2TextEncoder extends ModelComponent<Binding.NativeTextEncoder, Gemma2Config> {
+  /**
+   * Load a `text_encoder/` folder.
+   * @example const textEncoder = await Gemma2TextEncoder.load('sana/text_encoder')
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<Gemma2TextEncoder> {
+    const abs = checkDir(dir, 'text_encoder')
+    const h = await callNative(() => native().NativeTextEncoder.load(abs, nativeOptions(options)))
+    return new Gemma2TextEncoder(h as Binding.NativeTextEncoder, abs)
+  }
+
+  /** Free the encoder's weights (~5 GB for real Sana) once prompts are encoded. Alias of {@link dispose}. */
+  unload(): void {
+    this.dispose()
+  }
+}
+
+export { checkDir }
