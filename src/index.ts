@@ -4,3 +4,6 @@
  */
 export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
+export { SanaTransformer2DModel, AutoencoderDC, Gemma2TextEncoder, type LoadOptions, type TensorInfo } from './components'
+export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
+export { SanaPipeline, type PipelineLoadOptions, type PipelineComponents, type PipelineConfig, type ModelIndex } from './pipeline'

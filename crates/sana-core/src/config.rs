@@ -72,7 +72,9 @@ pub fn load_config<T: for<'de> Deserialize<'de> + ValidateConfig>(dir: &Path, ex
             });
         }
     }
-    let cfg: T = serde_json::from_value(json).map_err(|e| SanaError::InvalidConfig { path: path.clone(), msg: e.to_string() })?;
+    // serde_path_to_error names the offending key ("decoder_block_out_channels: invalid type …").
+    let cfg: T = serde_path_to_error::deserialize(json)
+        .map_err(|e| SanaError::InvalidConfig { path: path.clone(), msg: format!("{}: {}", e.path(), e.inner()) })?;
     cfg.validate(&path)
 }
 
