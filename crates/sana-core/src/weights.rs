@@ -140,8 +140,7 @@ impl WeightFiles {
     pub fn load_all(&self, device: &Device, dtype: DType) -> Result<ParamStore> {
         let mut tensors = BTreeMap::new();
         for (name, e) in &self.index {
-            let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype)?;
-            self.release(e);
+            let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype, &|b| self.release(e.file, b))?;
             tensors.insert(name.clone(), t);
         }
         Ok(ParamStore {
@@ -151,17 +150,23 @@ impl WeightFiles {
         })
     }
 
+    /// Drop the mapped pages under `bytes` (a sub-slice of file `file`'s map) once they are decoded.
     #[cfg(unix)]
-    fn release(&self, e: &TensorEntry) {
-        // Dropping clean file-backed pages is always safe for a read-only private map; the kernel
-        // re-reads them if touched again. Failure only costs memory, so it is ignored.
+    fn release(&self, file: usize, bytes: &[u8]) {
+        let map = &self.maps[file];
         let page = 4096;
-        let start = e.start / page * page;
-        // SAFETY: read-only private file mapping; DONTNEED only drops clean pages.
-        let _ = unsafe { self.maps[e.file].unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, e.end - start) };
+        let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+        // Whole pages only: a partial page at either end may still hold a neighbour's bytes.
+        let start = offset.div_ceil(page) * page;
+        let end = (offset + bytes.len()) / page * page;
+        if end > start {
+            // SAFETY: read-only private file mapping; DONTNEED only drops clean pages, which the kernel
+            // re-reads if they are touched again. Failure only costs memory, so it is ignored.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
     }
     #[cfg(not(unix))]
-    fn release(&self, _e: &TensorEntry) {}
+    fn release(&self, _file: usize, _bytes: &[u8]) {}
 }
 
 /// Parse and validate a safetensors header: 8-byte length, JSON, and each tensor's byte range.
@@ -208,7 +213,19 @@ fn parse_header(path: &Path, buf: &[u8], file: usize) -> Result<Vec<(String, Ten
     Ok(out)
 }
 
-/// Decode one tensor's bytes into a `dtype` tensor on `device`.
+/// Decode in 8 MiB pieces, handing each decoded piece to `release`, so a large tensor never has its
+/// whole file image and its converted copy resident at once.
+fn decode_chunked<T>(bytes: &[u8], elem: usize, f: impl Fn(&[u8]) -> T, release: &dyn Fn(&[u8])) -> Vec<T> {
+    const CHUNK: usize = 8 << 20;
+    let mut out = Vec::with_capacity(bytes.len() / elem);
+    for piece in bytes.chunks(CHUNK - CHUNK % elem) {
+        out.extend(piece.chunks_exact(elem).map(&f));
+        release(piece);
+    }
+    out
+}
+
+/// Decode one tensor's bytes into a `dtype` tensor on `device`; `release` is told which file bytes are done.
 /// bf16/f16 → f32 is exact; on CPU everything computes in f32.
 pub fn decode_tensor(
     path: &Path,
@@ -217,30 +234,24 @@ pub fn decode_tensor(
     bytes: &[u8],
     device: &Device,
     dtype: DType,
+    release: &dyn Fn(&[u8]),
 ) -> Result<Tensor> {
     use safetensors::Dtype as S;
     let shape = Shape::from(e.shape.clone());
+    let cpu = &Device::Cpu;
     let t = match e.dtype {
-        S::F32 => Tensor::from_vec(le_f32(bytes), shape, &Device::Cpu)?,
+        S::F32 => Tensor::from_vec(decode_chunked(bytes, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]), release), shape, cpu)?,
         S::BF16 if dtype == DType::F32 => {
-            let v: Vec<f32> = bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
+            Tensor::from_vec(decode_chunked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32(), release), shape, cpu)?
         }
         S::F16 if dtype == DType::F32 => {
-            let v: Vec<f32> = bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
+            Tensor::from_vec(decode_chunked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32(), release), shape, cpu)?
         }
-        S::BF16 => {
-            let v: Vec<half::bf16> = bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]])).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
-        }
-        S::F16 => {
-            let v: Vec<half::f16> = bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
-        }
+        S::BF16 => Tensor::from_vec(decode_chunked(bytes, 2, |c| half::bf16::from_le_bytes([c[0], c[1]]), release), shape, cpu)?,
+        S::F16 => Tensor::from_vec(decode_chunked(bytes, 2, |c| half::f16::from_le_bytes([c[0], c[1]]), release), shape, cpu)?,
         S::F64 => {
-            let v: Vec<f64> = bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
+            let f = |c: &[u8]| f64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+            Tensor::from_vec(decode_chunked(bytes, 8, f, release), shape, cpu)?
         }
         other => {
             return Err(SanaError::UnsupportedDtype {
@@ -252,10 +263,6 @@ pub fn decode_tensor(
     };
     let t = if t.dtype() != dtype { t.to_dtype(dtype)? } else { t };
     Ok(if device.is_cpu() { t } else { t.to_device(device)? })
-}
-
-fn le_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()
 }
 
 /// Every tensor of a component, loaded, by checkpoint name.

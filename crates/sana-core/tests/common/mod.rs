@@ -44,7 +44,7 @@ pub fn tensor(key: &str) -> Tensor {
             let v: Vec<i64> = bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
             Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
         }
-        _ => sana_core::weights::decode_tensor(&files.paths[0], key, e, bytes, &Device::Cpu, DType::F32).unwrap(),
+        _ => sana_core::weights::decode_tensor(&files.paths[0], key, e, bytes, &Device::Cpu, DType::F32, &|_| {}).unwrap(),
     }
 }
 
