@@ -34,6 +34,10 @@ export declare class NativeTensor {
   static fromInt32Array(data: Int32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
   /** Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' device (the scheduler's update step). */
   static linearCombination(tensors: Array<NativeTensor>, coeffs: Array<number>): NativeTensor
+  /** Concatenate along `dim` (e.g. the CFG batch: negative first, then positive). */
+  static cat(tensors: Array<NativeTensor>, dim: number): NativeTensor
+  /** Gather `indices` along `dim` (diffusers' `x[:, select_index]`, `repeat_interleave`, …). */
+  indexSelect(indices: Array<number>, dim: number): NativeTensor
   get shape(): Array<number>
   get dtype(): string
   get device(): string

@@ -57,6 +57,22 @@ export class Tensor {
     )
   }
 
+  /**
+   * Concatenate along `dim`.
+   * @example Tensor.cat([negativeEmbeds, promptEmbeds], 0) // the CFG batch, negative first
+   */
+  static cat(tensors: readonly Tensor[], dim: number): Tensor {
+    return new Tensor(callNativeSync(() => native().NativeTensor.cat(tensors.map((t) => t.native), dim)))
+  }
+
+  /**
+   * Gather `indices` along `dim` (PyTorch `x.index_select(dim, indices)`).
+   * @example embeds.indexSelect([0, ...range], 1)
+   */
+  indexSelect(indices: readonly number[], dim: number): Tensor {
+    return new Tensor(callNativeSync(() => this.native.indexSelect([...indices], dim)))
+  }
+
   /** Dimensions, e.g. `[2, 32, 8, 8]`. */
   get shape(): number[] {
     return this.native.shape

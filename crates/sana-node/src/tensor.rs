@@ -69,6 +69,32 @@ impl JsTensor {
         Ok(JsTensor::new(out))
     }
 
+    /// Concatenate along `dim` (e.g. the CFG batch: negative first, then positive).
+    #[napi(factory)]
+    pub fn cat(tensors: Vec<&JsTensor>, dim: u32) -> Result<Self> {
+        if tensors.is_empty() {
+            return Err(js_err(SanaError::invalid_arg("tensors", "expected at least one tensor")));
+        }
+        let ts: Vec<&Tensor> = tensors.iter().map(|t| &t.inner).collect();
+        Ok(JsTensor::new(Tensor::cat(&ts, dim as usize).map_err(candle_err)?))
+    }
+
+    /// Gather `indices` along `dim` (diffusers' `x[:, select_index]`, `repeat_interleave`, …).
+    #[napi]
+    pub fn index_select(&self, indices: Vec<u32>, dim: u32) -> Result<JsTensor> {
+        let d = dim as usize;
+        let rank = self.inner.rank();
+        if d >= rank {
+            return Err(js_err(SanaError::invalid_arg("dim", format!("dim {d} out of range for a rank-{rank} tensor"))));
+        }
+        let size = self.inner.dim(d).map_err(candle_err)?;
+        if let Some(bad) = indices.iter().find(|&&i| i as usize >= size) {
+            return Err(js_err(SanaError::invalid_arg("indices", format!("index {bad} out of range for size {size}"))));
+        }
+        let idx = Tensor::from_vec(indices.clone(), indices.len(), self.inner.device()).map_err(candle_err)?;
+        Ok(JsTensor::new(self.inner.index_select(&idx, d).map_err(candle_err)?))
+    }
+
     #[napi(getter)]
     pub fn shape(&self) -> Vec<u32> {
         self.inner.dims().iter().map(|&d| d as u32).collect()
