@@ -6,7 +6,7 @@
 import { existsSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaTransformerConfig } from './config'
-import { callNative, callNativeSync, SanaError } from './errors'
+import { callNative, callNativeSync, invalidArgument, SanaError } from './errors'
 import { native, type Binding } from './native'
 import { Tensor, type DeviceRequest } from './tensor'
 
@@ -157,10 +157,31 @@ export class Gemma2TextEncoder extends ModelComponent<Binding.NativeTextEncoder,
     return new Gemma2TextEncoder(h as Binding.NativeTextEncoder, abs)
   }
 
+  /**
+   * Last hidden state after the final norm for token ids and attention masks (row-major [B, L]).
+   * @example const h = await textEncoder.forward(await tokenizer.encode(['a cat'], { maxLength: 300, padding: true }))
+   */
+  async forward(input: { inputIds: number[][] | Tensor; attentionMask: number[][] | Tensor }): Promise<Tensor> {
+    const ids = toIdTensor(input.inputIds, 'inputIds')
+    const mask = toIdTensor(input.attentionMask, 'attentionMask')
+    const out = await callNative(() => this.native.forward(ids.native, mask.native))
+    return new Tensor(out as Binding.NativeTensor)
+  }
+
   /** Free the encoder's weights (~5 GB for real Sana) once prompts are encoded. Alias of {@link dispose}. */
   unload(): void {
     this.dispose()
   }
+}
+
+/** number[][] (rows of equal length) → int64 Tensor [B, L]; Tensors pass through. */
+export function toIdTensor(rows: number[][] | Tensor, name: string): Tensor {
+  if (rows instanceof Tensor) return rows
+  if (!Array.isArray(rows) || rows.length === 0 || !rows.every((r) => Array.isArray(r) && r.length === rows[0].length)) {
+    throw invalidArgument(name, 'a Tensor or a non-empty array of equal-length number arrays', rows)
+  }
+  const flat = Int32Array.from(rows.flat())
+  return Tensor.fromInt32Array(flat, [rows.length, rows[0].length])
 }
 
 export { checkDir }

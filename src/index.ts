@@ -6,4 +6,14 @@ export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
 export { SanaTransformer2DModel, AutoencoderDC, Gemma2TextEncoder, type LoadOptions, type TensorInfo } from './components'
 export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
-export { SanaPipeline, type PipelineLoadOptions, type PipelineComponents, type PipelineConfig, type ModelIndex } from './pipeline'
+export {
+  SanaPipeline,
+  type PipelineLoadOptions,
+  type PipelineComponents,
+  type PipelineConfig,
+  type ModelIndex,
+  type EncodePromptOptions,
+  type PromptEmbeddings,
+} from './pipeline'
+export { GemmaTokenizer, type Encoding, type EncodeOptions } from './tokenizer'
+export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions } from './prompt'

@@ -6,6 +6,9 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaTransformer2DModel, type LoadOptions } from './components'
 import { SanaError } from './errors'
+import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, selectIndex, type PromptOptions } from './prompt'
+import { Tensor } from './tensor'
+import { GemmaTokenizer, type Encoding } from './tokenizer'
 
 /** The component slots of a Sana pipeline, in model_index.json's names. */
 export const COMPONENT_SLOTS = ['tokenizer', 'text_encoder', 'transformer', 'vae', 'scheduler'] as const
@@ -30,6 +33,7 @@ export interface ModelIndex {
 
 /** Already-loaded components to reuse instead of loading them from the folder (diffusers does the same). */
 export interface PipelineComponents {
+  tokenizer?: GemmaTokenizer
   transformer?: SanaTransformer2DModel
   vae?: AutoencoderDC
   textEncoder?: Gemma2TextEncoder
@@ -105,6 +109,29 @@ export interface PipelineConfig {
   textEncoder: Gemma2TextEncoder['config']
 }
 
+/** Options of {@link SanaPipeline.encodePrompt}. */
+export interface EncodePromptOptions extends PromptOptions {
+  /** Negative prompt(s), used with classifier-free guidance. Defaults to `''`. */
+  negativePrompt?: string | string[]
+  /** Also encode the negative prompts. Defaults to true. */
+  doClassifierFreeGuidance?: boolean
+}
+
+/** What {@link SanaPipeline.encodePrompt} returns: native tensors ready for the transformer. */
+export interface PromptEmbeddings {
+  /** [B, maxSequenceLength, hidden] */
+  promptEmbeds: Tensor
+  /** [B, maxSequenceLength], int64 1/0 */
+  promptAttentionMask: Tensor
+  negativePromptEmbeds?: Tensor
+  negativePromptAttentionMask?: Tensor
+}
+
+function maskTensor(enc: Encoding): Tensor {
+  const rows = enc.attentionMask
+  return Tensor.fromInt32Array(Int32Array.from(rows.flat()), [rows.length, rows[0].length])
+}
+
 export class SanaPipeline {
   /** The folder the pipeline was loaded from. */
   readonly dir: string
@@ -112,17 +139,20 @@ export class SanaPipeline {
   readonly transformer: SanaTransformer2DModel
   readonly vae: AutoencoderDC
   readonly textEncoder: Gemma2TextEncoder
+  readonly tokenizer: GemmaTokenizer
 
   /** @internal */
   protected constructor(parts: {
     dir: string
     modelIndex: ModelIndex
+    tokenizer: GemmaTokenizer
     transformer: SanaTransformer2DModel
     vae: AutoencoderDC
     textEncoder: Gemma2TextEncoder
   }) {
     this.dir = parts.dir
     this.modelIndex = parts.modelIndex
+    this.tokenizer = parts.tokenizer
     this.transformer = parts.transformer
     this.vae = parts.vae
     this.textEncoder = parts.textEncoder
@@ -139,11 +169,13 @@ export class SanaPipeline {
     const loadOpts: LoadOptions = { device: options.device, dtype: options.dtype, variant: options.variant }
     // Check every folder before loading anything, so a missing one fails fast and loads nothing.
     const needed: ComponentSlot[] = []
+    if (!given.tokenizer) needed.push('tokenizer')
     if (!given.transformer) needed.push('transformer')
     if (!given.vae) needed.push('vae')
     if (!given.textEncoder) needed.push('text_encoder')
     const dirs = componentDirs(root, needed)
     const loaded = await Promise.allSettled([
+      given.tokenizer ?? GemmaTokenizer.load(dirs.tokenizer),
       given.transformer ?? SanaTransformer2DModel.load(dirs.transformer, loadOpts),
       given.vae ?? AutoencoderDC.load(dirs.vae, loadOpts),
       given.textEncoder ?? Gemma2TextEncoder.load(dirs.text_encoder, loadOpts),
@@ -152,17 +184,18 @@ export class SanaPipeline {
     if (failed) {
       // No partial object: free what did load (but never the caller's components).
       for (const [i, r] of loaded.entries()) {
-        const mine = [!given.transformer, !given.vae, !given.textEncoder][i]
-        if (r.status === 'fulfilled' && mine) r.value.dispose()
+        const mine = [false, !given.transformer, !given.vae, !given.textEncoder][i]
+        if (r.status === 'fulfilled' && mine) (r.value as { dispose(): void }).dispose()
       }
       throw (failed as PromiseRejectedResult).reason
     }
-    const [transformer, vae, textEncoder] = loaded.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
+    const [tokenizer, transformer, vae, textEncoder] = loaded.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
+      GemmaTokenizer,
       SanaTransformer2DModel,
       AutoencoderDC,
       Gemma2TextEncoder,
     ]
-    return new SanaPipeline({ dir: root, modelIndex, transformer, vae, textEncoder })
+    return new SanaPipeline({ dir: root, modelIndex, tokenizer, transformer, vae, textEncoder })
   }
 
   /** model_index plus each component's parsed config (camelCase keys). */
@@ -178,6 +211,60 @@ export class SanaPipeline {
   /** Where the denoiser runs: `'cpu'` or `'cuda:N'` (`'auto'` resolved). */
   get device(): string {
     return this.transformer.device
+  }
+
+  /**
+   * Token ids and masks exactly as diffusers feeds them to the text encoder (before `select_index`):
+   * `text.lower().strip()`, CHI prepended (positive prompts), right padding to
+   * CHI tokens + maxSequenceLength − 2 (or maxSequenceLength without CHI), `<bos>` first.
+   * @example pipe.tokenizePrompt('a red fox in snow').inputIds[0].length // 506 with the default CHI
+   */
+  tokenizePrompt(prompt: string | string[], options: PromptOptions = {}): Encoding {
+    const texts = promptList(prompt).map(preprocessPrompt)
+    const maxSequenceLength = checkMaxSequenceLength(options.maxSequenceLength)
+    const chi = chiLines(options.complexHumanInstruction)
+    if (!chi) return this.tokenizer.encodeSync(texts, { maxLength: maxSequenceLength, padding: true })
+    const chiPrompt = chi.join('\n')
+    // diffusers: len(tokenizer.encode(chi_prompt)) counts <bos>; the budget keeps maxSequenceLength − 2 more.
+    const numChi = this.tokenizer.encodeSync([chiPrompt]).inputIds[0].length
+    return this.tokenizer.encodeSync(
+      texts.map((t) => chiPrompt + t),
+      { maxLength: numChi + maxSequenceLength - 2, padding: true },
+    )
+  }
+
+  /**
+   * diffusers' `encode_prompt`: Gemma-2 hidden states of the (CHI-prefixed) prompts, reduced to `<bos>` plus the
+   * last maxSequenceLength − 1 positions, and — with classifier-free guidance — of the negative prompts (no CHI).
+   * @example const { promptEmbeds, promptAttentionMask } = await pipe.encodePrompt('a red fox in snow')
+   */
+  async encodePrompt(prompt: string | string[], options: EncodePromptOptions = {}): Promise<PromptEmbeddings> {
+    const prompts = promptList(prompt)
+    const maxSequenceLength = checkMaxSequenceLength(options.maxSequenceLength)
+    const doCfg = options.doClassifierFreeGuidance ?? true
+    // Validate everything before running the encoder.
+    const negatives = doCfg ? promptList(options.negativePrompt ?? '', 'negativePrompt') : []
+    if (doCfg && negatives.length !== 1 && negatives.length !== prompts.length) {
+      throw new SanaError(
+        'SANA_INVALID_ARGUMENT',
+        `Expected negativePrompt to be a string or an array of ${prompts.length} strings but received ${negatives.length}`,
+      )
+    }
+    const tok = this.tokenizePrompt(prompts, { ...options, maxSequenceLength })
+    const hidden = await this.textEncoder.forward(tok)
+    const select = selectIndex(tok.inputIds[0].length, maxSequenceLength)
+    const mask = maskTensor(tok)
+    const out: PromptEmbeddings = {
+      promptEmbeds: hidden.indexSelect(select, 1),
+      promptAttentionMask: mask.indexSelect(select, 1),
+    }
+    if (doCfg) {
+      const negTexts = negatives.length === 1 ? prompts.map(() => negatives[0]) : negatives
+      const negTok = this.tokenizePrompt(negTexts, { complexHumanInstruction: null, maxSequenceLength })
+      out.negativePromptEmbeds = await this.textEncoder.forward(negTok)
+      out.negativePromptAttentionMask = maskTensor(negTok)
+    }
+    return out
   }
 
   /** Free every component's weights. */
