@@ -290,7 +290,31 @@ impl Gemma2Config {
             return Err(SanaError::InvalidConfig { path: path.to_path_buf(), msg: format!("unknown layer type \"{bad}\"") });
         }
         self.layer_types = Some(types);
+        let bad = |msg: String| Err(SanaError::InvalidConfig { path: path.to_path_buf(), msg });
+        if self.gelu_approximate_tanh().is_none() {
+            return bad(format!("unsupported hidden_activation \"{}\"", self.hidden_activation));
+        }
+        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+            return bad(format!("head_dim must be even for RoPE, got {}", self.head_dim));
+        }
+        if self.query_pre_attn_scalar <= 0.0 {
+            return bad(format!("query_pre_attn_scalar must be positive, got {}", self.query_pre_attn_scalar));
+        }
         Ok(self)
+    }
+
+    /// `Some(true)` for the tanh-approximated GELU (`gelu_pytorch_tanh`, `gelu_new`), `Some(false)` for
+    /// the exact erf GELU (`gelu`), `None` for anything else.
+    pub fn gelu_approximate_tanh(&self) -> Option<bool> {
+        match self.hidden_activation.as_str() {
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(true),
+            "gelu" => Some(false),
+            _ => None,
+        }
     }
 
     pub fn is_sliding(&self, layer: usize) -> bool {

@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod models;
 pub mod ops;
+pub mod tokenizer;
 pub mod weights;
 
 pub use candle_core;

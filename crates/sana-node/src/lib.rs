@@ -5,11 +5,13 @@ mod component;
 mod job;
 mod tensor;
 mod text_encoder;
+mod tokenizer;
 mod transformer;
 mod vae;
 
 pub use component::*;
 pub use text_encoder::*;
+pub use tokenizer::*;
 pub use transformer::*;
 pub use vae::*;
 pub use tensor::JsTensor;

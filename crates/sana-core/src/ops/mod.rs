@@ -2,13 +2,17 @@
 //! (checked against a naive reference in its tests) and a candle-op fallback for other devices until
 //! the CUDA kernels land.
 
+pub mod attention;
 pub mod depthwise_conv;
 pub mod linear_attention;
 pub mod norm;
+pub mod rope;
 
 pub use depthwise_conv::depthwise_conv2d;
 pub use linear_attention::relu_linear_attention;
 pub use norm::rms_norm;
+pub use attention::{causal_attention, CausalAttention};
+pub use rope::{apply_rope, rope_cos_sin};
 
 use crate::Result;
 use candle_core::{Storage, Tensor};
