@@ -63,8 +63,30 @@ export declare class NativeTextEncoder {
   tensorInfo(): Array<NativeTensorInfo>
   /** One loaded tensor by checkpoint name (shares memory with the model). */
   getWeight(name: string): NativeTensor
+  /**
+   * `Gemma2Model(input_ids, attention_mask).last_hidden_state`, off the JS thread.
+   * inputIds, attentionMask: [B, L] integer tensors (`NativeTensor.fromInt32Array`) → [B, L, hidden].
+   * Values at padded positions are finite but implementation-defined.
+   */
+  forward(inputIds: NativeTensor, attentionMask: NativeTensor): Promise<unknown>
 }
 export type JsTextEncoder = NativeTextEncoder
+
+export declare class NativeTokenizer {
+  /** Load a tokenizer folder (`tokenizer.json`, `tokenizer_config.json`) off the JS thread. */
+  static load(dir: string): Promise<unknown>
+  /**
+   * Tokenize a batch off the JS thread. Sana's call is
+   * `encode(texts, { maxLength: 300, padding: true })` (HF `padding="max_length", truncation=True`).
+   */
+  encode(texts: Array<string>, options?: NativeEncodeOptions | undefined | null): Promise<unknown>
+  /** Synchronous `encode`, for a few short texts (e.g. counting the CHI tokens). */
+  encodeSync(texts: Array<string>, options?: NativeEncodeOptions | undefined | null): NativeEncoding
+  get padTokenId(): number
+  get bosTokenId(): number | null
+  get vocabSize(): number
+}
+export type JsTokenizer = NativeTokenizer
 
 export declare class NativeTransformer {
   /** Load the component folder `dir` (config.json + weights). */
@@ -86,6 +108,22 @@ export type JsTransformer = NativeTransformer
 
 /** Whether this binary was compiled with CUDA support. */
 export declare function builtWithCuda(): boolean
+
+/** Options of `encode`. */
+export interface NativeEncodeOptions {
+  /** Truncate every row to this many tokens, special tokens included. Defaults to no truncation. */
+  maxLength?: number
+  /** Pad to `maxLength` (or, without it, to the longest row) with `<pad>`. Defaults to false. */
+  padding?: boolean
+  /** Prepend `<bos>` as the tokenizer config asks. Defaults to true. */
+  addSpecialTokens?: boolean
+}
+
+/** Token ids and attention masks (1 = real token, 0 = padding), one row per text. */
+export interface NativeEncoding {
+  inputIds: Array<Array<number>>
+  attentionMask: Array<Array<number>>
+}
 
 /** Options shared by every component's `load`. */
 export interface NativeLoadOptions {

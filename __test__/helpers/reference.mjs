@@ -1,0 +1,69 @@
+// The fixture manifest and reference tensors (sana-tiny/reference), plus an allclose assertion.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { SANA_TINY } from './paths.mjs'
+import { decodeTensor, readSafetensors } from './safetensors.mjs'
+
+const REF_DIR = join(SANA_TINY, 'reference')
+let manifestCache, fileCache
+
+/** reference.json (strict JSON: non-finite numbers appear as strings). */
+export function manifest() {
+  manifestCache ??= JSON.parse(readFileSync(join(REF_DIR, 'reference.json'), 'utf8'))
+  return manifestCache
+}
+
+export function caseOf(name) {
+  const c = manifest().cases.find((x) => x.name === name)
+  if (!c) throw new Error(`no fixture case ${name}`)
+  return c
+}
+
+/** A reference tensor by key: { shape, data } with Float32Array data, or number[] for int64. */
+export function ref(key) {
+  fileCache ??= readSafetensors(join(REF_DIR, 'reference.safetensors'))
+  const info = fileCache.header[key]
+  if (!info) throw new Error(`no reference tensor ${key}`)
+  const data = decodeTensor(fileCache, key)
+  return { shape: info.shape, data: data instanceof BigInt64Array ? Array.from(data, Number) : data }
+}
+
+/** The tensor of `role` in a case's `tensors` (or `intermediates`). */
+export function caseTensor(caseName, role) {
+  const c = caseOf(caseName)
+  const entry = c.tensors?.[role] ?? c.intermediates?.[role]
+  if (!entry) throw new Error(`case ${caseName} has no tensor ${role}`)
+  return ref(entry.key)
+}
+
+/** Rows of an int64 [B, L] reference as number[][]. */
+export function rows(t) {
+  const [b, l] = t.shape
+  return Array.from({ length: b }, (_, i) => t.data.slice(i * l, (i + 1) * l))
+}
+
+/**
+ * numpy allclose: |got − want| ≤ atol + rtol·|want| everywhere `where(i)` holds (default: everywhere).
+ * Asserts finiteness too. Returns the max abs error so tests can log it.
+ */
+export function assertClose(t, got, want, { atol, rtol }, what, where = () => true) {
+  t.is(got.length, want.length, `${what}: length`)
+  let maxErr = 0
+  let worst = null
+  let compared = 0
+  for (let i = 0; i < want.length; i++) {
+    if (!where(i)) continue
+    compared++
+    const err = Math.abs(got[i] - want[i])
+    if (!Number.isFinite(got[i])) {
+      worst = { i, err: Infinity }
+      break
+    }
+    maxErr = Math.max(maxErr, err)
+    if (err > atol + rtol * Math.abs(want[i]) && !worst) worst = { i, err }
+  }
+  t.true(compared > 0, `${what}: nothing compared`)
+  t.is(worst, null, worst ? `${what}: at ${worst.i} got ${got[worst.i]} want ${want[worst.i]} (err ${worst.err}); atol ${atol} rtol ${rtol}` : '')
+  t.log(`${what}: max abs err ${maxErr.toExponential(2)} (atol ${atol}, rtol ${rtol}, ${compared} values)`)
+  return maxErr
+}
