@@ -3,6 +3,7 @@
 //! the CUDA kernels land.
 
 pub mod depthwise_conv;
+pub mod embeddings;
 pub mod linear_attention;
 pub mod norm;
 
