@@ -103,6 +103,12 @@ export declare class NativeTransformer {
   tensorInfo(): Array<NativeTensorInfo>
   /** One loaded tensor by checkpoint name (shares memory with the model). */
   getWeight(name: string): NativeTensor
+  /**
+   * One denoiser call: latents [B, C, H, W], caption embeddings [B, S, caption], timestep [B]
+   * (optional mask [B, S]: 1 keep, 0 drop; guidance [B] for Sprint, already scaled) → [B, out, H, W]
+   * in the model dtype. Inputs are cast to the model dtype; the timestep and guidance stay f32.
+   */
+  forward(hiddenStates: NativeTensor, encoderHiddenStates: NativeTensor, timestep: NativeTensor, encoderAttentionMask?: NativeTensor | undefined | null, guidance?: NativeTensor | undefined | null): Promise<unknown>
 }
 export type JsTransformer = NativeTransformer
 

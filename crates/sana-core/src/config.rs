@@ -151,6 +151,26 @@ impl SanaTransformerConfig {
     pub fn out_channels(&self) -> usize {
         self.out_channels.unwrap_or(self.in_channels)
     }
+
+    /// Structural checks the model relies on (run at load and again when a model is built).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.patch_size == 0 || self.num_attention_heads == 0 || self.attention_head_dim == 0 {
+            return Err("patch_size, num_attention_heads and attention_head_dim must be positive".into());
+        }
+        match (self.cross_attention_dim, self.num_cross_attention_heads, self.cross_attention_head_dim) {
+            (Some(d), Some(h), Some(hd)) if d > 0 && h > 0 && hd > 0 => {}
+            // diffusers' block would fail in forward without cross-attention (norm2 is never built).
+            _ => return Err("cross_attention_dim, num_cross_attention_heads and cross_attention_head_dim must be set".into()),
+        }
+        match self.qk_norm.as_deref() {
+            None | Some("rms_norm_across_heads") => {}
+            Some(other) => return Err(format!("qk_norm \"{other}\" is not supported (expected null or \"rms_norm_across_heads\")")),
+        }
+        if self.interpolation_scale.is_some() && self.inner_dim() % 4 != 0 {
+            return Err(format!("the sin-cos positional embedding needs inner dim divisible by 4, got {}", self.inner_dim()));
+        }
+        Ok(())
+    }
 }
 
 /// A string-or-list config value (diffusers lets per-block options be a single value or a tuple).
@@ -257,7 +277,12 @@ pub struct Gemma2Config {
 fn d_rms_eps() -> f64 { 1e-6 }
 fn d_act() -> String { "gelu_pytorch_tanh".into() }
 
-impl ValidateConfig for SanaTransformerConfig {}
+impl ValidateConfig for SanaTransformerConfig {
+    fn validate(self, path: &Path) -> Result<Self> {
+        self.check().map_err(|msg| SanaError::InvalidConfig { path: path.to_path_buf(), msg })?;
+        Ok(self)
+    }
+}
 impl ValidateConfig for AutoencoderDCConfig {}
 impl ValidateConfig for Gemma2Config {
     fn validate(self, path: &Path) -> Result<Self> {

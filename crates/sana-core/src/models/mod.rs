@@ -2,3 +2,4 @@
 
 pub mod component;
 pub mod gemma2;
+pub mod sana_transformer;

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod depthwise_conv;
+pub mod embeddings;
 pub mod linear_attention;
 pub mod norm;
 pub mod rope;

@@ -1,0 +1,584 @@
+//! Sana's Linear DiT: diffusers `SanaTransformer2DModel` (NVlabs Sana, arXiv 2410.10629).
+//!
+//! Covers Sana 1.0 (no positional embedding), 2K/4K (2-D sin-cos PE when `interpolation_scale` is set),
+//! Sana 1.5 (`qk_norm = "rms_norm_across_heads"`) and Sana-Sprint (`guidance_embeds`).
+//! `timestep_scale` and `guidance_embeds_scale` are read by the pipelines, not by the model: the caller
+//! passes `t · timestep_scale` and `guidance · guidance_embeds_scale`, as diffusers' pipelines do.
+//!
+//! ```text
+//! x [B,C,H,W] ─ patch_embed (+ sincos PE) ─► tokens [B,N,D]        t ─ time_embed ─► temb [B,6D], emb [B,D]
+//! text [B,S,caption] ─ caption_projection ─ caption_norm ─► [B,S,D]
+//! for each block:  x += g1 · attn1(modulated LN(x))        ReLU linear attention
+//!                  x += attn2(x, text, mask)               softmax cross-attention, no pre-norm
+//!                  x += g2 · ff(modulated LN(x))           GLUMBConv on the [B,D,H,W] grid
+//! norm_out (modulated LN) ─ proj_out ─ unpatchify ─► [B,out,H,W]
+//! ```
+
+use crate::config::SanaTransformerConfig;
+use crate::models::component::{BuildModel, Component};
+use crate::ops::{depthwise_conv2d, embeddings, relu_linear_attention, rms_norm};
+use crate::weights::Vb;
+use crate::{ensure_arg, Result, SanaError};
+use candle_core::{DType, Tensor, D};
+
+/// diffusers `Attention(qk_norm="rms_norm_across_heads")` builds `RMSNorm(heads·dim_head, eps=1e-5)`.
+const QK_NORM_EPS: f64 = 1e-5;
+/// `caption_norm = RMSNorm(inner_dim, eps=1e-5)`.
+const CAPTION_NORM_EPS: f64 = 1e-5;
+/// `norm_out = SanaModulatedNorm(inner_dim, eps=1e-6)`, independent of `norm_eps`.
+const NORM_OUT_EPS: f64 = 1e-6;
+/// `SanaLinearAttnProcessor2_0`'s denominator epsilon.
+const LINEAR_ATTN_EPS: f64 = 1e-15;
+/// diffusers turns a 1/0 mask into the additive bias `(1 − mask) · −10000` (not −inf).
+const MASK_BIAS: f64 = -10000.0;
+/// Channels of the sinusoidal timestep/guidance projection (`Timesteps(num_channels=256)`).
+const TIME_PROJ_DIM: usize = 256;
+
+// ================================================================================================
+// Helpers
+// ================================================================================================
+
+/// `nn.Linear` (and 1×1 convs, whose weight [out, in, 1, 1] is reshaped to [out, in]).
+struct Linear {
+    weight: Tensor,       // [out, in]
+    bias: Option<Tensor>, // [out]
+}
+
+impl Linear {
+    fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    /// A 1×1 `nn.Conv2d` loaded as a linear map.
+    fn conv1x1(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim, 1, 1), "weight")?.reshape((out_dim, in_dim))?;
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    /// x [..., in] → [..., out]: one GEMM over all leading dims, x[M, in] @ Wᵀ.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank ≥ 1") = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+
+    /// Channel-major 1×1 conv: W · x for x [B, in, N] (any strides) → [B, out, N].
+    fn forward_channels(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _, _) = x.dims3()?;
+        let (o, i) = self.weight.dims2()?;
+        // Stride-0 batch on the weight: one GEMM per batch item, no copies of W.
+        let y = self.weight.broadcast_as((b, o, i))?.matmul(x)?;
+        Ok(match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((o, 1))?)?,
+            None => y,
+        })
+    }
+}
+
+/// Optional RMSNorm weight (`norm_q` / `norm_k` of the qk-norm variants).
+fn qk_norm(cfg: &SanaTransformerConfig, dim: usize, vb: Vb) -> Result<Option<Tensor>> {
+    match cfg.qk_norm {
+        Some(_) => Ok(Some(vb.get(dim, "weight")?)),
+        None => Ok(None),
+    }
+}
+
+fn apply_norm(x: Tensor, w: &Option<Tensor>) -> Result<Tensor> {
+    match w {
+        Some(w) => rms_norm(&x, Some(w), None, QK_NORM_EPS),
+        None => Ok(x),
+    }
+}
+
+/// `LayerNorm(x) · (1 + scale) + shift` over the last dim (PyTorch: `norm(x) * (1 + scale) + shift`).
+/// x [B, N, C]; shift, scale [B, 1, C]. The normalisation runs in f32, the modulation in x's dtype.
+fn modulated_layer_norm(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64, affine: Option<&(Tensor, Tensor)>) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let xc = xf.broadcast_sub(&xf.mean_keepdim(D::Minus1)?)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let mut y = xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
+    if let Some((w, b)) = affine {
+        y = y.broadcast_mul(w)?.broadcast_add(b)?;
+    }
+    Ok(y.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+}
+
+// ================================================================================================
+// Embeddings
+// ================================================================================================
+
+/// diffusers `PatchEmbed`: a p×p stride-p conv as a GEMM over patches, plus the optional sin-cos PE.
+struct PatchEmbed {
+    proj: Linear, // [D, C·p·p]
+    patch: usize,
+    /// (base_size = sample_size / p, interpolation_scale) when the model has a positional embedding.
+    pos: Option<(usize, f64)>,
+}
+
+impl PatchEmbed {
+    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        let (p, c, d) = (cfg.patch_size, cfg.in_channels, cfg.inner_dim());
+        let weight = vb.pp("proj").get((d, c, p, p), "weight")?.reshape((d, c * p * p))?;
+        let bias = Some(vb.pp("proj").get(d, "bias")?);
+        let pos = cfg.interpolation_scale.map(|s| (cfg.sample_size / p, s));
+        Ok(PatchEmbed { proj: Linear { weight, bias }, patch: p, pos })
+    }
+
+    /// x [B, C, H, W] → tokens [B, (H/p)·(W/p), D], row-major over the patch grid.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (p, hp, wp) = (self.patch, h / self.patch, w / self.patch);
+        // 1. Patches as rows: [B, C, hp, p, wp, p] → [B, hp, wp, C, p, p] → [B, N, C·p·p].
+        let patches = if p == 1 {
+            x.reshape((b, c, h * w))?.transpose(1, 2)?
+        } else {
+            x.reshape((b, c, hp, p, wp, p))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b, hp * wp, c * p * p))?
+        };
+        let tokens = self.proj.forward(&patches)?;
+        // 2. Positional embedding, recomputed for the actual grid (diffusers does so whenever it
+        //    differs from sample_size; for the default grid it is the same table).
+        match self.pos {
+            Some((base, scale)) => {
+                let pe = embeddings::sincos_pos_embed_2d(tokens.dim(2)?, hp, wp, base, scale, x.device())?;
+                Ok(tokens.broadcast_add(&pe.to_dtype(tokens.dtype())?)?)
+            }
+            None => Ok(tokens),
+        }
+    }
+}
+
+/// diffusers `TimestepEmbedding`: Linear → SiLU → Linear.
+struct TimestepEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl TimestepEmbedding {
+    fn new(dim: usize, vb: Vb) -> Result<Self> {
+        Ok(TimestepEmbedding {
+            linear_1: Linear::new(TIME_PROJ_DIM, dim, true, vb.pp("linear_1"))?,
+            linear_2: Linear::new(dim, dim, true, vb.pp("linear_2"))?,
+        })
+    }
+
+    /// t [B] (float) → 256-ch flip-sin-to-cos sinusoid → MLP → [B, D].
+    fn forward(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        let proj = embeddings::timestep_embedding(t, TIME_PROJ_DIM, true, 0.0, 1.0, 10000.0)?.to_dtype(dtype)?;
+        self.linear_2.forward(&self.linear_1.forward(&proj)?.silu()?)
+    }
+}
+
+/// `AdaLayerNormSingle` (paths `time_embed.emb.timestep_embedder.*`) or, for Sprint,
+/// `SanaCombinedTimestepGuidanceEmbeddings` (`time_embed.{timestep,guidance}_embedder.*`).
+struct TimeEmbed {
+    timestep_embedder: TimestepEmbedding,
+    guidance_embedder: Option<TimestepEmbedding>,
+    linear: Linear, // [6D, D]
+}
+
+impl TimeEmbed {
+    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        let d = cfg.inner_dim();
+        let (timestep_embedder, guidance_embedder) = if cfg.guidance_embeds {
+            (TimestepEmbedding::new(d, vb.pp("timestep_embedder"))?, Some(TimestepEmbedding::new(d, vb.pp("guidance_embedder"))?))
+        } else {
+            (TimestepEmbedding::new(d, vb.pp("emb").pp("timestep_embedder"))?, None)
+        };
+        Ok(TimeEmbed { timestep_embedder, guidance_embedder, linear: Linear::new(d, 6 * d, true, vb.pp("linear"))? })
+    }
+
+    /// → (modulation [B, 6D], embedded timestep [B, D]).
+    fn forward(&self, t: &Tensor, guidance: Option<&Tensor>, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let mut emb = self.timestep_embedder.forward(t, dtype)?;
+        if let (Some(embedder), Some(g)) = (&self.guidance_embedder, guidance) {
+            emb = (emb + embedder.forward(g, dtype)?)?;
+        }
+        Ok((self.linear.forward(&emb.silu()?)?, emb))
+    }
+}
+
+/// `PixArtAlphaTextProjection` (Linear → GELU-tanh → Linear) followed by `caption_norm` (RMSNorm).
+struct CaptionProjection {
+    linear_1: Linear,
+    linear_2: Linear,
+    norm_weight: Tensor,
+}
+
+impl CaptionProjection {
+    fn new(cfg: &SanaTransformerConfig, vb: &Vb) -> Result<Self> {
+        let (c, d) = (cfg.caption_channels, cfg.inner_dim());
+        let proj = vb.pp("caption_projection");
+        Ok(CaptionProjection {
+            linear_1: Linear::new(c, d, true, proj.pp("linear_1"))?,
+            linear_2: Linear::new(d, d, true, proj.pp("linear_2"))?,
+            norm_weight: vb.pp("caption_norm").get(d, "weight")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.linear_2.forward(&self.linear_1.forward(x)?.gelu()?)?; // candle's gelu is the tanh form
+        rms_norm(&y, Some(&self.norm_weight), None, CAPTION_NORM_EPS)
+    }
+}
+
+// ================================================================================================
+// Blocks
+// ================================================================================================
+
+/// `attn1`: ReLU linear self-attention (`SanaLinearAttnProcessor2_0`).
+struct LinearSelfAttention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    norm_q: Option<Tensor>,
+    norm_k: Option<Tensor>,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl LinearSelfAttention {
+    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        let d = cfg.inner_dim();
+        let bias = cfg.attention_bias;
+        Ok(LinearSelfAttention {
+            to_q: Linear::new(d, d, bias, vb.pp("to_q"))?,
+            to_k: Linear::new(d, d, bias, vb.pp("to_k"))?,
+            to_v: Linear::new(d, d, bias, vb.pp("to_v"))?,
+            norm_q: qk_norm(cfg, d, vb.pp("norm_q"))?,
+            norm_k: qk_norm(cfg, d, vb.pp("norm_k"))?,
+            to_out: Linear::new(d, d, true, vb.pp("to_out").pp(0))?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    /// x [B, N, D] → [B, N, D]. No mask: the self-attention sees every latent token.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let q = apply_norm(self.to_q.forward(x)?, &self.norm_q)?;
+        let k = apply_norm(self.to_k.forward(x)?, &self.norm_k)?;
+        let v = self.to_v.forward(x)?;
+        let o = self.to_out.forward(&relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
+        // diffusers clips to the f16 range after the out projection, for f16 only.
+        Ok(if o.dtype() == DType::F16 { o.clamp(-65504f32, 65504f32)? } else { o })
+    }
+}
+
+/// `attn2`: softmax cross-attention to the caption (`SanaAttnProcessor2_0`, SDPA), own heads/head dim.
+struct CrossAttention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    norm_q: Option<Tensor>,
+    norm_k: Option<Tensor>,
+    to_out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl CrossAttention {
+    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        let d = cfg.inner_dim();
+        // `check()` guarantees the three cross-attention fields are set.
+        let heads = cfg.num_cross_attention_heads.unwrap_or(0);
+        let head_dim = cfg.cross_attention_head_dim.unwrap_or(0);
+        let (inner, kv_in) = (heads * head_dim, cfg.cross_attention_dim.unwrap_or(d));
+        Ok(CrossAttention {
+            to_q: Linear::new(d, inner, true, vb.pp("to_q"))?,
+            to_k: Linear::new(kv_in, inner, true, vb.pp("to_k"))?,
+            to_v: Linear::new(kv_in, inner, true, vb.pp("to_v"))?,
+            norm_q: qk_norm(cfg, inner, vb.pp("norm_q"))?,
+            norm_k: qk_norm(cfg, inner, vb.pp("norm_k"))?,
+            to_out: Linear::new(inner, d, true, vb.pp("to_out").pp(0))?,
+            heads,
+            head_dim,
+        })
+    }
+
+    /// x [B, N, D], ctx [B, S, D], bias [B, 1, 1, S] (additive) → [B, N, D].
+    fn forward(&self, x: &Tensor, ctx: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let s = ctx.dim(1)?;
+        let (h, hd) = (self.heads, self.head_dim);
+        // 1. Projections (+ qk RMSNorm over all heads), then split heads: [B, H, ·, hd].
+        let q = apply_norm(self.to_q.forward(x)?, &self.norm_q)?;
+        let k = apply_norm(self.to_k.forward(ctx)?, &self.norm_k)?;
+        let v = self.to_v.forward(ctx)?;
+        let split = |t: Tensor, len: usize| t.reshape((b, len, h, hd))?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (split(q, n)?, split(k, s)?, split(v, s)?);
+        // 2. softmax(q kᵀ / √hd + bias) in f32: [B, H, N, S].
+        let mut logits = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.affine(1.0 / (hd as f64).sqrt(), 0.0)?;
+        if let Some(bias) = bias {
+            logits = logits.broadcast_add(bias)?;
+        }
+        let e = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(v.dtype())?;
+        // 3. Weighted values, merge heads, out projection.
+        let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h * hd))?;
+        self.to_out.forward(&o)
+    }
+}
+
+/// `ff`: GLUMBConv (Mix-FFN): 1×1 conv → SiLU → depthwise 3×3 → value·SiLU(gate) → 1×1 conv.
+struct GluMbConv {
+    conv_inverted: Linear, // [2·hidden, D]
+    conv_depth_w: Tensor,  // [2·hidden, 1, 3, 3]
+    conv_depth_b: Tensor,  // [2·hidden]
+    conv_point: Linear,    // [D, hidden], no bias
+    hidden: usize,
+}
+
+impl GluMbConv {
+    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        let d = cfg.inner_dim();
+        let hidden = (cfg.mlp_ratio * d as f64) as usize; // Python int(expand_ratio * in_channels)
+        Ok(GluMbConv {
+            conv_inverted: Linear::conv1x1(d, 2 * hidden, true, vb.pp("conv_inverted"))?,
+            conv_depth_w: vb.pp("conv_depth").get((2 * hidden, 1, 3, 3), "weight")?,
+            conv_depth_b: vb.pp("conv_depth").get(2 * hidden, "bias")?,
+            conv_point: Linear::conv1x1(hidden, d, false, vb.pp("conv_point"))?,
+            hidden,
+        })
+    }
+
+    /// x [B, N, D] tokens of an h×w grid (row-major) → [B, N, D] (a transposed view).
+    fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let hid = self.hidden;
+        // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N], SiLU.
+        let y = self.conv_inverted.forward_channels(&x.transpose(1, 2)?)?.silu()?;
+        // 2. Depthwise 3×3 on the grid [B, 2·hid, h, w].
+        let y = depthwise_conv2d(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
+        // 3. torch.chunk(2, dim=1): value · SiLU(gate).
+        let y = (y.narrow(1, 0, hid)? * y.narrow(1, hid, hid)?.silu()?)?;
+        // 4. 1×1 conv back to D channels, then tokens-major.
+        Ok(self.conv_point.forward_channels(&y.reshape((b, hid, n))?)?.transpose(1, 2)?)
+    }
+}
+
+/// `SanaTransformerBlock`.
+struct SanaTransformerBlock {
+    attn1: LinearSelfAttention,
+    attn2: CrossAttention,
+    ff: GluMbConv,
+    scale_shift_table: Tensor, // [6, D]
+    /// `norm2` weight and bias when `norm_elementwise_affine` (norm1 never has them).
+    norm2_affine: Option<(Tensor, Tensor)>,
+    norm_eps: f64,
+}
+
+impl SanaTransformerBlock {
+    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        let d = cfg.inner_dim();
+        let norm2_affine = if cfg.norm_elementwise_affine {
+            Some((vb.pp("norm2").get(d, "weight")?, vb.pp("norm2").get(d, "bias")?))
+        } else {
+            None
+        };
+        Ok(SanaTransformerBlock {
+            attn1: LinearSelfAttention::new(cfg, vb.pp("attn1"))?,
+            attn2: CrossAttention::new(cfg, vb.pp("attn2"))?,
+            ff: GluMbConv::new(cfg, vb.pp("ff"))?,
+            scale_shift_table: vb.get((6, d), "scale_shift_table")?,
+            norm2_affine,
+            norm_eps: cfg.norm_eps,
+        })
+    }
+
+    /// x [B, N, D], ctx [B, S, D], temb [B, 6D] → [B, N, D].
+    fn forward(&self, x: &Tensor, ctx: &Tensor, bias: Option<&Tensor>, temb: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let (b, _, d) = x.dims3()?;
+        // 1. Modulation: table[None] + temb.reshape(B, 6, D) → shift/scale/gate for attention and FFN.
+        let m = temb.reshape((b, 6, d))?.broadcast_add(&self.scale_shift_table)?;
+        let chunk = |i: usize| m.narrow(1, i, 1); // [B, 1, D]
+        let (shift_msa, scale_msa, gate_msa) = (chunk(0)?, chunk(1)?, chunk(2)?);
+        let (shift_mlp, scale_mlp, gate_mlp) = (chunk(3)?, chunk(4)?, chunk(5)?);
+        // 2. Self-attention: x += gate_msa · attn1(norm1(x)·(1+scale)+shift).
+        let nx = modulated_layer_norm(x, &shift_msa, &scale_msa, self.norm_eps, None)?;
+        let x = (x + self.attn1.forward(&nx)?.broadcast_mul(&gate_msa)?)?;
+        // 3. Cross-attention, no pre-norm: x += attn2(x, ctx).
+        let x = (&x + self.attn2.forward(&x, ctx, bias)?)?;
+        // 4. Mix-FFN on the grid: x += gate_mlp · ff(norm2(x)·(1+scale)+shift).
+        let nx = modulated_layer_norm(&x, &shift_mlp, &scale_mlp, self.norm_eps, self.norm2_affine.as_ref())?;
+        Ok((&x + self.ff.forward(&nx, h, w)?.broadcast_mul(&gate_mlp)?)?)
+    }
+}
+
+// ================================================================================================
+// Model
+// ================================================================================================
+
+/// Inputs of one transformer call (diffusers' `forward` arguments).
+#[derive(Clone)]
+pub struct TransformerInput {
+    /// Latents [B, in_channels, H, W]; H and W multiples of `patch_size`.
+    pub hidden_states: Tensor,
+    /// Caption embeddings [B, S, caption_channels].
+    pub encoder_hidden_states: Tensor,
+    /// [B] float timesteps as the pipeline passes them (0..999 for Sana, [0, 1] for Sprint).
+    pub timestep: Tensor,
+    /// [B, S], any int/float dtype: 1 keep, 0 drop. `None` attends to every caption token.
+    pub encoder_attention_mask: Option<Tensor>,
+    /// [B], required by guidance-embedding models (Sprint), already times `guidance_embeds_scale`.
+    pub guidance: Option<Tensor>,
+    /// ControlNet residuals [B, N, D]: sample j is added after block j + 1 (diffusers' indexing).
+    pub controlnet_block_samples: Option<Vec<Tensor>>,
+}
+
+pub struct SanaTransformer2DModel {
+    patch_embed: PatchEmbed,
+    time_embed: TimeEmbed,
+    caption: CaptionProjection,
+    transformer_blocks: Vec<SanaTransformerBlock>,
+    scale_shift_table: Tensor, // [2, D]
+    proj_out: Linear,          // [p·p·out, D]
+    cfg: SanaTransformerConfig,
+    dtype: DType,
+}
+
+/// Named captures of a forward pass (see [`SanaTransformer2DModel::forward_with_intermediates`]).
+pub type Intermediates = Vec<(String, Tensor)>;
+
+impl SanaTransformer2DModel {
+    pub fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+        cfg.check().map_err(|msg| SanaError::InvalidConfig { path: "config.json".into(), msg })?;
+        let (d, p) = (cfg.inner_dim(), cfg.patch_size);
+        let transformer_blocks = (0..cfg.num_layers)
+            .map(|i| SanaTransformerBlock::new(cfg, vb.pp("transformer_blocks").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SanaTransformer2DModel {
+            patch_embed: PatchEmbed::new(cfg, vb.pp("patch_embed"))?,
+            time_embed: TimeEmbed::new(cfg, vb.pp("time_embed"))?,
+            caption: CaptionProjection::new(cfg, &vb)?,
+            transformer_blocks,
+            scale_shift_table: vb.get((2, d), "scale_shift_table")?,
+            proj_out: Linear::new(d, p * p * cfg.out_channels(), true, vb.pp("proj_out"))?,
+            dtype: vb.dtype(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &SanaTransformerConfig {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Noise/velocity prediction [B, out_channels, H, W].
+    pub fn forward(&self, input: &TransformerInput) -> Result<Tensor> {
+        self.run(input, None)
+    }
+
+    /// The forward pass plus named intermediates: `patch_embed`, `time_embed`,
+    /// `time_embed_embedded_timestep`, `caption_norm`, `block_{i}`, `norm_out` (diffusers' names).
+    pub fn forward_with_intermediates(&self, input: &TransformerInput) -> Result<(Tensor, Intermediates)> {
+        let mut caps = Vec::new();
+        let out = self.run(input, Some(&mut caps))?;
+        Ok((out, caps))
+    }
+
+    fn run(&self, input: &TransformerInput, mut caps: Option<&mut Intermediates>) -> Result<Tensor> {
+        let mut capture = |name: &str, t: &Tensor| {
+            if let Some(c) = caps.as_deref_mut() {
+                c.push((name.to_string(), t.clone()));
+            }
+        };
+        let (b, h, w) = self.check_input(input)?;
+        let p = self.cfg.patch_size;
+        let (hp, wp) = (h / p, w / p);
+        let x = input.hidden_states.to_dtype(self.dtype)?;
+        let ctx = input.encoder_hidden_states.to_dtype(self.dtype)?;
+        // Mask → additive bias [B, 1, 1, S] (f32, added to f32 logits).
+        let bias = match &input.encoder_attention_mask {
+            Some(m) => {
+                let s = m.dim(1)?;
+                Some(m.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
+            }
+            None => None,
+        };
+
+        // 1. Input: patch tokens, timestep (+guidance) modulation, caption tokens.
+        let mut x = self.patch_embed.forward(&x)?; // [B, N, D]
+        capture("patch_embed", &x);
+        let (temb, embedded) = self.time_embed.forward(&input.timestep, input.guidance.as_ref(), self.dtype)?;
+        capture("time_embed", &temb);
+        capture("time_embed_embedded_timestep", &embedded);
+        let ctx = self.caption.forward(&ctx)?; // [B, S, D]
+        capture("caption_norm", &ctx);
+
+        // 2. Transformer blocks (+ ControlNet residuals after blocks 1..=len).
+        let control = input.controlnet_block_samples.as_deref().unwrap_or(&[]);
+        for (i, block) in self.transformer_blocks.iter().enumerate() {
+            x = block.forward(&x, &ctx, bias.as_ref(), &temb, hp, wp)?;
+            if i > 0 && i <= control.len() {
+                x = (x + control[i - 1].to_dtype(self.dtype)?)?;
+            }
+            capture(&format!("block_{i}"), &x);
+        }
+
+        // 3. Output norm: shift, scale = scale_shift_table[None] + embedded[:, None].
+        let m = embedded.unsqueeze(1)?.broadcast_add(&self.scale_shift_table)?; // [B, 2, D]
+        let x = modulated_layer_norm(&x, &m.narrow(1, 0, 1)?, &m.narrow(1, 1, 1)?, NORM_OUT_EPS, None)?;
+        capture("norm_out", &x);
+        let x = self.proj_out.forward(&x)?; // [B, N, p·p·out]
+
+        // 4. Unpatchify: [B, hp, wp, p, p, out] → [B, out, hp, p, wp, p] → [B, out, H, W].
+        let out_c = self.cfg.out_channels();
+        Ok(x.reshape((b, hp, wp, p, p, out_c))?.permute((0, 5, 1, 3, 2, 4))?.reshape((b, out_c, h, w))?)
+    }
+
+    /// Shape checks with the argument names of the JS API. Returns (B, H, W).
+    fn check_input(&self, input: &TransformerInput) -> Result<(usize, usize, usize)> {
+        let cfg = &self.cfg;
+        let x = &input.hidden_states;
+        ensure_arg!(x.rank() == 4, "hiddenStates", "expected [batch, {}, height, width], got shape {:?}", cfg.in_channels, x.dims());
+        let (b, c, h, w) = x.dims4()?;
+        ensure_arg!(c == cfg.in_channels, "hiddenStates", "expected {} channels, got {c} (shape {:?})", cfg.in_channels, x.dims());
+        let p = cfg.patch_size;
+        ensure_arg!(h % p == 0 && w % p == 0 && h > 0 && w > 0, "hiddenStates",
+            "height and width must be positive multiples of the patch size {p}, got {h}×{w}");
+        let e = &input.encoder_hidden_states;
+        ensure_arg!(e.rank() == 3 && e.dim(0)? == b && e.dim(2)? == cfg.caption_channels, "encoderHiddenStates",
+            "expected [{b}, seq_len, {}] (batch of hiddenStates, caption_channels), got shape {:?}", cfg.caption_channels, e.dims());
+        let s = e.dim(1)?;
+        if let Some(m) = &input.encoder_attention_mask {
+            ensure_arg!(m.dims() == [b, s], "encoderAttentionMask", "expected shape [{b}, {s}], got {:?}", m.dims());
+        }
+        let t = &input.timestep;
+        ensure_arg!(t.dims() == [b], "timestep", "expected one timestep per batch item, shape [{b}], got {:?}", t.dims());
+        match (&input.guidance, cfg.guidance_embeds) {
+            (Some(g), true) => ensure_arg!(g.dims() == [b], "guidance", "expected shape [{b}], got {:?}", g.dims()),
+            (None, true) => return Err(SanaError::invalid_arg("guidance", "this model has guidance_embeds: a guidance tensor [batch] is required")),
+            (Some(_), false) => return Err(SanaError::invalid_arg("guidance", "this model has no guidance embedding (guidance_embeds is false)")),
+            (None, false) => {}
+        }
+        if let Some(samples) = &input.controlnet_block_samples {
+            let want = [b, (h / p) * (w / p), cfg.inner_dim()];
+            for (i, t) in samples.iter().enumerate() {
+                ensure_arg!(t.dims() == want, "controlnetBlockSamples", "sample {i} has shape {:?}, expected {want:?}", t.dims());
+            }
+        }
+        Ok((b, h, w))
+    }
+}
+
+impl BuildModel<SanaTransformerConfig> for SanaTransformer2DModel {
+    fn build(c: &Component<SanaTransformerConfig>) -> Result<Self> {
+        let model = SanaTransformer2DModel::new(&c.config, c.vb())?;
+        // The sin-cos PE is a non-persistent buffer in diffusers, so every checkpoint tensor is a weight.
+        c.store.ensure_all_used(|_| false)?;
+        Ok(model)
+    }
+}
