@@ -274,6 +274,25 @@ test('unsupported dtype names the tensor', async (t) => {
   await rejectsWith(t, AutoencoderDC.load(dir), 'SANA_UNSUPPORTED_DTYPE', name, file)
 })
 
+test('missing tensor and wrong shape name the tensor', async (t) => {
+  const dir = copyFixture(t, join(SANA_TINY, 'transformer'))
+  const file = join(dir, 'diffusion_pytorch_model.safetensors')
+  const all = tensorsOf(readSafetensors(file))
+  const missing = 'transformer_blocks.1.attn2.to_k.weight'
+  const { [missing]: _dropped, ...rest } = all
+  writeSafetensors(file, rest)
+  await rejectsWith(t, SanaTransformer2DModel.load(dir), 'SANA_WEIGHT_MISSING', missing)
+  // Same bytes, transposed shape: only the model's expectations can catch it.
+  const name = 'caption_projection.linear_1.weight'
+  const [a, b] = all[name].shape
+  t.not(a, b)
+  writeSafetensors(file, { ...all, [name]: { ...all[name], shape: [b, a] } })
+  await rejectsWith(t, SanaTransformer2DModel.load(dir), 'SANA_SHAPE_MISMATCH', name, `[${a}, ${b}]`)
+  // A tensor the config does not account for (e.g. weights of another variant).
+  writeSafetensors(file, { ...all, 'transformer_blocks.9.ff.conv_out.weight': all[name] })
+  await rejectsWith(t, SanaTransformer2DModel.load(dir), 'SANA_INVALID_CONFIG', 'transformer_blocks.9')
+})
+
 test('a failed pipeline load leaves nothing half-loaded', async (t) => {
   const dir = copyFixture(t, SANA_TINY, { filter: (p) => !p.includes('reference') })
   truncateSync(join(dir, WEIGHTS.vae), 64)

@@ -119,8 +119,53 @@ abstract class ModelComponent<N extends NativeComponent, C> {
   }
 }
 
+/** Inputs of {@link SanaTransformer2DModel.forward}. */
+export interface TransformerInput {
+  /** Latents [B, inChannels, H, W]. */
+  hiddenStates: Tensor
+  /** Caption embeddings [B, S, captionChannels]. */
+  encoderHiddenStates: Tensor
+  /** Timestep per batch item (0…1000 for Sana, the trigflow `scm_t` for Sprint): a Tensor [B] or numbers. */
+  timestep: Tensor | number[]
+  /** 1 = keep, 0 = drop, [B, S]. Defaults to all ones. */
+  encoderAttentionMask?: Tensor
+  /** Guidance per batch item, for guidance-embedding models (Sana-Sprint). */
+  guidance?: Tensor | number[]
+}
+
+function toVector(v: Tensor | number[], name: string): Tensor {
+  if (v instanceof Tensor) return v
+  if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    throw invalidArgument(name, 'a Tensor or a non-empty array of finite numbers', v)
+  }
+  return Tensor.fromFloat32Array(Float32Array.from(v), [v.length])
+}
+
 /** The Linear DiT denoiser (`SanaTransformer2DModel`). */
 export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransformer, SanaTransformerConfig> {
+  /**
+   * One denoiser evaluation; returns the model output [B, outChannels, H, W] (velocity / flow for Sana).
+   * @example const v = await transformer.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999] })
+   */
+  async forward(input: TransformerInput): Promise<Tensor> {
+    if (!(input?.hiddenStates instanceof Tensor)) throw invalidArgument('hiddenStates', 'a Tensor', input?.hiddenStates)
+    if (!(input.encoderHiddenStates instanceof Tensor)) {
+      throw invalidArgument('encoderHiddenStates', 'a Tensor', input.encoderHiddenStates)
+    }
+    const timestep = toVector(input.timestep, 'timestep')
+    const guidance = input.guidance === undefined ? undefined : toVector(input.guidance, 'guidance')
+    const out = await callNative(() =>
+      this.native.forward(
+        input.hiddenStates.native,
+        input.encoderHiddenStates.native,
+        timestep.native,
+        input.encoderAttentionMask?.native,
+        guidance?.native,
+      ),
+    )
+    return new Tensor(out as Binding.NativeTensor)
+  }
+
   /**
    * Load a `transformer/` folder.
    * @example const transformer = await SanaTransformer2DModel.load('sana/transformer', { device: 'cpu' })

@@ -4,7 +4,14 @@
  */
 export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
-export { SanaTransformer2DModel, AutoencoderDC, Gemma2TextEncoder, type LoadOptions, type TensorInfo } from './components'
+export {
+  SanaTransformer2DModel,
+  AutoencoderDC,
+  Gemma2TextEncoder,
+  type LoadOptions,
+  type TensorInfo,
+  type TransformerInput,
+} from './components'
 export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
 export {
   SanaPipeline,
