@@ -319,11 +319,11 @@ impl Gemma2Config {
         if self.gelu_approximate_tanh().is_none() {
             return bad(format!("unsupported hidden_activation \"{}\"", self.hidden_activation));
         }
-        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+        if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim must be even for RoPE, got {}", self.head_dim));
         }
         if self.query_pre_attn_scalar <= 0.0 {

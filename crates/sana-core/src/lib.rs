@@ -4,6 +4,7 @@
 //! - [`config`]: typed configs mirroring each component's `config.json`.
 //! - [`ops`]: our own ops (depthwise conv, ReLU linear attention, …), each tested against a reference.
 //! - [`models`]: one file per checkpoint component.
+//! - [`tokenizer`]: the Gemma tokenizer (tokenizer.json + tokenizer_config.json) as the pipeline calls it.
 
 pub mod config;
 pub mod device;

@@ -118,11 +118,11 @@ impl GemmaTokenizer {
             for (ids, mask) in rows.iter_mut().zip(&mut masks) {
                 let n = target - ids.len();
                 if self.pad_left {
-                    ids.splice(0..0, std::iter::repeat(self.pad_id).take(n));
-                    mask.splice(0..0, std::iter::repeat(0).take(n));
+                    ids.splice(0..0, std::iter::repeat_n(self.pad_id, n));
+                    mask.splice(0..0, std::iter::repeat_n(0, n));
                 } else {
-                    ids.extend(std::iter::repeat(self.pad_id).take(n));
-                    mask.extend(std::iter::repeat(0).take(n));
+                    ids.extend(std::iter::repeat_n(self.pad_id, n));
+                    mask.extend(std::iter::repeat_n(0, n));
                 }
             }
         }

@@ -93,3 +93,21 @@ fn rejects_bad_inputs_naming_the_argument() {
     let float_ids = Tensor::new(&[[2f32, 3.]], &Device::Cpu).unwrap();
     assert!(m.forward(&float_ids, &mask).unwrap_err().to_string().contains("inputIds"));
 }
+
+/// Checkpoints saved from a causal-LM wrapper name tensors `model.…` (plus a tied `lm_head.weight`);
+/// BuildModel accepts them and gives the same output.
+#[test]
+fn accepts_model_prefixed_checkpoints() {
+    let dir = fixtures().join("sana-tiny/text_encoder");
+    let c = Component::<sana_core::config::Gemma2Config>::load(ComponentKind::TextEncoder, &dir, &LoadOptions::default()).unwrap();
+    let mut tensors: std::collections::BTreeMap<String, Tensor> =
+        c.store.tensors.iter().map(|(k, t)| (format!("model.{k}"), t.clone())).collect();
+    tensors.insert("lm_head.weight".into(), c.store.tensors["embed_tokens.weight"].clone());
+    let prefixed = Component { store: std::sync::Arc::new(sana_core::weights::ParamStore::from_tensors(tensors)), ..c };
+    let m = Gemma2Model::build(&prefixed).expect("build from model.-prefixed names");
+    let ids = tensor("tokenizer/negative_1/input_ids");
+    let mask = tensor("tokenizer/negative_1/attention_mask");
+    let a = m.forward(&ids, &mask).unwrap();
+    let b = model().forward(&ids, &mask).unwrap();
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+}

@@ -31,7 +31,7 @@ pub struct CausalAttention {
 
 impl CausalAttention {
     fn visible(&self, i: usize, j: usize) -> bool {
-        j <= i && self.window.map_or(true, |w| i < j + w)
+        j <= i && self.window.is_none_or(|w| i < j + w)
     }
 }
 
@@ -136,7 +136,7 @@ mod tests {
                             if let Some(c) = p.softcap {
                                 s = (s / c).tanh() * c;
                             }
-                            let ok = mask[bi * l + j] && j <= i && p.window.map_or(true, |wd| i < j + wd);
+                            let ok = mask[bi * l + j] && j <= i && p.window.is_none_or(|wd| i < j + wd);
                             if ok { s } else { f32::MIN as f64 }
                         })
                         .collect();

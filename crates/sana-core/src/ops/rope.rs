@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 /// cos/sin tables [seq_len, head_dim/2] in f32 for position ids `0..seq_len`.
 pub fn rope_cos_sin(head_dim: usize, theta: f64, seq_len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-    ensure_arg!(head_dim > 0 && head_dim % 2 == 0, "headDim", "RoPE needs an even head_dim, got {head_dim}");
+    ensure_arg!(head_dim > 0 && head_dim.is_multiple_of(2), "headDim", "RoPE needs an even head_dim, got {head_dim}");
     let half = head_dim / 2;
     // f32 inverse frequencies, as transformers stores them (`base ** (arange(0, D, 2).float() / D)`).
     let inv_freq: Vec<f32> =
@@ -115,9 +115,9 @@ mod tests {
         for row in 0..b * h * l {
             let p = row % l;
             let want = naive_row(&xv[row * d..(row + 1) * d], p, 10000.0);
-            for j in 0..d {
+            for (j, w) in want.iter().enumerate() {
                 let k = row * d + j;
-                assert!((gv[k] as f64 - want[j]).abs() < 1e-5, "row {row} col {j}: {} vs {}", gv[k], want[j]);
+                assert!((gv[k] as f64 - w).abs() < 1e-5, "row {row} col {j}: {} vs {w}", gv[k]);
                 assert!((fv[k] - gv[k]).abs() < 1e-6);
             }
         }
