@@ -2,7 +2,10 @@
 //! (checked against a naive reference in its tests) and a candle-op fallback for other devices until
 //! the CUDA kernels land.
 
+pub mod channel_ops;
+pub mod conv2d;
 pub mod depthwise_conv;
+pub mod grouped_conv;
 pub mod linear_attention;
 pub mod norm;
 
