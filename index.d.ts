@@ -24,6 +24,13 @@ export declare class NativeAutoencoderDC {
   tensorInfo(): Array<NativeTensorInfo>
   /** One loaded tensor by checkpoint name (shares memory with the model). */
   getWeight(name: string): NativeTensor
+  /**
+   * Decode raw latents z [B, 32, h, w] (diffusion latents / scalingFactor) to images [B, 3, 32h, 32w]
+   * in nominal [-1, 1], not clamped.
+   */
+  decode(z: NativeTensor, options?: NativeDecodeOptions | undefined | null): Promise<unknown>
+  /** Encode images [B, 3, H, W] (H, W multiples of 32, nominal [-1, 1]) to raw latents [B, 32, H/32, W/32]. */
+  encode(image: NativeTensor): Promise<unknown>
 }
 export type JsVae = NativeAutoencoderDC
 
@@ -114,6 +121,18 @@ export type JsTransformer = NativeTransformer
 
 /** Whether this binary was compiled with CUDA support. */
 export declare function builtWithCuda(): boolean
+
+/** Options of `decode`. */
+export interface NativeDecodeOptions {
+  /** `'auto'` (tile when the activation estimate exceeds the budget), `'on'` or `'off'`. Defaults to `'auto'`. */
+  tiling?: string
+  /** Tile side in latent pixels (×32 image pixels). Defaults to the largest tile within the budget. */
+  tileSize?: number
+  /** Overlap of neighbouring tiles in latent pixels. Defaults to a quarter of the tile. */
+  tileOverlap?: number
+  /** Activation memory budget for one decoder pass, in MiB. Defaults to 4096. */
+  memoryBudgetMb?: number
+}
 
 /** Options of `encode`. */
 export interface NativeEncodeOptions {

@@ -3,3 +3,4 @@
 pub mod component;
 pub mod gemma2;
 pub mod sana_transformer;
+pub mod autoencoder_dc;

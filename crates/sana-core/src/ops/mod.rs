@@ -3,8 +3,11 @@
 //! the CUDA kernels land.
 
 pub mod attention;
+pub mod channel_ops;
+pub mod conv2d;
 pub mod depthwise_conv;
 pub mod embeddings;
+pub mod grouped_conv;
 pub mod linear_attention;
 pub mod norm;
 pub mod rope;
