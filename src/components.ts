@@ -177,16 +177,60 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
   }
 }
 
+/** Tiled decoding: how large latents are split so a 4K decode fits in memory. */
+export interface TilingOptions {
+  /**
+   * `'auto'` tiles when the activation-memory estimate exceeds `memoryBudgetMb`; `'on'` always tiles;
+   * `'off'` never does. Defaults to `'auto'`.
+   */
+  tiling?: 'auto' | 'on' | 'off'
+  /** Tile size in latent pixels (×32 in image pixels). Defaults to the native default (see README). */
+  tileSize?: number
+  /** Overlap between tiles in latent pixels, blended linearly. Defaults to the native default. */
+  tileOverlap?: number
+  /** Activation-memory budget for `'auto'`, in MiB. Defaults to the native default. */
+  memoryBudgetMb?: number
+}
+
 /** The DC-AE autoencoder (`AutoencoderDC`, f32c32). */
 export class AutoencoderDC extends ModelComponent<Binding.NativeAutoencoderDC, AutoencoderDCConfig> {
+  /** Decode options given at load; each `decode` call may override them. */
+  readonly tilingOptions: TilingOptions = {}
+
   /**
    * Load a `vae/` folder.
-   * @example const vae = await AutoencoderDC.load('sana/vae')
+   * @example const vae = await AutoencoderDC.load('sana/vae', { tiling: 'auto', memoryBudgetMb: 4096 })
    */
-  static async load(dir: string, options: LoadOptions = {}): Promise<AutoencoderDC> {
+  static async load(dir: string, options: LoadOptions & TilingOptions = {}): Promise<AutoencoderDC> {
     const abs = checkDir(dir, 'vae')
     const h = await callNative(() => native().NativeAutoencoderDC.load(abs, nativeOptions(options)))
-    return new AutoencoderDC(h as Binding.NativeAutoencoderDC, abs)
+    const vae = new AutoencoderDC(h as Binding.NativeAutoencoderDC, abs)
+    const { tiling, tileSize, tileOverlap, memoryBudgetMb } = options
+    Object.assign(vae.tilingOptions, { tiling, tileSize, tileOverlap, memoryBudgetMb })
+    return vae
+  }
+
+  /**
+   * Latents → image. `z` is `latents / config.scalingFactor`, [B, 32, h, w]; returns the raw image
+   * [B, 3, 32h, 32w] (nominally [-1, 1], not clamped).
+   * @example const image = await vae.decode(z, { tiling: 'on' })
+   */
+  async decode(z: Tensor, options: TilingOptions = {}): Promise<Tensor> {
+    if (!(z instanceof Tensor)) throw invalidArgument('z', 'a Tensor', z)
+    const o = { ...this.tilingOptions, ...options }
+    const out = await callNative(() => this.native.decode(z.native, o))
+    return new Tensor(out as Binding.NativeTensor)
+  }
+
+  /**
+   * Image [B, 3, H, W] in [-1, 1] (H, W multiples of 32) → raw latent [B, 32, H/32, W/32]
+   * (multiply by `config.scalingFactor` for a diffusion latent).
+   * @example const latent = await vae.encode(image)
+   */
+  async encode(image: Tensor): Promise<Tensor> {
+    if (!(image instanceof Tensor)) throw invalidArgument('image', 'a Tensor', image)
+    const out = await callNative(() => this.native.encode(image.native))
+    return new Tensor(out as Binding.NativeTensor)
   }
 }
 

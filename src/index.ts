@@ -11,6 +11,7 @@ export {
   type LoadOptions,
   type TensorInfo,
   type TransformerInput,
+  type TilingOptions,
 } from './components'
 export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
 export {
