@@ -97,14 +97,15 @@ test('Sana 1.5 and 2K transformers load', async (t) => {
 test('Sprint pipeline loads with components from sana-tiny', async (t) => {
   const base = await SanaPipeline.load(SANA_TINY)
   const sprint = await SanaPipeline.load(SPRINT_TINY, {
-    components: { textEncoder: base.textEncoder, vae: base.vae },
+    components: { tokenizer: base.tokenizer, textEncoder: base.textEncoder, vae: base.vae },
   })
   t.is(sprint.config.modelIndex.className, 'SanaSprintPipeline')
   t.true(sprint.config.transformer.guidanceEmbeds)
   t.is(sprint.vae, base.vae)
   t.is(sprint.textEncoder, base.textEncoder)
+  t.is(sprint.tokenizer, base.tokenizer)
   // Without the shared components the missing folders are named.
-  await rejectsWith(t, SanaPipeline.load(SPRINT_TINY), 'SANA_NOT_FOUND', 'text_encoder', 'vae', 'options.components')
+  await rejectsWith(t, SanaPipeline.load(SPRINT_TINY), 'SANA_NOT_FOUND', 'tokenizer', 'text_encoder', 'vae', 'options.components')
 })
 
 test('Tensor handles: shape, dtype, device, round trip', async (t) => {
