@@ -4,3 +4,5 @@
  */
 export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
+export { parsePythonJson } from './json'
+export * from './schedulers'
