@@ -80,3 +80,8 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
     throw new SanaError('ABORT_ERR', 'The operation was aborted', { cause: signal.reason })
   }
 }
+
+/** "DPMSolverMultistepScheduler: expected one of "midpoint" for solver_type but received "heun"". */
+export function invalidConfig(owner: string, key: string, expected: string, received: unknown): SanaError {
+  return new SanaError('SANA_INVALID_CONFIG', `${owner}: expected ${expected} for ${key} but received ${describe(received)}`)
+}

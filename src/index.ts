@@ -25,3 +25,6 @@ export {
 } from './pipeline'
 export { GemmaTokenizer, type Encoding, type EncodeOptions } from './tokenizer'
 export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions } from './prompt'
+export { parsePythonJson } from './json'
+export * from './schedulers'
+export * from './postprocess'
