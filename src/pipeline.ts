@@ -5,10 +5,16 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaTransformer2DModel, type LoadOptions } from './components'
-import { SanaError } from './errors'
+import { SanaError, throwIfAborted } from './errors'
 import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, selectIndex, type PromptOptions } from './prompt'
 import { Tensor } from './tensor'
 import { GemmaTokenizer, type Encoding } from './tokenizer'
+import { denoise, repeatRows, resolveOptions, type GenerateOptions, type OutputType, type StepEvent } from './generate'
+import { parsePythonJson } from './json'
+import { denormalize, resizeAndCropTensor, type PlanarImage } from './postprocess'
+import { SanaImage } from './png'
+import { TorchGenerator } from './random'
+import { schedulerFromConfig, type Scheduler } from './schedulers'
 
 /** The component slots of a Sana pipeline, in model_index.json's names. */
 export const COMPONENT_SLOTS = ['tokenizer', 'text_encoder', 'transformer', 'vae', 'scheduler'] as const
@@ -34,6 +40,7 @@ export interface ModelIndex {
 /** Already-loaded components to reuse instead of loading them from the folder (diffusers does the same). */
 export interface PipelineComponents {
   tokenizer?: GemmaTokenizer
+  scheduler?: Scheduler
   transformer?: SanaTransformer2DModel
   vae?: AutoencoderDC
   textEncoder?: Gemma2TextEncoder
@@ -127,6 +134,30 @@ export interface PromptEmbeddings {
   negativePromptAttentionMask?: Tensor
 }
 
+/** What {@link SanaPipeline.generate} resolves to. */
+export interface GenerateResult<O extends OutputType = 'image'> {
+  /** SanaImage[] for `'image'`; a Tensor [B,3,H,W] in [0,1] for `'tensor'`; the final latents for `'latent'`. */
+  images: O extends 'image' ? SanaImage[] : Tensor
+  /** The seed of the starting noise (the given one, or the one drawn). */
+  seed: number
+  /** Wall time of each denoising step, ms. */
+  stepTimesMs: number[]
+  /** Wall time of the whole call, ms. */
+  totalMs: number
+}
+
+/** NaN/Inf latents decode to a grey or black image; say so instead (the classic fp16 failure). */
+function throwIfNotFinite(values: Float32Array): void {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) {
+      throw new SanaError(
+        'SANA_COMPUTE_ERROR',
+        'the denoised latents contain NaN or Inf values (numerical overflow; try dtype: "float32" or "bfloat16" instead of "float16")',
+      )
+    }
+  }
+}
+
 function maskTensor(enc: Encoding): Tensor {
   const rows = enc.attentionMask
   return Tensor.fromInt32Array(Int32Array.from(rows.flat()), [rows.length, rows[0].length])
@@ -140,11 +171,19 @@ export class SanaPipeline {
   readonly vae: AutoencoderDC
   readonly textEncoder: Gemma2TextEncoder
   readonly tokenizer: GemmaTokenizer
+  /** The sampler, built from scheduler_config.json. */
+  readonly scheduler: Scheduler
+  /** scheduler_config.json as written (Python's -Infinity etc. read as numbers). */
+  readonly schedulerConfig: Record<string, unknown>
+  /** Serialises generations: a scheduler holds per-generation state. */
+  private queue: Promise<unknown> = Promise.resolve()
 
   /** @internal */
   protected constructor(parts: {
     dir: string
     modelIndex: ModelIndex
+    scheduler: Scheduler
+    schedulerConfig: Record<string, unknown>
     tokenizer: GemmaTokenizer
     transformer: SanaTransformer2DModel
     vae: AutoencoderDC
@@ -153,6 +192,8 @@ export class SanaPipeline {
     this.dir = parts.dir
     this.modelIndex = parts.modelIndex
     this.tokenizer = parts.tokenizer
+    this.scheduler = parts.scheduler
+    this.schedulerConfig = parts.schedulerConfig
     this.transformer = parts.transformer
     this.vae = parts.vae
     this.textEncoder = parts.textEncoder
@@ -170,10 +211,24 @@ export class SanaPipeline {
     // Check every folder before loading anything, so a missing one fails fast and loads nothing.
     const needed: ComponentSlot[] = []
     if (!given.tokenizer) needed.push('tokenizer')
+    if (!given.scheduler) needed.push('scheduler')
     if (!given.transformer) needed.push('transformer')
     if (!given.vae) needed.push('vae')
     if (!given.textEncoder) needed.push('text_encoder')
     const dirs = componentDirs(root, needed)
+    // The scheduler is configuration only: read it first, so a bad config fails before any weights load.
+    let schedulerConfig: Record<string, unknown> = {}
+    let scheduler = given.scheduler
+    if (!scheduler) {
+      const path = join(dirs.scheduler, 'scheduler_config.json')
+      if (!existsSync(path)) throw new SanaError('SANA_NOT_FOUND', `scheduler_config.json not found: ${path}`)
+      try {
+        schedulerConfig = parsePythonJson(readFileSync(path, 'utf8')) as Record<string, unknown>
+      } catch (e) {
+        throw new SanaError('SANA_INVALID_JSON', `malformed JSON in ${path}: ${(e as Error).message}`)
+      }
+      scheduler = schedulerFromConfig(schedulerConfig)
+    }
     const loaded = await Promise.allSettled([
       given.tokenizer ?? GemmaTokenizer.load(dirs.tokenizer),
       given.transformer ?? SanaTransformer2DModel.load(dirs.transformer, loadOpts),
@@ -195,7 +250,7 @@ export class SanaPipeline {
       AutoencoderDC,
       Gemma2TextEncoder,
     ]
-    return new SanaPipeline({ dir: root, modelIndex, tokenizer, transformer, vae, textEncoder })
+    return new SanaPipeline({ dir: root, modelIndex, scheduler, schedulerConfig, tokenizer, transformer, vae, textEncoder })
   }
 
   /** model_index plus each component's parsed config (camelCase keys). */
@@ -265,6 +320,121 @@ export class SanaPipeline {
       out.negativePromptAttentionMask = maskTensor(negTok)
     }
     return out
+  }
+
+  /** True for a SANA-Sprint pipeline (SCM sampler, guidance embedding, 2 steps by default). */
+  get isSprint(): boolean {
+    return this.modelIndex.className === 'SanaSprintPipeline'
+  }
+
+  /**
+   * Generate images: prompt encoding, the denoising loop, VAE decode and post-processing, as diffusers'
+   * `SanaPipeline.__call__` (or `SanaSprintPipeline.__call__` for Sprint checkpoints).
+   * @example
+   * const { images } = await pipe.generate({ prompt: 'a red fox in snow', numInferenceSteps: 20, seed: 42 })
+   * await images[0].save('fox.png')
+   */
+  async generate<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): Promise<GenerateResult<O>> {
+    const it = this.stream(options)
+    for (;;) {
+      const { value, done } = await it.next()
+      if (done) return value
+      await options.onStep?.(value)
+    }
+  }
+
+  /**
+   * Like {@link generate}, as an async iterator: yields a {@link StepEvent} after each denoising step, then
+   * returns the result (`for await` sees the steps; the iterator's final `value` is the result).
+   * @example for await (const ev of pipe.stream({ prompt })) bar.update(ev.step + 1)
+   */
+  async *stream<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): AsyncGenerator<StepEvent, GenerateResult<O>> {
+    const sampleSize = this.transformer.config.sampleSize
+    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize })
+    // One generation at a time per pipeline (the scheduler is stateful); later calls wait their turn.
+    const previous = this.queue
+    let release!: () => void
+    this.queue = new Promise<void>((res) => (release = res))
+    await previous.catch(() => undefined)
+    try {
+      const started = performance.now()
+      // 1. Text: positive (and negative, for CFG) embeddings, repeated per image, negative first.
+      const enc = await this.encodePrompt(r.prompts, {
+        negativePrompt: r.negative.length ? r.negative : undefined,
+        doClassifierFreeGuidance: r.doCfg,
+        complexHumanInstruction: options.complexHumanInstruction,
+        maxSequenceLength: options.maxSequenceLength,
+      })
+      let embeds = repeatRows(enc.promptEmbeds, r.perPrompt)
+      let mask = repeatRows(enc.promptAttentionMask, r.perPrompt)
+      if (r.doCfg) {
+        embeds = Tensor.cat([repeatRows(enc.negativePromptEmbeds!, r.perPrompt), embeds], 0)
+        mask = Tensor.cat([repeatRows(enc.negativePromptAttentionMask!, r.perPrompt), mask], 0)
+      }
+      // 2. Denoise.
+      const rng = new TorchGenerator(r.seed)
+      const loop = denoise(
+        {
+          sprint: this.isSprint,
+          scheduler: this.scheduler,
+          sampleSize,
+          latentChannels: this.transformer.config.inChannels,
+          transformer: this.transformer,
+          guidanceEmbedsScale: this.transformer.config.guidanceEmbedsScale ?? 0.1,
+        },
+        options,
+        r,
+        { embeds, mask },
+        rng,
+      )
+      let latents: Tensor
+      const stepTimes: number[] = []
+      let t0 = performance.now()
+      for (;;) {
+        const { value, done } = await loop.next()
+        if (done) {
+          latents = value
+          break
+        }
+        stepTimes.push(performance.now() - t0)
+        yield value
+        t0 = performance.now()
+      }
+      const meta = { seed: r.seed, stepTimesMs: stepTimes }
+      if (r.outputType === 'latent') {
+        return { images: latents, ...meta, totalMs: performance.now() - started } as GenerateResult<O>
+      }
+      // 3. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
+      throwIfAborted(options.signal)
+      throwIfNotFinite(await latents.toFloat32Array())
+      const z = Tensor.linearCombination([latents], [1 / this.vae.config.scalingFactor])
+      const raw = await this.vae.decode(z)
+      let image: PlanarImage = { data: await raw.toFloat32Array(), shape: raw.shape as [number, number, number, number] }
+      if (r.size.height !== r.requested.height || r.size.width !== r.requested.width) {
+        image = resizeAndCropTensor(image, r.requested)
+      }
+      image = denormalize(image)
+      const totalMs = performance.now() - started
+      if (r.outputType === 'tensor') {
+        return { images: Tensor.fromFloat32Array(image.data, [...image.shape]), ...meta, totalMs } as GenerateResult<O>
+      }
+      const images = Array.from({ length: image.shape[0] }, (_, index) =>
+        SanaImage.fromPlanar(image, {
+          index,
+          metadata: {
+            prompt: r.prompts[Math.floor(index / r.perPrompt)],
+            seed: r.seed,
+            steps: r.steps,
+            guidance: r.guidance,
+            model: this.dir,
+            software: 'sana-node',
+          },
+        }),
+      )
+      return { images, ...meta, totalMs } as GenerateResult<O>
+    } finally {
+      release()
+    }
   }
 
   /** Free every component's weights. */
