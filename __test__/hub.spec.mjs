@@ -6,7 +6,7 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { listCachedModels, resolveModel, SanaError } from '../dist/index.js'
-import { FakeRepo, PLAIN_FILES, SANA_TINY, fakeWeights, gitSha1, pipelineFiles, sendRange, sha256, startFakeHub } from './helpers/fake-hub.mjs'
+import { close, FakeRepo, PLAIN_FILES, SANA_TINY, fakeWeights, gitSha1, pipelineFiles, sendRange, sha256, startFakeHub } from './helpers/fake-hub.mjs'
 
 const REPO = 'tiny-org/sana-tiny'
 const REPO_DIR = 'models--tiny-org--sana-tiny'
@@ -316,7 +316,11 @@ test('401 rejects with SANA_HUB_ERROR telling to set HF_TOKEN; the token is sent
   await rejectsWith(t, resolveModel(REPO, { ...options, token: 'hf_wrong' }), 'SANA_HUB_ERROR', '401')
   const dir = await resolveModel(REPO, { ...options, token: 'hf_secret' })
   t.true(existsSync(join(dir, 'model_index.json')))
-  t.true(hub.requests.filter((r) => r.path.startsWith('/api/') && r.auth === 'Bearer hf_secret').length === 1)
+  t.is(hub.requests.filter((r) => r.path.startsWith('/api/') && r.auth === 'Bearer hf_secret').length, 1)
+  t.true(hub.requests.filter((r) => r.path.includes('/resolve/')).every((r) => r.auth === 'Bearer hf_secret'))
+  // The token stays on the Hub: the CDN that LFS files redirect to never sees it.
+  t.true(cdnGets(hub).length > 0)
+  t.true(cdnGets(hub).every((r) => r.auth === undefined))
 })
 
 test('a missing repo, revision or model_index.json rejects with SANA_NOT_FOUND', async (t) => {
@@ -328,10 +332,8 @@ test('a missing repo, revision or model_index.json rejects with SANA_NOT_FOUND',
   await rejectsWith(t, resolveModel(REPO, { ...options, revision: 'v9' }), 'SANA_NOT_FOUND', '"v9"', REPO)
   await rejectsWith(t, resolveModel(REPO, { ...options, revision: 'no-index' }), 'SANA_NOT_FOUND', 'model_index.json')
   // Nothing listens on the port any more: a network error, with the offline hint.
-  const endpoint = hub.endpoint
-  hub.server.closeAllConnections()
-  await new Promise((ok) => hub.server.close(ok))
-  await rejectsWith(t, resolveModel(REPO, { ...options, endpoint }), 'SANA_HUB_ERROR', 'Could not reach', 'HF_HUB_OFFLINE')
+  await close(hub.server)
+  await rejectsWith(t, resolveModel(REPO, options), 'SANA_HUB_ERROR', 'Could not reach', 'HF_HUB_OFFLINE')
 })
 
 // ─── Revisions ──────────────────────────────────────────────────────────────────────────────────

@@ -3,8 +3,9 @@
 //
 //   GET  /api/models/{org}/{name}/revision/{rev}   → { id, sha, siblings: [{ rfilename }] }
 //   HEAD/GET /{org}/{name}/resolve/{rev}/{path}     → small files: 200, ETag = git blob sha1
-//                                                     LFS files: 302 to /cdn/{sha256}, X-Linked-Etag/-Size
-//   GET  /cdn/{sha256}                              → the bytes, honouring Range: bytes=N-
+//                                                     LFS files: 302 to the CDN, X-Linked-Etag/-Size
+//   GET  /cdn/{sha256}  (the CDN: another port, so another origin, like the real one)
+//                                                   → the bytes, honouring Range: bytes=N-
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
@@ -95,51 +96,55 @@ export class FakeRepo {
 }
 
 /**
- * Start a fake Hub for a test (closed in t.teardown). `repos`: { 'org/name': FakeRepo }.
+ * Start a fake Hub and its CDN for a test (closed in t.teardown). `repos`: { 'org/name': FakeRepo }.
  * `token`: when set, the API and resolve endpoints answer 401 without `Authorization: Bearer <token>`.
  * `cdn(req, res, body)`: optional hook for CDN downloads; return true when it answered itself.
- * Every request is logged in `hub.requests` as { method, path, range, auth }.
+ * Every request is logged in `hub.requests` as { method, path, range, auth } (CDN paths start with /cdn/).
  */
 export async function startFakeHub(t, { repos = {}, token, cdn } = {}) {
   const blobs = new Map()
   const requests = []
-  const server = createServer((req, res) => {
-    const url = new URL(req.url, 'http://x')
-    const path = decodeURIComponent(url.pathname)
+  const log = (req) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname)
     requests.push({ method: req.method, path, range: req.headers.range, auth: req.headers.authorization })
-    const fail = (status, code) => {
-      if (code) res.setHeader('X-Error-Code', code)
-      res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: code ?? status }))
-    }
+    return path
+  }
+  const fail = (res, status, code) => {
+    if (code) res.setHeader('X-Error-Code', code)
+    res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: code ?? status }))
+  }
+  const cdnServer = createServer((req, res) => {
+    const path = log(req)
+    const body = blobs.get(/^\/cdn\/([0-9a-f]{64})$/.exec(path)?.[1])
+    if (!body) return fail(res, 404)
+    if (cdn?.(req, res, body)) return
+    sendRange(req, res, body)
+  })
+  const hubServer = createServer((req, res) => {
+    const path = log(req)
+    if (token && req.headers.authorization !== `Bearer ${token}`) return fail(res, 401)
     let m
-    if ((m = /^\/cdn\/([0-9a-f]{64})$/.exec(path))) {
-      const body = blobs.get(m[1])
-      if (!body) return fail(404)
-      if (cdn?.(req, res, body)) return
-      return sendRange(req, res, body)
-    }
-    if (token && req.headers.authorization !== `Bearer ${token}`) return fail(401)
     if ((m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(path))) {
       const repo = repos[m[1]]
-      if (!repo) return fail(404, 'RepoNotFound')
+      if (!repo) return fail(res, 404, 'RepoNotFound')
       const sha = repo.resolve(m[2])
-      if (!sha) return fail(404, 'RevisionNotFound')
+      if (!sha) return fail(res, 404, 'RevisionNotFound')
       const siblings = [...repo.commits.get(sha).keys()].map((rfilename) => ({ rfilename }))
       return res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ id: m[1], sha, siblings }))
     }
     if ((m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path))) {
       const repo = repos[m[1]]
-      if (!repo) return fail(404, 'RepoNotFound')
+      if (!repo) return fail(res, 404, 'RepoNotFound')
       const sha = repo.resolve(m[2])
-      if (!sha) return fail(404, 'RevisionNotFound')
+      if (!sha) return fail(res, 404, 'RevisionNotFound')
       const body = repo.commits.get(sha).get(m[3])
-      if (!body) return fail(404, 'EntryNotFound')
+      if (!body) return fail(res, 404, 'EntryNotFound')
       if (LFS.test(m[3])) {
         const oid = sha256(body)
         blobs.set(oid, body)
         return res
           .writeHead(302, {
-            Location: `http://127.0.0.1:${server.address().port}/cdn/${oid}`,
+            Location: `http://127.0.0.1:${cdnServer.address().port}/cdn/${oid}`,
             'X-Repo-Commit': sha,
             'X-Linked-Etag': `"${oid}"`,
             'X-Linked-Size': String(body.length),
@@ -150,15 +155,19 @@ export async function startFakeHub(t, { repos = {}, token, cdn } = {}) {
       res.writeHead(200, { 'X-Repo-Commit': sha, ETag: `"${gitSha1(body)}"`, 'Content-Length': body.length })
       return res.end(req.method === 'HEAD' ? undefined : body)
     }
-    fail(404)
+    fail(res, 404)
   })
-  await new Promise((ok) => server.listen(0, '127.0.0.1', ok))
-  t.teardown(() => {
-    server.closeAllConnections()
-    return new Promise((ok) => server.close(ok))
-  })
-  const endpoint = `http://127.0.0.1:${server.address().port}`
-  return { endpoint, requests, server }
+  for (const server of [hubServer, cdnServer]) {
+    await new Promise((ok) => server.listen(0, '127.0.0.1', ok))
+    t.teardown(() => close(server))
+  }
+  return { endpoint: `http://127.0.0.1:${hubServer.address().port}`, requests, server: hubServer }
+}
+
+/** Close a server now, its open (keep-alive, stalled) connections included. */
+export function close(server) {
+  server.closeAllConnections()
+  return new Promise((ok) => server.close(() => ok()))
 }
 
 /** Answer `body`, from `Range: bytes=N-` when asked (206), else whole (200). */
