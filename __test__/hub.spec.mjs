@@ -308,6 +308,34 @@ test('abort: rejects promptly with ABORT_ERR, keeps the .incomplete, and the nex
   t.deepEqual(readFileSync(join(dir, TRANSFORMER)), files.get(TRANSFORMER))
 })
 
+test('abort while waiting for another call downloading the same blob rejects at once; the other goes on', async (t) => {
+  const files = pipelineFiles()
+  const body = files.get(TRANSFORMER)
+  const oid = sha256(body)
+  let stalled
+  const { cacheDir, options } = await setup(t, {
+    files,
+    cdn: (req, res, b) => {
+      if (sha256(b) !== oid || stalled) return false
+      res.writeHead(200, { 'Content-Length': b.length })
+      res.write(b.subarray(0, 100_000))
+      stalled = res
+      return true
+    },
+  })
+  const part = join(cacheDir, REPO_DIR, 'blobs', `${oid}.incomplete`)
+  const first = resolveModel(REPO, options)
+  while (!(existsSync(part) && statSync(part).size > 0)) await new Promise((ok) => setTimeout(ok, 10))
+  const controller = new AbortController()
+  const second = resolveModel(REPO, { ...options, signal: controller.signal })
+  await new Promise((ok) => setTimeout(ok, 200)) // the second call is now waiting for the first's blob
+  controller.abort()
+  await rejectsWith(t, second, 'ABORT_ERR')
+  stalled.end(body.subarray(100_000))
+  const dir = await first
+  t.deepEqual(readFileSync(join(dir, TRANSFORMER)), body)
+})
+
 // ─── Errors from the Hub ────────────────────────────────────────────────────────────────────────
 
 test('401 rejects with SANA_HUB_ERROR telling to set HF_TOKEN; the token is sent as a Bearer', async (t) => {
@@ -356,7 +384,8 @@ test('a revision pinned to a commit is downloaded as that commit, without writin
   t.false(existsSync(join(cacheDir, REPO_DIR, 'refs')))
   // A commit never moves: cached, it needs no request, offline included.
   t.is(await resolveModel(REPO, { ...options, revision: old, offline: true }), dir)
-  await rejectsWith(t, resolveModel(REPO, { ...options, offline: true }), 'SANA_NOT_FOUND', 'main')
+  await rejectsWith(t, resolveModel(REPO, { ...options, offline: true }), 'SANA_NOT_FOUND', 'main', 'not in the cache')
+  await rejectsWith(t, resolveModel(REPO, { ...options, offline: true, revision: head }), 'SANA_NOT_FOUND', head, 'not in the cache')
   const main = await resolveModel(REPO, options)
   t.is(main, join(cacheDir, REPO_DIR, 'snapshots', head))
   t.deepEqual(readFileSync(join(main, TRANSFORMER)), newFiles.get(TRANSFORMER))

@@ -162,7 +162,7 @@ async function ensureFile(
   if (cached !== undefined) return report(cached, cached)
   const meta = await fileMetadata(ctx, commit, path)
   const blob = cache.blob(meta.etag)
-  await oneAtATime(blob, async () => {
+  await oneAtATime(blob, ctx.signal, async () => {
     if ((await fileSize(blob)) !== undefined) return // shared with another file or revision
     const total = meta.size ?? 0
     report((await fileSize(`${blob}.incomplete`)) ?? 0, total)
@@ -221,9 +221,6 @@ function checkOptions(options: ResolveModelOptions): void {
   }
   if (options.variant !== undefined && !/^[\w-]+$/.test(options.variant)) {
     throw invalidArgument('variant', "a variant name such as 'fp16'", options.variant)
-  }
-  if (options.endpoint !== undefined && !/^https?:\/\/[^/]/.test(options.endpoint)) {
-    throw invalidArgument('endpoint', 'an http(s) URL', options.endpoint)
   }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw invalidArgument('signal', 'an AbortSignal', options.signal)
@@ -291,6 +288,9 @@ export async function resolveModel(repoIdOrPath: string, options: ResolveModelOp
   }
   // 3. The Hub.
   const endpoint = (options.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT)).replace(/\/+$/, '')
+  if (!URL.canParse(endpoint) || !/^https?:$/.test(new URL(endpoint).protocol)) {
+    throw invalidArgument(options.endpoint ? 'endpoint' : 'HF_ENDPOINT', 'an http(s) URL', endpoint)
+  }
   const token = options.token ?? (process.env.HF_TOKEN || undefined)
   return download({ endpoint, repoId: repoIdOrPath, revision, token, signal: options.signal }, cache, options)
 }

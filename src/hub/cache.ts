@@ -68,15 +68,14 @@ export class RepoCache {
     return join(this.dir, 'snapshots', commit)
   }
 
-  /** The commit `revision` resolves to in the cache, if any (a commit hash resolves to itself). */
+  /** The cached commit `revision` resolves to, if any (a commit hash to itself when its snapshot exists). */
   async commitOf(revision: string): Promise<string | undefined> {
-    if (COMMIT_HASH.test(revision)) return revision
-    try {
-      const commit = (await fs.readFile(join(this.dir, 'refs', revision), 'utf8')).trim()
-      return COMMIT_HASH.test(commit) ? commit : undefined
-    } catch {
-      return undefined
+    let commit = revision
+    if (!COMMIT_HASH.test(revision)) {
+      commit = (await fs.readFile(join(this.dir, 'refs', revision), 'utf8').catch(() => '')).trim()
+      if (!COMMIT_HASH.test(commit)) return undefined
     }
+    return (await fs.stat(this.snapshot(commit)).catch(() => undefined))?.isDirectory() ? commit : undefined
   }
 
   /** Record where a branch or tag points (huggingface_hub writes no ref for a commit hash). */

@@ -240,8 +240,9 @@ export async function downloadBlob(ctx: HubContext, meta: FileMetadata, file: st
 /** Downloads in progress in this process, by blob path: two calls never write one `.incomplete`. */
 const blobsInFlight = new Map<string, Promise<void>>()
 
-export async function oneAtATime(key: string, fn: () => Promise<void>): Promise<void> {
-  for (let running = blobsInFlight.get(key); running; running = blobsInFlight.get(key)) await running
+/** Run `fn` once no other call of this process is downloading `key` (waiting is abortable). */
+export async function oneAtATime(key: string, signal: AbortSignal | undefined, fn: () => Promise<void>): Promise<void> {
+  for (let running = blobsInFlight.get(key); running; running = blobsInFlight.get(key)) await abortable(running, signal)
   const task = fn()
   const settled = task.catch(() => {})
   blobsInFlight.set(key, settled)
@@ -250,4 +251,24 @@ export async function oneAtATime(key: string, fn: () => Promise<void>): Promise<
   } finally {
     if (blobsInFlight.get(key) === settled) blobsInFlight.delete(key)
   }
+}
+
+/** `promise`, or the ABORT_ERR of `signal` if it aborts first. */
+function abortable(promise: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return promise
+  return new Promise((ok, fail) => {
+    const onAbort = () => {
+      try {
+        throwIfAborted(signal)
+      } catch (e) {
+        fail(e)
+      }
+    }
+    if (signal.aborted) return onAbort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    void promise.then(() => {
+      signal.removeEventListener('abort', onAbort)
+      ok()
+    })
+  })
 }
