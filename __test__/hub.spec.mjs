@@ -8,6 +8,9 @@ import { join, relative } from 'node:path'
 import { listCachedModels, resolveModel, SanaError } from '../dist/index.js'
 import { close, FakeRepo, PLAIN_FILES, SANA_TINY, fakeWeights, gitSha1, pipelineFiles, sendRange, sha256, startFakeHub } from './helpers/fake-hub.mjs'
 
+// The tests set what they need; a developer's or CI's Hugging Face settings must not leak in.
+for (const k of ['HF_HUB_OFFLINE', 'HF_TOKEN', 'HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_HOME']) delete process.env[k]
+
 const REPO = 'tiny-org/sana-tiny'
 const REPO_DIR = 'models--tiny-org--sana-tiny'
 const TRANSFORMER = 'transformer/diffusion_pytorch_model.safetensors'
