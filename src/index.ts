@@ -28,3 +28,4 @@ export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions
 export { parsePythonJson } from './json'
 export * from './schedulers'
 export * from './postprocess'
+export { resolveModel, listCachedModels, type ResolveModelOptions, type CacheOptions, type DownloadProgress, type CachedModel, type CachedRevision } from './hub'
