@@ -15,6 +15,7 @@ import { denormalize, resizeAndCropTensor, type PlanarImage } from './postproces
 import { SanaImage } from './png'
 import { TorchGenerator } from './random'
 import { schedulerFromConfig, type Scheduler } from './schedulers'
+import { resolveModel, type ResolveModelOptions } from './hub'
 
 /** The component slots of a Sana pipeline, in model_index.json's names. */
 export const COMPONENT_SLOTS = ['tokenizer', 'text_encoder', 'transformer', 'vae', 'scheduler'] as const
@@ -46,8 +47,8 @@ export interface PipelineComponents {
   textEncoder?: Gemma2TextEncoder
 }
 
-/** Options of {@link SanaPipeline.load}. */
-export interface PipelineLoadOptions extends LoadOptions {
+/** Options of {@link SanaPipeline.load}: device/dtype, plus Hub options used when a repo id is given. */
+export interface PipelineLoadOptions extends LoadOptions, Omit<ResolveModelOptions, 'variant'> {
   /** Components to use as given rather than loading them (e.g. Sprint reusing a pipeline's text encoder). Defaults to none. */
   components?: PipelineComponents
 }
@@ -200,11 +201,16 @@ export class SanaPipeline {
   }
 
   /**
-   * Load a diffusers-format Sana pipeline folder.
-   * @example const pipe = await SanaPipeline.load('./Sana_600M_1024px_diffusers', { device: 'auto' })
+   * Load a diffusers-format Sana pipeline: a local folder, or a Hub repo id (downloaded into the shared
+   * Hugging Face cache on first use; see `resolveModel` for revision, offline mode, tokens and progress).
+   * @example const pipe = await SanaPipeline.load('Efficient-Large-Model/Sana_600M_1024px_diffusers', { device: 'auto' })
    */
-  static async load(dir: string, options: PipelineLoadOptions = {}): Promise<SanaPipeline> {
-    const root = checkDir(dir, 'pipeline')
+  static async load(dirOrRepoId: string, options: PipelineLoadOptions = {}): Promise<SanaPipeline> {
+    const { revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir } = options
+    const local = await resolveModel(dirOrRepoId, {
+      revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, variant: options.variant,
+    })
+    const root = checkDir(local, 'pipeline')
     const modelIndex = readModelIndex(root)
     const given = options.components ?? {}
     const loadOpts: LoadOptions = { device: options.device, dtype: options.dtype, variant: options.variant }
