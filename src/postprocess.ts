@@ -16,7 +16,9 @@ export interface PlanarImage {
 
 /** Height × width in pixels. */
 export interface ImageSize {
+  /** Rows, a positive integer. */
   height: number
+  /** Columns, a positive integer. */
   width: number
 }
 
@@ -42,7 +44,10 @@ export const ASPECT_RATIO_512_BIN: AspectRatioTable = Object.freeze({
   '2.5': [800, 320], '3.0': [864, 288], '4.0': [1024, 256],
 })
 
-/** Bins of ≈1024² pixels, multiples of 64 (diffusers `ASPECT_RATIO_1024_BIN`); for `sample_size` 32. */
+/**
+ * Bins of ≈1024² pixels, multiples of 64 (diffusers `ASPECT_RATIO_1024_BIN`); for `sample_size` 32.
+ * @example ASPECT_RATIO_1024_BIN['0.72'] // [832, 1152]
+ */
 export const ASPECT_RATIO_1024_BIN: AspectRatioTable = Object.freeze({
   '0.25': [512, 2048], '0.28': [512, 1856], '0.32': [576, 1792], '0.33': [576, 1728], '0.35': [576, 1664],
   '0.4': [640, 1600], '0.42': [640, 1536], '0.48': [704, 1472], '0.5': [704, 1408], '0.52': [704, 1344],

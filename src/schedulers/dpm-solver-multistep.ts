@@ -99,6 +99,7 @@ function flowLambda(sigma: number): { alpha: number; sigma: number; lambda: numb
  * }
  */
 export class DPMSolverMultistepScheduler implements Scheduler {
+  /** `"DPMSolverMultistepScheduler"`, the diffusers `_class_name`. */
   readonly className = NAME
   /** The resolved configuration. */
   readonly config: Readonly<DPMSolverMultistepSchedulerConfig>
@@ -132,16 +133,23 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.config = Object.freeze(c)
   }
 
+  /** Steps in the current schedule; 0 before {@link DPMSolverMultistepScheduler.setTimesteps}. */
   get numInferenceSteps(): number {
     return this.#timesteps.length
   }
 
-  /** Integer timesteps, `int(σ·T)` truncated, e.g. `[999, 922, 817, 666, 428]` for 5 steps. */
+  /**
+   * Integer timesteps `int(σ·T)` (truncated), empty before `setTimesteps`.
+   * @example scheduler.setTimesteps(5); scheduler.timesteps // [999, 922, 817, 666, 428]
+   */
   get timesteps(): number[] {
     return [...this.#timesteps]
   }
 
-  /** float32 sigmas, one per timestep plus the final 0. */
+  /**
+   * float32 sigmas, one per timestep plus the final 0.
+   * @example scheduler.setTimesteps(2); scheduler.sigmas // [0.99966645…, 0.74962479…, 0]
+   */
   get sigmas(): number[] {
     return [...this.#sigmas]
   }
@@ -168,6 +176,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   /**
    * SanaPipeline passes the scheduler timestep unchanged (times `transformer.config.timestep_scale`, 1.0 for
    * every released model, which the pipeline applies).
+   * @example scheduler.transformerTimestep(922) // 922
    */
   transformerTimestep(t: number): number {
     return t
@@ -176,6 +185,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   /**
    * One DPM-Solver++ step. `modelOutput` is the flow velocity predicted at `t` (after CFG). Returns the next
    * sample and the data prediction x0 = sample − σ·v. `options.noise` is ignored (the solver is deterministic).
+   * @example latents = (await scheduler.step(velocity, t, latents)).prevSample
    */
   async step(modelOutput: Tensor, t: number, sample: Tensor, _options: SchedulerStepOptions = {}): Promise<SchedulerStepOutput> {
     const n = this.#timesteps.length

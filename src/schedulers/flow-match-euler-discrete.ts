@@ -63,6 +63,7 @@ const DEFAULTS: FlowMatchEulerDiscreteSchedulerConfig = {
  * scheduler.timesteps // [1000, 8.928571701049805]
  */
 export class FlowMatchEulerDiscreteScheduler implements Scheduler {
+  /** `"FlowMatchEulerDiscreteScheduler"`, the diffusers `_class_name`. */
   readonly className = NAME
   /** The resolved configuration. */
   readonly config: Readonly<FlowMatchEulerDiscreteSchedulerConfig>
@@ -102,16 +103,23 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
     return f(f(shift * sigma) / f(1 + f((shift - 1) * sigma)))
   }
 
+  /** Steps in the current schedule; 0 before {@link FlowMatchEulerDiscreteScheduler.setTimesteps}. */
   get numInferenceSteps(): number {
     return this.#timesteps.length
   }
 
-  /** float32 timesteps σ·T, e.g. `[1000, 900.36, 751.12, 502.99, 8.93]` for 5 steps with shift 3. */
+  /**
+   * float32 timesteps σ·T, empty before `setTimesteps`.
+   * @example scheduler.setTimesteps(5); scheduler.timesteps // [1000, 900.359…, 751.121…, 502.985…, 8.928…] (shift 3)
+   */
   get timesteps(): number[] {
     return [...this.#timesteps]
   }
 
-  /** float32 sigmas, one per timestep plus the final 0. */
+  /**
+   * float32 sigmas, one per timestep plus the final 0.
+   * @example scheduler.setTimesteps(2); scheduler.sigmas // [1, 0.008928…, 0] (shift 3)
+   */
   get sigmas(): number[] {
     return [...this.#sigmas]
   }
@@ -119,6 +127,7 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
   /**
    * Build the schedule and reset the step index.
    * @param numInferenceSteps number of model evaluations, an integer ≥ 1.
+   * @example scheduler.setTimesteps(20)
    */
   setTimesteps(numInferenceSteps: number): void {
     const n = checkStepCount(numInferenceSteps)
@@ -132,7 +141,10 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
     this.#stepIndex = null
   }
 
-  /** SanaPipeline passes the scheduler timestep σ·T unchanged (times `timestep_scale`, applied by the pipeline). */
+  /**
+   * SanaPipeline passes the scheduler timestep σ·T unchanged (times `timestep_scale`, applied by the pipeline).
+   * @example scheduler.transformerTimestep(900.359) // 900.359
+   */
   transformerTimestep(t: number): number {
     return t
   }
@@ -140,6 +152,7 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
   /**
    * One Euler step with the flow velocity `modelOutput`: prevSample = x + (σ_next − σ)·v; `denoised` is
    * x − σ·v. `options.noise` is ignored.
+   * @example latents = (await scheduler.step(velocity, t, latents)).prevSample
    */
   async step(modelOutput: Tensor, t: number, sample: Tensor, _options: SchedulerStepOptions = {}): Promise<SchedulerStepOutput> {
     const n = this.#timesteps.length

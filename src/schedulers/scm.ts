@@ -76,6 +76,7 @@ export interface TrigFlowScales {
  * }
  */
 export class SCMScheduler implements Scheduler {
+  /** `"SCMScheduler"`, the diffusers `_class_name`. */
   readonly className = NAME
   /** The resolved configuration. */
   readonly config: Readonly<SCMSchedulerConfig>
@@ -97,16 +98,20 @@ export class SCMScheduler implements Scheduler {
     this.config = Object.freeze(c)
   }
 
+  /** Steps in the current schedule (one less than `timesteps.length`); 0 before `setTimesteps`. */
   get numInferenceSteps(): number {
     return Math.max(0, this.#timesteps.length - 1)
   }
 
-  /** float32 TrigFlow angles, `numInferenceSteps + 1` of them, ending at 0. */
+  /**
+   * float32 TrigFlow angles, `numInferenceSteps + 1` of them, ending at 0; empty before `setTimesteps`.
+   * @example scheduler.setTimesteps(2); scheduler.timesteps // [1.5707999…, 1.2999999…, 0]
+   */
   get timesteps(): number[] {
     return [...this.#timesteps]
   }
 
-  /** SCM has no sigma schedule; always empty. */
+  /** SCM has no sigma schedule; always `[]` (present for the {@link Scheduler} interface). */
   get sigmas(): number[] {
     return []
   }
@@ -132,7 +137,10 @@ export class SCMScheduler implements Scheduler {
     this.#stepIndex = null
   }
 
-  /** The transformer's timestep for angle `t`: scm_t = sin t / (cos t + sin t), in float32. */
+  /**
+   * The transformer's timestep for angle `t`: scm_t = sin t / (cos t + sin t), in float32.
+   * @example scheduler.transformerTimestep(1.5708) // ≈ 1 (pure noise)
+   */
   transformerTimestep(t: number): number {
     const sin = f32(Math.sin(t))
     return f32(sin / f32(f32(Math.cos(t)) + sin))
@@ -161,6 +169,7 @@ export class SCMScheduler implements Scheduler {
    * One sCM step with the TrigFlow model output F at angle `t`: denoised = cos(s)·x − sin(s)·F, then
    * prevSample = cos(t')·denoised + sin(t')·σ_d·noise for the next angle t'. `options.noise` (N(0,1), the
    * sample's shape) is required except on the last step, where sin(0) = 0.
+   * @example const { prevSample, denoised } = await scheduler.step(F, t, latents, { noise })
    */
   async step(modelOutput: Tensor, t: number, sample: Tensor, options: SchedulerStepOptions = {}): Promise<SchedulerStepOutput> {
     const n = this.numInferenceSteps
