@@ -308,7 +308,6 @@ enum Block {
 
 impl Block {
     /// `get_block(block_type, C, C, …)`; an `EfficientViTBlock` is `attn` then `conv_out`.
-    #[allow(clippy::too_many_arguments)]
     fn new(kind: &str, c: usize, head_dim: usize, norm: &str, act: Act, scales: &[usize], vb: &Vb) -> Result<Self> {
         match kind {
             "ResBlock" => Ok(Block::Res(ResBlock::new(c, norm, act, vb)?)),
