@@ -18,7 +18,7 @@ use crate::{ensure_arg, Result, SanaError};
 use candle_core::{Tensor, D};
 
 mod tiling;
-pub use tiling::{decode_activation_bytes, DecodeOptions, Tiling};
+pub use tiling::{decode_activation_bytes, DecodeOptions, Tiling, DEFAULT_MEMORY_BUDGET};
 
 /// Norm eps of every DC-AE norm (`get_normalization` default and `RMSNorm(…, 1e-5)`).
 const NORM_EPS: f64 = 1e-5;
@@ -137,7 +137,7 @@ impl ResBlock {
 
 /// `SanaMultiscaleLinearAttention` (LiteMLA) with its residual connection.
 struct LiteMla {
-    qkv: Tensor,                       // [3·inner, C]: to_q, to_k, to_v stacked
+    qkv: [Tensor; 3],                  // to_q, to_k, to_v: [inner, C] each
     multiscale: Vec<(Tensor, Tensor)>, // per kernel: proj_in [3·inner, 1, k, k], proj_out [3·inner, d, 1, 1]
     to_out: Tensor,                    // [C, inner·(1 + scales)]
     norm_out: Norm,
@@ -150,8 +150,8 @@ impl LiteMla {
         // diffusers: num_attention_heads = int(in_channels // attention_head_dim * mult), mult = 1.
         let heads = c / head_dim;
         let inner = heads * head_dim;
-        let qkv = Tensor::cat(&[vb.pp("to_q").get((inner, c), "weight")?, vb.pp("to_k").get((inner, c), "weight")?,
-            vb.pp("to_v").get((inner, c), "weight")?], 0)?;
+        let qkv = [vb.pp("to_q").get((inner, c), "weight")?, vb.pp("to_k").get((inner, c), "weight")?,
+            vb.pp("to_v").get((inner, c), "weight")?];
         let multiscale = scales
             .iter()
             .enumerate()
@@ -168,8 +168,9 @@ impl LiteMla {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let (d, n) = (self.head_dim, h * w);
-        // 1. q, k, v projections (Linear over channels): [B, 3·inner, H, W]
-        let qkv = grouped_conv1x1(x, &self.qkv, None, 1)?;
+        // 1. q, k, v projections (Linear over channels) as one GEMM: [B, 3·inner, H, W]. The weights are
+        //    stacked per call rather than at load so the checkpoint tensors are not held twice.
+        let qkv = grouped_conv1x1(x, &Tensor::cat(&self.qkv, 0)?, None, 1)?;
         // 2. Multi-scale aggregation: depthwise k×k, then a grouped 1×1 with 3·heads groups of d channels.
         let mut parts = vec![qkv.clone()];
         for (proj_in, proj_out) in &self.multiscale {
@@ -307,7 +308,6 @@ enum Block {
 
 impl Block {
     /// `get_block(block_type, C, C, …)`; an `EfficientViTBlock` is `attn` then `conv_out`.
-    #[allow(clippy::too_many_arguments)]
     fn new(kind: &str, c: usize, head_dim: usize, norm: &str, act: Act, scales: &[usize], vb: &Vb) -> Result<Self> {
         match kind {
             "ResBlock" => Ok(Block::Res(ResBlock::new(c, norm, act, vb)?)),

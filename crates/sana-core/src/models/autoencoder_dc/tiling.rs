@@ -92,7 +92,7 @@ pub(super) fn plan(cfg: &AutoencoderDCConfig, b: usize, h: usize, w: usize, o: &
     let tiled = match o.tiling {
         Tiling::Off => false,
         Tiling::On => true,
-        Tiling::Auto => !fits(h.max(w)),
+        Tiling::Auto => decode_activation_bytes(cfg, b, h, w) > budget,
     };
     if !tiled {
         return Ok(None);
