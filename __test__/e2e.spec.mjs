@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SanaPipeline, Tensor } from '../dist/index.js'
 import { SANA_TINY, SPRINT_TINY } from './helpers/paths.mjs'
-import { decodePng } from './helpers/png.mjs'
+import { readPng } from './helpers/png.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
 
 let pipe
@@ -60,14 +60,14 @@ async function checkCase(t, p, name, extra = {}) {
   // The PNG: same pixels as the reference PNG within the stated uint8 difference.
   const png = await p.generate({ ...options(name), ...extra })
   const img = png.images[0]
-  const ref = decodePng(readFileSync(join(SANA_TINY, c.png)))
+  const ref = readPng(readFileSync(join(SANA_TINY, c.png)))
   t.is(img.width, ref.width)
   t.is(img.height, ref.height)
   let maxDiff = 0
   for (let i = 0; i < ref.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(img.data[i] - ref.data[i]))
   t.log(`${name} PNG: max uint8 diff ${maxDiff} (allowed ${c.tolerance.uint8_max_diff})`)
   t.true(maxDiff <= c.tolerance.uint8_max_diff)
-  const decoded = decodePng(img.toPng())
+  const decoded = readPng(img.toPng())
   t.is(decoded.text.prompt, c.call_kwargs.prompt)
 }
 
