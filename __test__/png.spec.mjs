@@ -6,11 +6,9 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 
 import { SanaError, SanaImage, toRgb8 } from '../dist/index.js'
-import { FIXTURES, REFERENCE_DIR, fixturesAvailable, getCase, tensorFor } from './helpers/fixtures.mjs'
+import { FIXTURES, REFERENCE_DIR, getCase, tensorFor } from './helpers/fixtures.mjs'
 import { readPng } from './helpers/png.mjs'
 
-const fixtureTest = fixturesAvailable ? test : test.skip
-if (!fixturesAvailable) console.log(`png.spec: fixtures not found under ${FIXTURES}; fixture tests skipped`)
 
 const code = (code) => ({ instanceOf: SanaError, code })
 
@@ -58,7 +56,7 @@ test('invalid images and metadata keywords are rejected', (t) => {
 })
 
 for (const name of ['e2e_a_cfg', 'e2e_b_binning', 'e2e_c_nocfg', 'sprint_e2e']) {
-  fixtureTest(`${name}.png decodes and equals round(image_pt·255); SanaImage re-encodes it losslessly`, (t) => {
+  test(`${name}.png decodes and equals round(image_pt·255); SanaImage re-encodes it losslessly`, (t) => {
     const c = getCase(name)
     const fileBytes = readFileSync(path.join(REFERENCE_DIR, `${name}.png`))
     const png = readPng(fileBytes)

@@ -13,10 +13,8 @@ import {
   parsePythonJson,
   schedulerFromConfig,
 } from '../dist/index.js'
-import { FIXTURES, allclose, fixturesAvailable, getCase, loadReference, stepSlice, tensorFor } from './helpers/fixtures.mjs'
+import { FIXTURES, allclose, getCase, loadReference, stepSlice, tensorFor } from './helpers/fixtures.mjs'
 
-const fixtureTest = fixturesAvailable ? test : test.skip
-if (!fixturesAvailable) console.log(`schedulers.spec: fixtures not found under ${FIXTURES}; fixture tests skipped`)
 
 const readConfig = (dir) => parsePythonJson(readFileSync(path.join(FIXTURES, dir, 'scheduler/scheduler_config.json'), 'utf8'))
 const toTensor = ({ data, shape }) => Tensor.fromFloat32Array(Float32Array.from(data), shape)
@@ -32,7 +30,7 @@ function schedulerFor(entry) {
 /** Decode the manifest's strings for non-finite numbers. */
 const decodeNonFinite = (v) => ({ Infinity: Infinity, '-Infinity': -Infinity, NaN: NaN })[v] ?? v
 
-fixtureTest('the Sana scheduler config parses (with -Infinity) to the config diffusers loaded', (t) => {
+test('the Sana scheduler config parses (with -Infinity) to the config diffusers loaded', (t) => {
   const file = readConfig('sana-tiny')
   t.is(file.lambda_min_clipped, -Infinity)
   const loaded = getCase('schedulers').schedulers.find((s) => s.name === 'flow_dpm_solver').config
@@ -43,12 +41,12 @@ fixtureTest('the Sana scheduler config parses (with -Infinity) to the config dif
   t.true(schedulerFromConfig(readConfig('sana-sprint-tiny')) instanceof SCMScheduler)
 })
 
-const schedulersCase = fixturesAvailable ? getCase('schedulers') : { schedulers: [] }
+const schedulersCase = getCase('schedulers')
 for (const entry of schedulersCase.schedulers) {
   const tol = entry.tolerance
   for (const run of entry.runs) {
     const n = run.num_inference_steps
-    fixtureTest(`${entry.name}: ${n} steps — timesteps, sigmas and trajectory`, async (t) => {
+    test(`${entry.name}: ${n} steps — timesteps, sigmas and trajectory`, async (t) => {
       const scheduler = schedulerFor(entry)
       if (entry.name === 'scm') scheduler.setTimesteps(n, { maxTimesteps: 1.5708 })
       else scheduler.setTimesteps(n)
@@ -92,7 +90,7 @@ for (const entry of schedulersCase.schedulers) {
   }
 }
 
-fixtureTest('setTimesteps resets the solver history: a second generation repeats the first', async (t) => {
+test('setTimesteps resets the solver history: a second generation repeats the first', async (t) => {
   const scheduler = new DPMSolverMultistepScheduler()
   const x0 = Tensor.fromFloat32Array(Float32Array.from({ length: 24 }, (_, i) => Math.sin(i)), [1, 2, 3, 4])
   const run = async () => {
@@ -116,7 +114,7 @@ function halves({ data, shape }) {
 }
 
 for (const name of ['e2e_a_cfg', 'e2e_b_binning', 'e2e_c_nocfg']) {
-  fixtureTest(`${name}: DPM-Solver timesteps and latents from the recorded transformer outputs`, async (t) => {
+  test(`${name}: DPM-Solver timesteps and latents from the recorded transformer outputs`, async (t) => {
     const c = getCase(name)
     const g = c.call_kwargs.guidance_scale
     const scheduler = schedulerFromConfig(readConfig('sana-tiny'))
@@ -144,7 +142,7 @@ for (const name of ['e2e_a_cfg', 'e2e_b_binning', 'e2e_c_nocfg']) {
   })
 }
 
-fixtureTest('sprint_e2e: SCM schedule, TrigFlow scalars and latents from the recorded transformer outputs', async (t) => {
+test('sprint_e2e: SCM schedule, TrigFlow scalars and latents from the recorded transformer outputs', async (t) => {
   const c = getCase('sprint_e2e')
   const tol = c.tolerance.final_latents
   const scheduler = schedulerFromConfig(readConfig('sana-sprint-tiny'))

@@ -1,58 +1,25 @@
-// Access to the golden fixtures in ../shared/fixtures: the manifest (reference.json) and a minimal
-// safetensors reader (8-byte LE header length, JSON header, raw little-endian data).
-import { readFileSync, existsSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
-import path from 'node:path'
+// Fixture access in the shape the scheduler/post-processing/PNG tests use, built on the shared helpers
+// (paths.mjs, safetensors.mjs, reference.mjs) so there is one reader and one manifest cache.
+import { join } from 'node:path'
+import { FIXTURES, SANA_TINY } from './paths.mjs'
+import { caseOf, manifest } from './reference.mjs'
+import { decodeTensor, readSafetensors as readRaw } from './safetensors.mjs'
 
-const here = path.dirname(fileURLToPath(import.meta.url))
+export { FIXTURES }
+export const REFERENCE_DIR = join(SANA_TINY, 'reference')
+export const loadManifest = manifest
+export const getCase = caseOf
 
-/** Root of the shared fixtures (override with SANA_FIXTURES). */
-export const FIXTURES = process.env.SANA_FIXTURES ?? path.resolve(here, '../../../shared/fixtures')
-export const REFERENCE_DIR = path.join(FIXTURES, 'sana-tiny/reference')
-export const fixturesAvailable = existsSync(path.join(REFERENCE_DIR, 'reference.json'))
-
-let manifest
-/** reference.json (strict JSON; non-finite numbers are the strings "Infinity", "-Infinity", "NaN"). */
-export function loadManifest() {
-  manifest ??= JSON.parse(readFileSync(path.join(REFERENCE_DIR, 'reference.json'), 'utf8'))
-  return manifest
-}
-
-/** The manifest case called `name`. */
-export function getCase(name) {
-  const found = loadManifest().cases.find((c) => c.name === name)
-  if (!found) throw new Error(`no case ${name} in reference.json`)
-  return found
-}
-
-const DTYPES = {
-  F32: { bytes: 4, read: (buf) => new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4) },
-  I64: { bytes: 8, read: (buf) => new BigInt64Array(buf.buffer, buf.byteOffset, buf.byteLength / 8) },
-  U8: { bytes: 1, read: (buf) => new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) },
-}
-
-/**
- * Read a .safetensors file. Returns { keys, get(key) } where get returns { dtype, shape, data } with data a
- * Float32Array (F32), BigInt64Array (I64) or Uint8Array (U8) — copies, aligned and independent of the file.
- */
+/** A safetensors file as { keys, get(key) → { dtype, shape, data } } (data: Float32Array, BigInt64Array or Uint8Array). */
 export function readSafetensors(file) {
-  const bytes = readFileSync(file)
-  const headerLen = Number(bytes.readBigUInt64LE(0))
-  const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8'))
-  const base = 8 + headerLen
+  const st = readRaw(file)
   return {
-    keys: Object.keys(header).filter((k) => k !== '__metadata__'),
+    keys: Object.keys(st.header),
     get(key) {
-      const entry = header[key]
-      if (!entry) throw new Error(`no tensor ${key} in ${file}`)
-      const dtype = DTYPES[entry.dtype]
-      if (!dtype) throw new Error(`unsupported dtype ${entry.dtype} for ${key}`)
-      const [begin, end] = entry.data_offsets
-      const count = entry.shape.reduce((a, b) => a * b, 1)
-      if (end - begin !== count * dtype.bytes) throw new Error(`size mismatch for ${key}`)
-      // Copy into a fresh buffer so typed-array views are aligned.
-      const copy = Buffer.from(bytes.subarray(base + begin, base + end))
-      return { dtype: entry.dtype, shape: entry.shape, data: dtype.read(copy) }
+      const info = st.header[key]
+      if (!info) throw new Error(`no tensor ${key} in ${file}`)
+      const data = info.dtype === 'U8' ? Uint8Array.from(st.buf.subarray(st.dataStart + info.data_offsets[0], st.dataStart + info.data_offsets[1])) : decodeTensor(st, key)
+      return { dtype: info.dtype, shape: info.shape, data }
     },
   }
 }
@@ -60,7 +27,7 @@ export function readSafetensors(file) {
 let reference
 /** reference.safetensors, read once. */
 export function loadReference() {
-  reference ??= readSafetensors(path.join(REFERENCE_DIR, 'reference.safetensors'))
+  reference ??= readSafetensors(join(REFERENCE_DIR, 'reference.safetensors'))
   return reference
 }
 
