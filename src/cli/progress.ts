@@ -50,7 +50,7 @@ class StatusLine {
       this.out.write(text + '\n')
       return
     }
-    const width = (this.out.columns ?? 80) - 1
+    const width = (this.out.columns || 80) - 1 // a pty may report 0 columns
     this.out.write('\r\x1b[2K' + (text.length > width ? text.slice(0, width - 1) + '…' : text))
     this.#active = true
   }
