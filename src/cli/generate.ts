@@ -3,7 +3,6 @@
  */
 import { mkdir } from 'node:fs/promises'
 import { dirname, extname, resolve } from 'node:path'
-import type { LoadOptions } from '../components'
 import { throwIfAborted } from '../errors'
 import { SanaPipeline } from '../pipeline'
 import { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler, type Scheduler } from '../schedulers'
@@ -62,9 +61,9 @@ export function outputPaths(output: string, count: number): string[] {
 /** Everything the command line asks for, checked before anything loads. */
 function readArgs(args: ParsedArgs) {
   const noBinning = args.values['no-binning'] === true
+  const size = { width: intOption(args, 'width', 1), height: intOption(args, 'height', 1) }
   // Without binning the size must fit the VAE's 32× grid; say so now, in CLI terms, rather than after loading.
-  for (const name of ['width', 'height']) {
-    const v = intOption(args, name, 1)
+  for (const [name, v] of Object.entries(size)) {
     if (noBinning && v !== undefined && v % 32 !== 0) {
       throw new UsageError(`Expected a multiple of 32 for --${name} (or no --no-binning) but received ${v}`)
     }
@@ -73,7 +72,7 @@ function readArgs(args: ParsedArgs) {
     model: stringOption(args, 'model') ?? DEFAULT_MODEL,
     output: stringOption(args, 'output'),
     load: {
-      device: choiceOption(args, 'device', ['cpu', 'cuda', 'auto'], /^cuda:\d+$/) ?? 'auto',
+      device: choiceOption<DeviceRequest>(args, 'device', ['cpu', 'cuda', 'auto'], /^cuda:\d+$/) ?? 'auto',
       dtype: choiceOption(args, 'dtype', ['float32', 'bfloat16', 'float16', 'auto'] as const) ?? 'auto',
       variant: stringOption(args, 'variant'),
       revision: stringOption(args, 'revision'),
@@ -84,8 +83,7 @@ function readArgs(args: ParsedArgs) {
       negativePrompt: stringOption(args, 'negative'),
       numInferenceSteps: intOption(args, 'steps', 1),
       seed: intOption(args, 'seed', 0),
-      width: intOption(args, 'width', 1),
-      height: intOption(args, 'height', 1),
+      ...size,
       guidanceScale: numberOption(args, 'guidance', 0),
       numImagesPerPrompt: intOption(args, 'num-images', 1),
       useResolutionBinning: noBinning ? false : undefined,
@@ -134,7 +132,7 @@ export const generate: Command = {
       const loadStart = performance.now()
       let pipe: SanaPipeline
       try {
-        pipe = await SanaPipeline.load(a.model, { ...a.load, device: a.load.device as DeviceRequest, dtype: a.load.dtype as LoadOptions['dtype'], signal, onProgress: download.update })
+        pipe = await SanaPipeline.load(a.model, { ...a.load, signal, onProgress: download.update })
       } finally {
         download.finish()
       }
