@@ -44,6 +44,13 @@ export interface GenerateOptions extends PromptOptions {
   useResolutionBinning?: boolean
   /** `'image'` (SanaImage objects), `'tensor'` ([B,3,H,W] in [0,1]) or `'latent'`. Defaults to `'image'`. */
   outputType?: OutputType
+  /**
+   * The sampler for this call instead of `pipe.scheduler`, e.g. a flow-match Euler sampler with the pipeline's
+   * flow shift: `new FlowMatchEulerDiscreteScheduler({ shift: 3 })`. Sana takes a DPMSolverMultistepScheduler or
+   * a FlowMatchEulerDiscreteScheduler, Sprint an SCMScheduler. `setTimesteps` resets it at the start of the call.
+   * Defaults to `pipe.scheduler` (built from scheduler_config.json).
+   */
+  scheduler?: Scheduler
   /** Called after every step (awaited). */
   onStep?: (event: StepEvent) => void | Promise<void>
   /** Aborts between steps with an `AbortError` (code `ABORT_ERR`); the pipeline stays usable. */
@@ -105,6 +112,21 @@ function positiveInt(name: string, v: unknown, fallback: number): number {
   return x as number
 }
 
+/** Samplers each pipeline kind can drive (`denoise` has one loop per kind). */
+const SCHEDULERS_FOR = {
+  sana: ['DPMSolverMultistepScheduler', 'FlowMatchEulerDiscreteScheduler'],
+  sprint: ['SCMScheduler'],
+} as const
+
+function checkScheduler(s: unknown, sprint: boolean): void {
+  const allowed: readonly string[] = SCHEDULERS_FOR[sprint ? 'sprint' : 'sana']
+  const className = (s as Partial<Scheduler> | null)?.className
+  const usable = typeof s === 'object' && typeof (s as Scheduler).step === 'function' && typeof (s as Scheduler).setTimesteps === 'function'
+  if (!usable || !allowed.includes(className as string)) {
+    throw invalidArgument('scheduler', `a ${allowed.join(' or ')} (${sprint ? 'Sprint' : 'Sana'} pipeline)`, s)
+  }
+}
+
 /** Validate every argument before any work (diffusers' `check_inputs`, plus types). */
 export function resolveOptions(o: GenerateOptions, parts: Pick<LoopParts, 'sprint' | 'sampleSize'>): ResolvedOptions {
   if (!o || typeof o !== 'object') throw invalidArgument('options', 'an options object', o)
@@ -157,6 +179,7 @@ export function resolveOptions(o: GenerateOptions, parts: Pick<LoopParts, 'sprin
       throw invalidArgument('schedulerNoise', `an array of ${steps} Tensors (one per step)`, o.schedulerNoise)
     }
   }
+  if (o.scheduler !== undefined) checkScheduler(o.scheduler, parts.sprint)
   if (o.onStep !== undefined && typeof o.onStep !== 'function') throw invalidArgument('onStep', 'a function', o.onStep)
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidArgument('signal', 'an AbortSignal', o.signal)
   return { prompts, negative, requested, size, steps, guidance, perPrompt, seed, outputType, doCfg }

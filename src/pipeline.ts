@@ -379,10 +379,11 @@ export class SanaPipeline {
       }
       // 2. Denoise.
       const rng = new TorchGenerator(r.seed)
+      const scheduler = options.scheduler ?? this.scheduler
       const loop = denoise(
         {
           sprint: this.isSprint,
-          scheduler: this.scheduler,
+          scheduler,
           sampleSize,
           latentChannels: this.transformer.config.inChannels,
           transformer: this.transformer,
@@ -432,6 +433,7 @@ export class SanaPipeline {
             seed: r.seed,
             steps: r.steps,
             guidance: r.guidance,
+            scheduler: scheduler.className,
             model: this.dir,
             software: 'sana-node',
           },

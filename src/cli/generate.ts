@@ -1,0 +1,168 @@
+/**
+ * `sana generate "<prompt>"`: load a pipeline (downloading it on first use), generate, save PNGs.
+ */
+import { mkdir } from 'node:fs/promises'
+import { dirname, extname, resolve } from 'node:path'
+import { throwIfAborted } from '../errors'
+import { SanaPipeline } from '../pipeline'
+import { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler, type Scheduler } from '../schedulers'
+import type { DeviceRequest } from '../tensor'
+import {
+  choiceOption,
+  intOption,
+  numberOption,
+  positionalArgs,
+  stringOption,
+  UsageError,
+  withInterrupt,
+  type Command,
+  type ParsedArgs,
+} from './command'
+import { DownloadProgressView, formatMs, StepProgress } from './progress'
+
+/** The model `sana generate` uses without `--model`. */
+export const DEFAULT_MODEL = 'Efficient-Large-Model/Sana_600M_1024px_diffusers'
+
+const SCHEDULER_NAMES = ['dpm', 'euler', 'scm'] as const
+type SchedulerName = (typeof SCHEDULER_NAMES)[number]
+
+/**
+ * The sampler `--scheduler` asks for, configured from the pipeline's own: `dpm` and `euler` take the flow shift
+ * and training timesteps of whichever of the two the pipeline has. Undefined when it is the pipeline's own.
+ */
+export function schedulerFor(name: SchedulerName, pipe: SanaPipeline): Scheduler | undefined {
+  const own = pipe.scheduler
+  const kind = pipe.isSprint ? 'a SANA-Sprint' : 'a Sana'
+  if ((name === 'scm') !== pipe.isSprint) {
+    throw new UsageError(`--scheduler ${name} does not fit ${kind} pipeline (${pipe.dir}); use ${pipe.isSprint ? 'scm' : 'dpm or euler'}`)
+  }
+  if (own instanceof SCMScheduler) return undefined
+  const flow =
+    own instanceof DPMSolverMultistepScheduler
+      ? { shift: own.config.flow_shift, T: own.config.num_train_timesteps }
+      : own instanceof FlowMatchEulerDiscreteScheduler
+        ? { shift: own.config.shift, T: own.config.num_train_timesteps }
+        : undefined
+  if (!flow) throw new UsageError(`--scheduler ${name}: the pipeline's ${own.className} gives no flow shift to configure it with`)
+  if (name === 'dpm') {
+    return own instanceof DPMSolverMultistepScheduler ? undefined : new DPMSolverMultistepScheduler({ flow_shift: flow.shift, num_train_timesteps: flow.T })
+  }
+  return own instanceof FlowMatchEulerDiscreteScheduler ? undefined : new FlowMatchEulerDiscreteScheduler({ shift: flow.shift, num_train_timesteps: flow.T })
+}
+
+/** `out.png` for one image; `out-0.png`, `out-1.png`, … for several. */
+export function outputPaths(output: string, count: number): string[] {
+  if (count === 1) return [output]
+  const ext = extname(output)
+  const stem = output.slice(0, output.length - ext.length)
+  return Array.from({ length: count }, (_, i) => `${stem}-${i}${ext}`)
+}
+
+/** Everything the command line asks for, checked before anything loads. */
+function readArgs(args: ParsedArgs) {
+  const noBinning = args.values['no-binning'] === true
+  const size = { width: intOption(args, 'width', 1), height: intOption(args, 'height', 1) }
+  // Without binning the size must fit the VAE's 32× grid; say so now, in CLI terms, rather than after loading.
+  for (const [name, v] of Object.entries(size)) {
+    if (noBinning && v !== undefined && v % 32 !== 0) {
+      throw new UsageError(`Expected a multiple of 32 for --${name} (or no --no-binning) but received ${v}`)
+    }
+  }
+  return {
+    model: stringOption(args, 'model') ?? DEFAULT_MODEL,
+    output: stringOption(args, 'output'),
+    load: {
+      device: choiceOption<DeviceRequest>(args, 'device', ['cpu', 'cuda', 'auto'], /^cuda:\d+$/) ?? 'auto',
+      dtype: choiceOption(args, 'dtype', ['float32', 'bfloat16', 'float16', 'auto'] as const) ?? 'auto',
+      variant: stringOption(args, 'variant'),
+      revision: stringOption(args, 'revision'),
+      offline: args.values.offline === true ? true : undefined,
+    },
+    scheduler: choiceOption(args, 'scheduler', SCHEDULER_NAMES),
+    generate: {
+      negativePrompt: stringOption(args, 'negative'),
+      numInferenceSteps: intOption(args, 'steps', 1),
+      seed: intOption(args, 'seed', 0),
+      ...size,
+      guidanceScale: numberOption(args, 'guidance', 0),
+      numImagesPerPrompt: intOption(args, 'num-images', 1),
+      useResolutionBinning: noBinning ? false : undefined,
+    },
+  }
+}
+
+export const generate: Command = {
+  name: 'generate',
+  summary: 'Generate images from a text prompt and save them as PNG.',
+  usage: 'sana generate "<prompt>" [options]',
+  positionals: ['prompt'],
+  options: {
+    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output PNG; several images → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
+    model: { type: 'string', short: 'm', valueName: 'repo-or-dir', description: `Hub repo id or local diffusers folder. Defaults to ${DEFAULT_MODEL}.` },
+    steps: { type: 'string', valueName: 'N', description: 'Denoising steps. Defaults to 20 (Sana) or 2 (Sprint).' },
+    seed: { type: 'string', valueName: 'N', description: 'Seed of the starting noise (torch-compatible). Defaults to a random one, printed.' },
+    width: { type: 'string', valueName: 'N', description: "Width in pixels. Defaults to the model's native size." },
+    height: { type: 'string', valueName: 'N', description: "Height in pixels. Defaults to the model's native size." },
+    guidance: { type: 'string', valueName: 'X', description: 'Classifier-free guidance scale (1 disables it). Defaults to 4.5.' },
+    negative: { type: 'string', valueName: 'text', description: 'Negative prompt. Defaults to none.' },
+    'num-images': { type: 'string', valueName: 'N', description: 'Images to generate. Defaults to 1.' },
+    scheduler: { type: 'string', valueName: 'dpm|euler|scm', description: "Sampler (Sana: dpm or euler; Sprint: scm). Defaults to the model's scheduler_config.json." },
+    device: { type: 'string', valueName: 'cpu|cuda|auto', description: 'Where to run (also cuda:N). Defaults to auto: CUDA when usable, else CPU.' },
+    dtype: { type: 'string', valueName: 'float32|bfloat16|float16|auto', description: 'Compute dtype. Defaults to auto: float32 on CPU, bfloat16 on CUDA.' },
+    'no-binning': { type: 'boolean', description: 'Generate at exactly width×height (multiples of 32) instead of the nearest trained aspect ratio.' },
+    variant: { type: 'string', valueName: 'V', description: 'Weights variant, e.g. fp16 or bf16. Defaults to the plain weights.' },
+    revision: { type: 'string', valueName: 'R', description: 'Hub branch, tag or commit. Defaults to main.' },
+    offline: { type: 'boolean', description: 'Never touch the network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).' },
+  },
+  epilog: [
+    'Examples:',
+    '  sana generate "a red fox in snow, golden hour" -o fox.png --seed 42',
+    '  sana generate "a lighthouse at dusk" --model ./Sana_600M_1024px_diffusers --steps 20 --width 1024 --height 768',
+    '',
+    'Progress goes to stderr; the summary line (time per step, total, files, seed) to stdout. Ctrl-C stops after the current step.',
+  ].join('\n'),
+
+  async run(args) {
+    const [prompt] = positionalArgs(this, args)
+    const a = readArgs(args)
+    const err = process.stderr
+    return withInterrupt(async (signal) => {
+      // 1. Load (downloading into the Hugging Face cache when needed).
+      const download = new DownloadProgressView(err)
+      const loadStart = performance.now()
+      let pipe: SanaPipeline
+      try {
+        pipe = await SanaPipeline.load(a.model, { ...a.load, signal, onProgress: download.update })
+      } finally {
+        download.finish()
+      }
+      try {
+        err.write(`loaded ${pipe.dir} on ${pipe.device} (${pipe.transformer.dtype}) in ${formatMs(performance.now() - loadStart)}\n`)
+        const scheduler = a.scheduler ? schedulerFor(a.scheduler, pipe) : undefined
+        throwIfAborted(signal)
+        // 2. Generate, with a step bar.
+        const bar = new StepProgress(err)
+        let result
+        try {
+          result = await pipe.generate({ prompt, ...a.generate, scheduler, signal, onStep: (e) => bar.step(e.numSteps) })
+        } finally {
+          bar.finish()
+        }
+        // 3. Save.
+        const paths = outputPaths(a.output ?? `sana-${result.seed}.png`, result.images.length)
+        for (const [i, image] of result.images.entries()) {
+          await mkdir(dirname(resolve(paths[i])), { recursive: true })
+          await image.save(paths[i])
+        }
+        const steps = result.stepTimesMs.length
+        const perStep = steps ? result.stepTimesMs.reduce((x, y) => x + y, 0) / steps : 0
+        process.stdout.write(
+          `${steps} steps, ${formatMs(perStep)}/step, total ${formatMs(result.totalMs)}; seed ${result.seed}; saved ${paths.join(', ')}\n`,
+        )
+        return 0
+      } finally {
+        pipe.dispose()
+      }
+    })
+  },
+}
