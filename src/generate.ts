@@ -88,6 +88,8 @@ export interface LoopParts {
     }): Promise<Tensor>
   }
   guidanceEmbedsScale: number
+  /** transformer.config.timestep_scale (SanaPipeline multiplies the timestep by it). */
+  timestepScale: number
 }
 
 /** Checked and defaulted options. */
@@ -259,7 +261,8 @@ export async function* denoise(
     throwIfAborted(o.signal)
     // 1. CFG batch: [latents, latents] against [negative, positive] embeddings.
     const input = r.doCfg ? Tensor.cat([latents, latents], 0) : latents
-    const tt = scheduler.transformerTimestep(t)
+    // SanaPipeline: t.expand(B) * transformer.config.timestep_scale (float32); the model itself does not scale.
+    const tt = Math.fround(scheduler.transformerTimestep(t) * parts.timestepScale)
     const out = await transformer.forward({
       hiddenStates: input,
       encoderHiddenStates: text.embeds,

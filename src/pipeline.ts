@@ -388,6 +388,7 @@ export class SanaPipeline {
           latentChannels: this.transformer.config.inChannels,
           transformer: this.transformer,
           guidanceEmbedsScale: this.transformer.config.guidanceEmbedsScale ?? 0.1,
+          timestepScale: this.transformer.config.timestepScale ?? 1,
         },
         options,
         r,
