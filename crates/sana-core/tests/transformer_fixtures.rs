@@ -96,6 +96,24 @@ fn all_ones_mask_equals_no_mask() {
     assert_close("ones mask vs none", &a, &b, 1e-6, 0.0);
 }
 
+/// ControlNet residuals: zeros change nothing; a residual for block 1 changes the output, and a
+/// wrongly shaped one is rejected. (No ControlNet fixture exists; this checks the plumbing only.)
+#[test]
+fn controlnet_residuals_plumbing() {
+    let model = load("transformer_square");
+    let mut inp = input("transformer_square");
+    let base = model.forward(&inp).unwrap();
+    let zeros = Tensor::zeros((2, 64, 64), sana_core::DType::F32, &sana_core::Device::Cpu).unwrap();
+    inp.controlnet_block_samples = Some(vec![zeros.clone()]);
+    assert_close("zero residual", &model.forward(&inp).unwrap(), &base, 0.0, 0.0);
+    // Not a constant: the final LayerNorm would remove a per-token constant shift.
+    inp.controlnet_block_samples = Some(vec![zeros.randn_like(0.0, 1.0).unwrap()]);
+    let diff = (model.forward(&inp).unwrap() - &base).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff > 1e-3, "residual had no effect");
+    inp.controlnet_block_samples = Some(vec![zeros.narrow(1, 0, 8).unwrap()]);
+    expect_invalid(&model, &inp, "controlnetBlockSamples");
+}
+
 fn expect_invalid(model: &SanaTransformer2DModel, inp: &TransformerInput, arg: &str) {
     match model.forward(inp) {
         Err(SanaError::InvalidArgument { name, msg }) => {

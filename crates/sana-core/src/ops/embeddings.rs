@@ -66,20 +66,25 @@ pub fn sincos_pos_embed_2d(
     let omega: Vec<f64> = (0..quarter).map(|k| 1.0 / 10000f64.powf(k as f64 / quarter as f64)).collect();
     // f32 grid coordinates, as torch computes them from an f32 arange.
     let coord = |i: usize, n: usize| ((i as f32 / (n as f64 / base_size as f64) as f32) / interpolation_scale as f32) as f64;
-    let mut out = vec![0f32; h * w * embed_dim];
-    for row in 0..h {
-        let y = coord(row, h);
-        for col in 0..w {
-            let x = coord(col, w);
-            let e = &mut out[(row * w + col) * embed_dim..(row * w + col + 1) * embed_dim];
-            for (half, p) in [(0, x), (1, y)] {
-                let base = half * 2 * quarter;
-                for (k, om) in omega.iter().enumerate() {
-                    e[base + k] = (p * om).sin() as f32;
-                    e[base + quarter + k] = (p * om).cos() as f32;
-                }
+    // The embedding is separable: one 1-D table per axis (h + w rows instead of h·w).
+    let table = |n: usize| -> Vec<f32> {
+        let mut t = vec![0f32; n * 2 * quarter];
+        for i in 0..n {
+            let p = coord(i, n);
+            for (k, om) in omega.iter().enumerate() {
+                t[i * 2 * quarter + k] = (p * om).sin() as f32;
+                t[i * 2 * quarter + quarter + k] = (p * om).cos() as f32;
             }
         }
+        t
+    };
+    let (ys, xs) = (table(h), table(w));
+    let half = 2 * quarter;
+    let mut out = vec![0f32; h * w * embed_dim];
+    for (n, e) in out.chunks_exact_mut(embed_dim).enumerate() {
+        let (row, col) = (n / w, n % w);
+        e[..half].copy_from_slice(&xs[col * half..(col + 1) * half]);
+        e[half..].copy_from_slice(&ys[row * half..(row + 1) * half]);
     }
     Ok(Tensor::from_vec(out, (h * w, embed_dim), device)?)
 }
