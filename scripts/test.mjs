@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `npm test`: the JS suite (ava, against the built package) and the Rust suite (cargo test --release
-// -p sana-core), then one summary line "N passed, N failed" (, N skipped).
+// --workspace: sana-core's unit and fixture tests), then one summary line "N passed, N failed" (, N skipped).
 // Build first: `npm run build` (CI: .ci/run does both).
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 
 function run(cmd, args, parse) {
@@ -38,7 +38,11 @@ if (!existsSync(new URL('../dist/index.js', import.meta.url))) {
 const js = await run('npx', ['ava', '--tap'], (t) => ({
   passed: tapCount(t, 'pass'), failed: tapCount(t, 'fail'), skipped: tapCount(t, 'skip'),
 }))
-const rust = await run('cargo', ['test', '--release', '-p', 'sana-core'], cargoCounts)
+// `napi build` always passes --target <host> (artifacts under target/<host>/) and resolves features for the
+// whole binding; testing the workspace with the same --target reuses that build instead of compiling candle
+// a second time (sana-node itself has no tests: `test = false`).
+const host = /^host: (\S+)$/m.exec(execFileSync('rustc', ['-vV'], { encoding: 'utf8' }))?.[1]
+const rust = await run('cargo', ['test', '--release', '--workspace', ...(host ? ['--target', host] : [])], cargoCounts)
 
 const passed = js.passed + rust.passed
 // A runner that crashed without reporting counts as one failure.
