@@ -135,16 +135,24 @@ impl WeightFiles {
         &self.maps[e.file][e.start..e.end]
     }
 
-    /// Load every tensor onto `device` as `dtype` (float tensors; see [`decode_tensor`]).
-    /// Pages of the mapping are released after each tensor, so peak RSS stays near the converted size.
-    pub fn load_all(&self, device: &Device, dtype: DType) -> Result<ParamStore> {
+    /// Load every tensor onto `device` as `dtype` (float tensors; see [`decode_tensor`]), except those
+    /// `keep_mapped` selects: they stay in the file mapping and are read row by row ([`MappedTensor`]).
+    /// Pages of the mapping are released as tensors are converted, so peak RSS stays near the converted size.
+    pub fn load_all(self: &Arc<Self>, device: &Device, dtype: DType, keep_mapped: &dyn Fn(&str) -> bool) -> Result<ParamStore> {
         let mut tensors = BTreeMap::new();
+        let mut mapped = BTreeMap::new();
         for (name, e) in &self.index {
+            if keep_mapped(name) {
+                check_decodable(&self.paths[e.file], name, e.dtype)?;
+                mapped.insert(name.clone(), MappedTensor { files: self.clone(), name: name.clone(), entry: e.clone(), dtype });
+                continue;
+            }
             let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype, &|b| self.release(e.file, b))?;
             tensors.insert(name.clone(), t);
         }
         Ok(ParamStore {
             tensors,
+            mapped,
             sources: self.index.iter().map(|(n, e)| (n.clone(), (self.paths[e.file].clone(), e.dtype))).collect(),
             used: Mutex::new(HashSet::new()),
         })
@@ -265,9 +273,96 @@ pub fn decode_tensor(
     Ok(if device.is_cpu() { t } else { t.to_device(device)? })
 }
 
+fn check_decodable(path: &Path, name: &str, dtype: safetensors::Dtype) -> Result<()> {
+    use safetensors::Dtype as S;
+    match dtype {
+        S::F32 | S::F16 | S::BF16 => Ok(()),
+        other => Err(SanaError::UnsupportedDtype { path: path.to_path_buf(), name: name.into(), dtype: format!("{other:?}") }),
+    }
+}
+
+/// A 2-D tensor left in the file mapping and read a row at a time — for embedding tables, where a prompt
+/// touches a few hundred of 256,000 rows: Gemma-2's table is 2.4 GB in f32 that never has to be resident.
+#[derive(Clone)]
+pub struct MappedTensor {
+    files: Arc<WeightFiles>,
+    name: String,
+    entry: TensorEntry,
+    /// Dtype rows are converted to (the component's compute dtype).
+    dtype: DType,
+}
+
+impl MappedTensor {
+    pub fn dims(&self) -> &[usize] {
+        &self.entry.shape
+    }
+
+    /// Rows `ids` as a [ids.len(), cols] tensor on the CPU, converted to the compute dtype.
+    pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
+        let (n_rows, cols) = match self.entry.shape[..] {
+            [r, c] => (r, c),
+            _ => return Err(SanaError::invalid_arg("ids", format!("{} is not a 2-D table", self.name))),
+        };
+        let elem = self.entry.dtype.bitsize() / 8;
+        let bytes = self.files.bytes(&self.entry);
+        let mut out = Vec::with_capacity(ids.len() * cols);
+        for &id in ids {
+            let id = id as usize;
+            crate::ensure_arg!(id < n_rows, "inputIds", "token id {id} is out of range for a vocabulary of {n_rows}");
+            let row = &bytes[id * cols * elem..(id + 1) * cols * elem];
+            match self.entry.dtype {
+                safetensors::Dtype::F32 => out.extend(row.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+                safetensors::Dtype::BF16 => out.extend(row.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+                _ => out.extend(row.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())),
+            }
+        }
+        Ok(Tensor::from_vec(out, (ids.len(), cols), &Device::Cpu)?.to_dtype(self.dtype)?)
+    }
+
+    /// The whole tensor, decoded (for introspection such as `getWeight`).
+    pub fn load(&self) -> Result<Tensor> {
+        let e = &self.entry;
+        decode_tensor(&self.files.paths[e.file], &self.name, e, self.files.bytes(e), &Device::Cpu, self.dtype, &|_| {})
+    }
+}
+
+/// Where embedding rows come from: a loaded tensor (any device) or the file mapping (CPU).
+#[derive(Clone)]
+pub enum RowSource {
+    Loaded(Tensor),
+    Mapped(MappedTensor),
+}
+
+impl RowSource {
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            RowSource::Loaded(t) => t.dims(),
+            RowSource::Mapped(m) => m.dims(),
+        }
+    }
+
+    /// Compute dtype of the gathered rows.
+    pub fn dtype(&self) -> DType {
+        match self {
+            RowSource::Loaded(t) => t.dtype(),
+            RowSource::Mapped(m) => m.dtype,
+        }
+    }
+
+    /// `table[ids]`: ids [N] (any integer dtype) → [N, cols], on the table's device (CPU when mapped).
+    pub fn gather(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            RowSource::Loaded(t) => Ok(t.index_select(&ids.to_device(t.device())?, 0)?),
+            RowSource::Mapped(m) => m.rows(&ids.to_dtype(DType::U32)?.to_vec1::<u32>()?),
+        }
+    }
+}
+
 /// Every tensor of a component, loaded, by checkpoint name.
 pub struct ParamStore {
     pub tensors: BTreeMap<String, Tensor>,
+    /// Tensors left in the file mapping (see [`MappedTensor`]).
+    pub mapped: BTreeMap<String, MappedTensor>,
     /// Source file and stored dtype of each tensor, for error messages and introspection.
     pub sources: BTreeMap<String, (PathBuf, safetensors::Dtype)>,
     used: Mutex<HashSet<String>>,
@@ -277,7 +372,7 @@ impl ParamStore {
     /// Build a store from tensors already in memory (tests, random-weight benchmarks).
     pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Self {
         let sources = tensors.keys().map(|k| (k.clone(), (PathBuf::from("<memory>"), safetensors::Dtype::F32))).collect();
-        ParamStore { tensors, sources, used: Mutex::new(HashSet::new()) }
+        ParamStore { tensors, mapped: BTreeMap::new(), sources, used: Mutex::new(HashSet::new()) }
     }
 
     pub fn root(self: &Arc<Self>) -> Vb {
@@ -291,7 +386,25 @@ impl ParamStore {
     /// Names present in the checkpoint that no model code asked for (a sign of a config mismatch).
     pub fn unused(&self) -> Vec<String> {
         let used = self.used.lock().expect("poisoned");
-        self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect()
+        self.tensors.keys().chain(self.mapped.keys()).filter(|k| !used.contains(*k)).cloned().collect()
+    }
+
+    /// Every tensor's name, shape and compute dtype, loaded or mapped.
+    pub fn infos(&self) -> Vec<(String, Vec<usize>, DType)> {
+        let loaded = self.tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec(), t.dtype()));
+        let mapped = self.mapped.iter().map(|(n, m)| (n.clone(), m.dims().to_vec(), m.dtype));
+        let mut all: Vec<_> = loaded.chain(mapped).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// One tensor by name; a mapped one is decoded in full.
+    pub fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        match (self.tensors.get(name), self.mapped.get(name)) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(m)) => m.load().map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Fail if the checkpoint has tensors that the model did not consume.
@@ -339,7 +452,24 @@ impl Vb {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.store.tensors.contains_key(&self.full(name))
+        let full = self.full(name);
+        self.store.tensors.contains_key(&full) || self.store.mapped.contains_key(&full)
+    }
+
+    /// A 2-D lookup table `prefix.name` of exactly `shape`, loaded or left mapped (see [`RowSource`]).
+    pub fn get_rows(&self, shape: (usize, usize), name: &str) -> Result<RowSource> {
+        let full = self.full(name);
+        let Some(m) = self.store.mapped.get(&full) else { return self.get(shape, name).map(RowSource::Loaded) };
+        if m.dims() != [shape.0, shape.1] {
+            return Err(SanaError::ShapeMismatch {
+                path: self.store.path_of(&full),
+                name: full,
+                expected: vec![shape.0, shape.1],
+                got: m.dims().to_vec(),
+            });
+        }
+        self.store.used.lock().expect("poisoned").insert(full);
+        Ok(RowSource::Mapped(m.clone()))
     }
 
     /// The tensor `prefix.name`, which must have exactly `shape`.
@@ -391,5 +521,47 @@ impl Vb {
 
     pub fn dtype(&self) -> DType {
         self.store.tensors.values().next().map(|t| t.dtype()).unwrap_or(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bf16 [rows, cols] table written as a safetensors file.
+    fn write_table(path: &Path, rows: usize, cols: usize) -> Vec<f32> {
+        let values: Vec<f32> = (0..rows * cols).map(|i| half::bf16::from_f32(i as f32 * 0.25 - 7.0).to_f32()).collect();
+        let header = format!(
+            r#"{{"emb.weight":{{"dtype":"BF16","shape":[{rows},{cols}],"data_offsets":[0,{}]}}}}"#,
+            rows * cols * 2
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        for v in &values {
+            bytes.extend(half::bf16::from_f32(*v).to_le_bytes());
+        }
+        std::fs::write(path, bytes).unwrap();
+        values
+    }
+
+    #[test]
+    fn mapped_rows_equal_the_loaded_table() -> Result<()> {
+        let path = std::env::temp_dir().join(format!("sana-mapped-{}.safetensors", std::process::id()));
+        let values = write_table(&path, 50, 6);
+        let files = Arc::new(WeightFiles::open(&[path.clone()])?);
+        let mapped = Arc::new(files.load_all(&Device::Cpu, DType::F32, &|n| n == "emb.weight")?);
+        let loaded = Arc::new(files.load_all(&Device::Cpu, DType::F32, &|_| false)?);
+        assert!(mapped.tensors.is_empty() && mapped.mapped.contains_key("emb.weight"));
+        let ids = Tensor::new(&[3u32, 0, 49, 3], &Device::Cpu)?;
+        let a = mapped.root().get_rows((50, 6), "emb.weight")?.gather(&ids)?;
+        let b = loaded.root().get_rows((50, 6), "emb.weight")?.gather(&ids)?;
+        assert_eq!(a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
+        assert_eq!(a.to_vec2::<f32>()?[2], values[49 * 6..50 * 6].to_vec());
+        assert_eq!(mapped.tensor("emb.weight")?.unwrap().flatten_all()?.to_vec1::<f32>()?, values);
+        let err = RowSource::Mapped(mapped.mapped["emb.weight"].clone()).gather(&Tensor::new(&[50u32], &Device::Cpu)?);
+        assert_eq!(err.unwrap_err().code(), "SANA_INVALID_ARGUMENT");
+        assert!(mapped.root().get_rows((50, 7), "emb.weight").is_err());
+        std::fs::remove_file(path).ok();
+        Ok(())
     }
 }

@@ -37,16 +37,16 @@ pub struct NativeTensorInfo {
 
 pub(crate) fn tensor_infos<C>(c: &Component<C>) -> Vec<NativeTensorInfo> {
     c.store
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let (file, stored) = &c.store.sources[name];
+        .infos()
+        .into_iter()
+        .map(|(name, shape, dtype)| {
+            let (file, stored) = &c.store.sources[&name];
             NativeTensorInfo {
-                name: name.clone(),
-                shape: t.dims().iter().map(|&d| d as u32).collect(),
+                shape: shape.iter().map(|&d| d as u32).collect(),
                 stored_dtype: format!("{stored:?}"),
-                dtype: dtype_name(t.dtype()).into(),
+                dtype: dtype_name(dtype).into(),
                 file: file.display().to_string(),
+                name,
             }
         })
         .collect()
@@ -139,8 +139,8 @@ macro_rules! component_class {
             #[::napi_derive::napi]
             pub fn get_weight(&self, name: String) -> ::napi::Result<$crate::tensor::JsTensor> {
                 let (c, _) = self.loaded()?;
-                match c.store.tensors.get(&name) {
-                    Some(t) => Ok($crate::tensor::JsTensor::new(t.clone())),
+                match c.store.tensor(&name).map_err($crate::js_err)? {
+                    Some(t) => Ok($crate::tensor::JsTensor::new(t)),
                     None => Err($crate::js_err(sana_core::SanaError::WeightMissing { path: c.dir.clone(), name })),
                 }
             }

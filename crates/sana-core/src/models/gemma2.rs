@@ -13,7 +13,7 @@
 use crate::config::Gemma2Config;
 use crate::models::component::{BuildModel, Component};
 use crate::ops::{apply_rope, causal_attention, rms_norm, rope_cos_sin, CausalAttention};
-use crate::weights::Vb;
+use crate::weights::{RowSource, Vb};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor};
 
@@ -179,7 +179,7 @@ impl DecoderLayer {
 
 /// transformers' `Gemma2Model` without KV cache: the full sequence in, last hidden state out.
 pub struct Gemma2Model {
-    embed_tokens: Tensor, // [vocab, hidden]
+    embed_tokens: RowSource, // [vocab, hidden], left in the file mapping on CPU
     layers: Vec<DecoderLayer>,
     norm: GemmaRmsNorm,
     hidden_size: usize,
@@ -193,7 +193,7 @@ impl Gemma2Model {
             .map(|i| DecoderLayer::new(cfg, i, vb.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Gemma2Model {
-            embed_tokens: vb.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?,
+            embed_tokens: vb.pp("embed_tokens").get_rows((cfg.vocab_size, cfg.hidden_size), "weight")?,
             layers,
             norm: GemmaRmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
             hidden_size: cfg.hidden_size,
@@ -209,8 +209,7 @@ impl Gemma2Model {
         // 1. Embed and scale by sqrt(hidden), the normalizer rounded to the weight dtype first.
         let dtype = self.embed_tokens.dtype();
         let normalizer = Tensor::new((self.hidden_size as f64).sqrt(), input_ids.device())?.to_dtype(dtype)?;
-        let ids = input_ids.flatten_all()?.to_device(self.embed_tokens.device())?;
-        let mut h = self.embed_tokens.index_select(&ids, 0)?.reshape((b, l, self.hidden_size))?;
+        let mut h = self.embed_tokens.gather(&input_ids.flatten_all()?)?.reshape((b, l, self.hidden_size))?;
         h = h.broadcast_mul(&normalizer.to_device(h.device())?)?;
         // 2. RoPE tables for positions 0..L (f32), shared by every layer.
         let (cos, sin) = rope_cos_sin(self.head_dim, self.rope_theta, l, h.device())?;
@@ -232,7 +231,7 @@ impl Gemma2Model {
         ensure_arg!(attention_mask.dims() == dims, "attentionMask",
             "expected shape {dims:?} (the shape of inputIds), got {:?}", attention_mask.dims());
         let ids = input_ids.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
-        let vocab = self.embed_tokens.dim(0)?;
+        let vocab = self.embed_tokens.dims()[0];
         if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
             return Err(crate::SanaError::invalid_arg("inputIds", format!("token id {bad} is outside [0, {vocab})")));
         }
