@@ -5,12 +5,13 @@
 //   npm run bench -- --compare         # + PyTorch on the same weight files (needs benches/setup-torch.sh)
 //   npm run bench -- --quick           # tiny shapes, seconds: checks the harness itself
 //   npm run bench -- --only dit-600m   # rows whose model or description contains the text
+//   npm run bench -- --report benches/out/X.json   # (re)write the table of a saved, possibly stopped, run
 //   --threads N (default 2) · --no-record (JSON only, no RESULTS.md) · SANA_BENCH_CACHE=/tmp/… for the weights
 //
 // Each measurement runs in its own process (benches/worker-ours.mjs, benches/worker_torch.py), so peak RSS
 // is per row. Results: benches/out/<date>-<mode>.json, and a markdown table appended to benches/RESULTS.md.
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, writeFileSync, appendFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { MODELS, PIPELINES, cacheDir, ensureModel, ensurePipeline, repo, rows as planRows } from './plan.mjs'
@@ -104,7 +105,14 @@ function measure(impl, spec, label) {
 
 // ─── main ───────────────────────────────────────────────────────────────────────────────────────────────
 
+function record(run) {
+  const md = markdown(run)
+  if (!flag('--no-record')) appendFileSync(join(repo, 'benches', 'RESULTS.md'), md)
+  process.stdout.write(md)
+}
+
 async function main() {
+  if (option('--report', null)) return record(JSON.parse(readFileSync(option('--report'), 'utf8')))
   if (!existsSync(join(repo, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first')
   let torchNote = null
   if (compare && !existsSync(python)) {
@@ -124,8 +132,13 @@ async function main() {
   }
   log(`weights in ${cacheDir}; ${todo.length} rows × ${runTorch ? 'ours + PyTorch' : 'ours'}, ${threads} threads`)
 
-  // 2. Measurements, one process each.
+  // 2. Measurements, one process each; the JSON is rewritten after every row, so a stopped run keeps its rows.
+  const info = machineInfo(threads)
+  const outDir = join(repo, 'benches', 'out')
+  mkdirSync(outDir, { recursive: true })
+  const jsonPath = join(outDir, `${info.date.replace(/[:.]/g, '-')}-${mode}${compare ? '-compare' : ''}.json`)
   const results = []
+  const save = () => writeFileSync(jsonPath, JSON.stringify({ mode, compare, torchNote, info, results }, null, 2))
   for (const [i, r] of todo.entries()) {
     const spec = { ...r, dir: modelDirs[r.model] }
     const label = `[${i + 1}/${todo.length}] ${r.model} ${r.what} b${r.batch}`
@@ -133,19 +146,14 @@ async function main() {
     if (runTorch) row.pytorch = await measure('pytorch', spec, label)
     const s = summarize(row)
     results.push(row)
+    save()
     log(`${label}: ours ${s.ours}${runTorch ? ` · PyTorch ${s.pytorch} · ratio ${s.ratio}` : ''}`)
   }
 
-  // 3. Output: JSON, and the markdown table appended to RESULTS.md.
-  const info = machineInfo(threads)
-  const outDir = join(repo, 'benches', 'out')
-  mkdirSync(outDir, { recursive: true })
-  const stamp = info.date.replace(/[:.]/g, '-')
-  const jsonPath = join(outDir, `${stamp}-${mode}${compare ? '-compare' : ''}.json`)
-  writeFileSync(jsonPath, JSON.stringify({ mode, compare, torchNote, info, results }, null, 2))
-  const md = markdown({ mode, compare, torchNote, info, results })
-  if (!flag('--no-record')) appendFileSync(join(repo, 'benches', 'RESULTS.md'), md)
-  process.stdout.write(md)
+  // 3. The markdown table, appended to RESULTS.md.
+  info.loadAvg = machineInfo(threads).loadAvg
+  save()
+  record({ mode, compare, torchNote, info, results })
   log(`done in ${clock()}; JSON: ${jsonPath}${flag('--no-record') ? '' : '; table appended to benches/RESULTS.md'}`)
   if (results.some((r) => r.ours.error || r.pytorch?.error)) process.exitCode = 1
 }
