@@ -160,7 +160,7 @@ export function rows(mode) {
       row('sana-tiny', 'pipeline 256², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [256, 256], steps: 2, runs: 2 }),
     ]
   }
-  // Ordered by priority (on a 2-core machine the whole list takes ~35–45 min with --compare); rows whose one
+  // Ordered by priority (on 2 shared cores the whole list took 30 min with --compare); rows whose one
   // run takes a minute or more get no warm-up and a single run (the table shows both counts).
   const dit = { kind: 'transformer', seqLen: 300 }
   return [

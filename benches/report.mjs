@@ -77,6 +77,7 @@ function ratio(row) {
   return (row.kind === 'pipeline' ? a.est20S / b.est20S : a.median / b.median).toFixed(2)
 }
 
+const loadTime = (res) => (res?.loadS === undefined ? '–' : fmtS(res.loadS))
 const load = (res) => (res?.loadAvg ? res.loadAvg.map((x) => x.toFixed(1)).join('→') : '–')
 
 export function markdown({ mode, compare, torchNote, info, results }) {
@@ -93,16 +94,16 @@ export function markdown({ mode, compare, torchNote, info, results }) {
     'Time: median of the timed runs (count in parentheses) after the warm-up runs the row lists; float32, CPU, random weights.',
     'Pipeline rows: one `generate` of `steps` steps with CFG (DiT batch 2), prompt encoding and VAE decode included; ' +
       '"20 steps ≈" adds 18 more steps at the measured per-step time, and images/s is from that estimate.',
-    'Load avg: 1-minute load average before → after the row (2 cores: above 2 means the run shared the CPU).',
+    'Load time: weights from disk to a ready model (not in the timed runs). Load avg: 1-minute load average before → after the row (2 cores: above 2 means the run shared the CPU).',
     ...(torchNote ? ['', `**${torchNote}**`] : []),
     '',
-    '| row | batch | warm-up | ours time (runs) | ours img/s | ours peak RSS | PyTorch time (runs) | PyTorch img/s | PyTorch peak RSS | ours / PyTorch | load avg (ours; PyTorch) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| row | batch | warm-up | ours time (runs) | ours img/s | ours peak RSS | PyTorch time (runs) | PyTorch img/s | PyTorch peak RSS | ours / PyTorch | load time (ours; PyTorch) | load avg (ours; PyTorch) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for (const r of results) {
     const [ot, oi, om] = cell(r, r.ours)
     const [pt, pi, pm] = compare ? cell(r, r.pytorch) : ['–', '–', '–']
-    lines.push(`| ${r.model} ${r.what} | ${r.batch} | ${r.warmup} | ${ot} | ${oi} | ${om} | ${pt} | ${pi} | ${pm} | ${ratio(r)} | ${load(r.ours)}; ${load(r.pytorch)} |`)
+    lines.push(`| ${r.model} ${r.what} | ${r.batch} | ${r.warmup} | ${ot} | ${oi} | ${om} | ${pt} | ${pi} | ${pm} | ${ratio(r)} | ${loadTime(r.ours)}; ${loadTime(r.pytorch)} | ${load(r.ours)}; ${load(r.pytorch)} |`)
   }
   const errors = results.flatMap((r) => ['ours', 'pytorch'].filter((k) => r[k]?.error).map((k) => `- ${r.model} ${r.what} b${r.batch}, ${k}: ${r[k].error}`))
   if (errors.length) lines.push('', 'Failures:', ...errors)

@@ -1,7 +1,7 @@
 // The benchmark harness (issue 8): per component and end to end, ours and (with --compare) PyTorch CPU fp32,
 // at real Sana shapes with random weights written once into a cache folder.
 //
-//   npm run bench                      # full shapes, ours only (~15 min on 2 cores)
+//   npm run bench                      # full shapes, ours only (~14 min on 2 cores)
 //   npm run bench -- --compare         # + PyTorch on the same weight files (needs benches/setup-torch.sh)
 //   npm run bench -- --quick           # tiny shapes, seconds: checks the harness itself
 //   npm run bench -- --only dit-600m   # rows whose model or description contains the text
