@@ -1,0 +1,105 @@
+// One measurement of ours (the built package, dist/), in its own process so peak RSS is this row's.
+// Usage: node benches/worker-ours.mjs '<row JSON with dir>'   → last stdout line: the result JSON.
+// Progress goes to stderr as `progress <JSON>` lines, which run.mjs displays.
+import { createRequire } from 'node:module'
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const require = createRequire(import.meta.url)
+const sana = require(resolve(fileURLToPath(new URL('.', import.meta.url)), '..', 'dist', 'index.js'))
+const spec = JSON.parse(process.argv[2])
+const progress = (o) => process.stderr.write(`progress ${JSON.stringify(o)}\n`)
+const now = () => performance.now() / 1000
+
+/** N(0,1)-ish values (sum of uniforms; their values do not matter for timing, only that they are finite). */
+function randn(n, seed = 1) {
+  let s = seed >>> 0
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i++) {
+    let acc = 0
+    for (let k = 0; k < 4; k++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0
+      acc += s / 2 ** 32
+    }
+    out[i] = (acc - 2) * Math.sqrt(3)
+  }
+  return out
+}
+
+/** Token ids spread over the vocabulary, <bos> first (as bench_gemma.rs). */
+const tokenIds = (len, vocab) => Array.from({ length: len }, (_, t) => (t === 0 ? 2 : (t * 7919) % vocab))
+
+async function setup() {
+  const { kind, dir, batch: b } = spec
+  if (kind === 'transformer') {
+    const m = await sana.SanaTransformer2DModel.load(dir)
+    const [h, w] = spec.latent
+    const x = sana.Tensor.fromFloat32Array(randn(b * 32 * h * w), [b, 32, h, w])
+    const e = sana.Tensor.fromFloat32Array(randn(b * spec.seqLen * m.config.captionChannels, 2), [b, spec.seqLen, m.config.captionChannels])
+    const input = { hiddenStates: x, encoderHiddenStates: e, timestep: Array(b).fill(999) }
+    return { run: () => m.forward(input) }
+  }
+  if (kind === 'vae') {
+    const m = await sana.AutoencoderDC.load(dir)
+    const [h, w] = spec.latent
+    const z = sana.Tensor.fromFloat32Array(randn(b * 32 * h * w), [b, 32, h, w])
+    // PyTorch's AutoencoderDC.decode does not tile unless asked; neither do we here.
+    return { run: () => m.decode(z, { tiling: 'off' }) }
+  }
+  if (kind === 'text_encoder') {
+    const m = await sana.Gemma2TextEncoder.load(dir)
+    const ids = Array.from({ length: b }, () => tokenIds(spec.seqLen, m.config.vocabSize))
+    const mask = ids.map((r) => r.map(() => 1))
+    return { run: () => m.forward({ inputIds: ids, attentionMask: mask }) }
+  }
+  if (kind === 'pipeline') {
+    const pipe = await sana.SanaPipeline.load(dir)
+    const [height, width] = spec.size
+    const opts = {
+      prompt: Array(b).fill('a red fox in the snow, golden hour, highly detailed'),
+      numInferenceSteps: spec.steps, guidanceScale: 4.5, height, width, seed: 42, useResolutionBinning: false,
+    }
+    return {
+      run: async () => {
+        const r = await pipe.generate(opts)
+        return { out: r.images, stepS: r.stepTimesMs.map((ms) => ms / 1000) }
+      },
+    }
+  }
+  throw new Error(`unknown kind ${kind}`)
+}
+
+async function finite(out) {
+  if (!(out instanceof sana.Tensor)) return true // images: the pipeline itself rejects non-finite latents
+  const v = await out.toFloat32Array()
+  return v.every(Number.isFinite)
+}
+
+const t0 = now()
+const job = await setup()
+const loadS = now() - t0
+progress({ phase: 'loaded', loadS })
+const timesS = []
+const stepS = []
+let last
+for (let i = 0; i < spec.warmup + spec.runs; i++) {
+  const warm = i < spec.warmup
+  progress({ phase: warm ? 'warmup' : 'run', i: warm ? i : i - spec.warmup, n: warm ? spec.warmup : spec.runs })
+  const t = now()
+  const r = await job.run()
+  const s = now() - t
+  last = r.out ?? r
+  if (!warm) {
+    timesS.push(s)
+    if (r.stepS) stepS.push(r.stepS)
+  }
+  progress({ phase: warm ? 'warmup-done' : 'run-done', s })
+  if (!warm && timesS.reduce((a, x) => a + x, 0) >= spec.budgetS) break
+}
+const shape = last instanceof sana.Tensor ? last.shape : [last.length]
+const ok = await finite(last)
+console.log(JSON.stringify({
+  impl: 'ours', loadS, timesS, stepS, outShape: shape, finite: ok,
+  peakRssMb: process.resourceUsage().maxRSS / 1024,
+  threads: Number(process.env.RAYON_NUM_THREADS) || null,
+}))
