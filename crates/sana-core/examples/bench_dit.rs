@@ -118,13 +118,23 @@ fn vm_hwm_mb() -> f64 {
     kb.unwrap_or(0.0) / 1024.0
 }
 
+/// User + system CPU seconds of this process (/proc/self/stat, 10 ms ticks). On a shared machine CPU time per
+/// forward is a steadier measure of work than wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn time_forward(model: &SanaTransformer2DModel, inp: &TransformerInput, reps: usize) -> Result<Vec<f64>> {
     let mut times = Vec::new();
     for _ in 0..reps {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_seconds());
         let out = model.forward(inp)?;
         let _ = out.sum_all()?.to_scalar::<f32>()?; // force completion
         times.push(t0.elapsed().as_secs_f64());
+        println!("    run: wall {:.2}s, CPU {:.2}s", times[times.len() - 1], cpu_seconds() - c0);
     }
     Ok(times)
 }
