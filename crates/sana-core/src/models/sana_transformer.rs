@@ -16,7 +16,7 @@
 
 use crate::config::SanaTransformerConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::{depthwise_conv2d, embeddings, relu_linear_attention, rms_norm};
+use crate::ops::{depthwise_conv2d_glu, embeddings, relu_linear_attention, rms_norm};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{DType, Tensor, D};
@@ -357,11 +357,9 @@ impl GluMbConv {
         let hid = self.hidden;
         // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N], SiLU.
         let y = self.conv_inverted.forward_channels(&x.transpose(1, 2)?)?.silu()?;
-        // 2. Depthwise 3×3 on the grid [B, 2·hid, h, w].
-        let y = depthwise_conv2d(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
-        // 3. torch.chunk(2, dim=1): value · SiLU(gate).
-        let y = (y.narrow(1, 0, hid)? * y.narrow(1, hid, hid)?.silu()?)?;
-        // 4. 1×1 conv back to D channels, then tokens-major.
+        // 2. Depthwise 3×3 on the grid [B, 2·hid, h, w], then torch.chunk(2, dim=1): value · SiLU(gate).
+        let y = depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
+        // 3. 1×1 conv back to D channels, then tokens-major.
         Ok(self.conv_point.forward_channels(&y.reshape((b, hid, n))?)?.transpose(1, 2)?)
     }
 }

@@ -1,10 +1,12 @@
 //! Ops that candle lacks or does slowly. Each op has a CPU implementation over contiguous f32 slices
-//! (checked against a naive reference in its tests) and a candle-op fallback for other devices until
-//! the CUDA kernels land.
+//! (checked against a naive reference in its tests), a CUDA kernel (`cuda.rs`, with the `cuda` feature)
+//! and a candle-op fallback for anything else.
 
 pub mod attention;
 pub mod channel_ops;
 pub mod conv2d;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise_conv;
 pub mod embeddings;
 pub mod grouped_conv;
@@ -12,7 +14,7 @@ pub mod linear_attention;
 pub mod norm;
 pub mod rope;
 
-pub use depthwise_conv::depthwise_conv2d;
+pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu};
 pub use linear_attention::relu_linear_attention;
 pub use norm::rms_norm;
 pub use attention::{causal_attention, CausalAttention};
@@ -38,6 +40,14 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result
 /// True when the fast CPU path applies (CPU device, f32).
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+/// True when our CUDA kernels apply: every tensor on a CUDA device, all of one dtype among f32, f16, bf16.
+#[cfg(feature = "cuda")]
+pub(crate) fn is_cuda_kernel_dtype(ts: &[&Tensor]) -> bool {
+    use candle_core::DType;
+    let dtype = ts[0].dtype();
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16) && ts.iter().all(|t| t.device().is_cuda() && t.dtype() == dtype)
 }
 
 /// Σᵢ cᵢ·tᵢ in f32 (schedulers' update rules). All tensors must share shape and device.
