@@ -122,6 +122,12 @@ export type JsTransformer = NativeTransformer
 /** Whether this binary was compiled with CUDA support. */
 export declare function builtWithCuda(): boolean
 
+/**
+ * Number of usable CUDA GPUs; rejects with SANA_DEVICE_UNAVAILABLE saying why there is none (the JS
+ * loader uses it to decide between the CUDA and the CPU binary).
+ */
+export declare function cudaDeviceCount(): number
+
 /** Options of `decode`. */
 export interface NativeDecodeOptions {
   /** `'auto'` (tile when the activation estimate exceeds the budget), `'on'` or `'off'`. Defaults to `'auto'`. */
