@@ -491,7 +491,8 @@ impl AutoencoderDC {
         ensure_arg!(dims[1] == self.config.latent_channels, "z",
             "expected {} latent channels, got {} (shape {dims:?})", self.config.latent_channels, dims[1]);
         ensure_arg!(dims.iter().all(|&d| d > 0), "z", "has a zero-size dimension (shape {dims:?})");
-        let z = z.to_dtype(self.decoder.conv_in.weight.dtype())?;
+        let w = &self.decoder.conv_in.weight;
+        let z = z.to_device(w.device())?.to_dtype(w.dtype())?;
         match tiling::plan(&self.config, dims[0], dims[2], dims[3], opts)? {
             None => self.decoder.forward(&z),
             Some(plan) => tiling::tiled_decode(&z, &plan, self.spatial_compression(), |t| self.decoder.forward(t)),
@@ -508,7 +509,8 @@ impl AutoencoderDC {
         ensure_arg!(dims.iter().all(|&d| d > 0), "image", "has a zero-size dimension (shape {dims:?})");
         ensure_arg!(dims[2] % f == 0 && dims[3] % f == 0, "image",
             "height and width must be multiples of {f}, got {}×{}", dims[2], dims[3]);
-        self.encoder.forward(&x.to_dtype(self.decoder.conv_in.weight.dtype())?)
+        let w = &self.decoder.conv_in.weight;
+        self.encoder.forward(&x.to_device(w.device())?.to_dtype(w.dtype())?)
     }
 }
 

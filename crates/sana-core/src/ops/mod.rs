@@ -50,7 +50,13 @@ pub(crate) fn is_cuda_kernel_dtype(ts: &[&Tensor]) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16) && ts.iter().all(|t| t.device().is_cuda() && t.dtype() == dtype)
 }
 
-/// Σᵢ cᵢ·tᵢ in f32 (schedulers' update rules). All tensors must share shape and device.
+/// Where an op over tensors from different places runs: the first accelerator among them, else the CPU.
+/// (JS builds latents and noise on the CPU; the models return tensors on their device.)
+pub fn common_device(tensors: &[&Tensor]) -> candle_core::Device {
+    tensors.iter().map(|t| t.device()).find(|d| !d.is_cpu()).unwrap_or(&candle_core::Device::Cpu).clone()
+}
+
+/// Σᵢ cᵢ·tᵢ in f32 (schedulers' update rules), on [`common_device`]. All tensors must share a shape.
 pub fn linear_combination(tensors: &[&Tensor], coeffs: &[f64]) -> Result<Tensor> {
     crate::ensure_arg!(!tensors.is_empty() && tensors.len() == coeffs.len(), "coeffs",
         "expected one coefficient per tensor ({} tensors, {} coefficients)", tensors.len(), coeffs.len());
@@ -59,10 +65,11 @@ pub fn linear_combination(tensors: &[&Tensor], coeffs: &[f64]) -> Result<Tensor>
         crate::ensure_arg!(t.dims() == shape, "tensors",
             "tensor {i} has shape {:?}, expected {:?}", t.dims(), shape);
     }
-    let mut acc = tensors[0].to_dtype(candle_core::DType::F32)?.affine(coeffs[0], 0.0)?;
+    let dev = common_device(tensors);
+    let mut acc = tensors[0].to_device(&dev)?.to_dtype(candle_core::DType::F32)?.affine(coeffs[0], 0.0)?;
     for (t, &c) in tensors.iter().zip(coeffs).skip(1) {
         if c != 0.0 {
-            acc = (acc + t.to_dtype(candle_core::DType::F32)?.affine(c, 0.0)?)?;
+            acc = (acc + t.to_device(&dev)?.to_dtype(candle_core::DType::F32)?.affine(c, 0.0)?)?;
         }
     }
     Ok(acc)
