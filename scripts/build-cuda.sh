@@ -13,13 +13,8 @@ source "$prefix/env.sh"
 # candle's kernels are one PTX per build: compute_80 runs natively on A100 and JIT-compiled on H100/H200.
 # Ours (crates/sana-core/kernels) are built for both compute_80 and compute_90 regardless.
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
-# Own target dir: other features and flags than the CPU build, which would otherwise rebuild each time.
-export CARGO_TARGET_DIR="${SANA_CUDA_TARGET_DIR:-$repo/target/cuda}"
-# Run time: cublas/curand/nvrtc from the wheel prefix beside the .node; a system CUDA 13 install is
-# found by ld.so as usual. The driver (libcuda.so.1) always comes from the system.
-if [[ "$prefix" == "$repo/.cuda" ]]; then rpath='$ORIGIN/.cuda/lib'; else rpath="$prefix/lib"; fi
-export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-rpath,$rpath"
-
+# The CPU build's target dir: the dependencies both builds share compile once; the cuda-featured crates
+# get their own artifacts. (crates/sana-node/build.rs adds the rpath $ORIGIN/.cuda/lib.)
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 # --no-js and a throwaway .d.ts: index.js/index.d.ts stay the ones `npm run build:native` generates.
@@ -27,4 +22,5 @@ npx napi build --platform --release --manifest-path crates/sana-node/Cargo.toml 
   --features cuda --output-dir "$out" --no-js --dts index.d.ts
 mv "$out/sana.linux-x64-gnu.node" "$repo/sana.linux-x64-gnu-cuda.node"
 echo "build:cuda: wrote sana.linux-x64-gnu-cuda.node (needs at run time: libcuda.so.1 from the NVIDIA driver;"
-echo "  libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 from CUDA 13 — rpath $rpath)"
+echo "  libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 from CUDA 13, found via"
+echo "  LD_LIBRARY_PATH, the system, or .cuda/lib beside the .node)"

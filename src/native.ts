@@ -69,7 +69,10 @@ function loadCuda(): { binding: typeof Binding } | { reason: string } {
     // dlopen resolves libcuda.so.1 and the CUDA libraries here; a missing one throws, never crashes.
     binding = require(file) as typeof Binding
   } catch (e) {
-    return { reason: explainLoadError(e) }
+    const why = explainLoadError(e)
+    // dlopen names only the first missing library; without a driver that is the headline.
+    const driver = existsSync('/proc/driver/nvidia/version') || why.startsWith('no NVIDIA driver')
+    return { reason: driver ? why : `no NVIDIA driver (/proc/driver/nvidia/version missing); ${why}` }
   }
   try {
     binding.cudaDeviceCount()

@@ -7,8 +7,8 @@
 
 use crate::{Result, SanaError};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaFunc, CudaStorageSlice, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{bail, CpuStorage, CudaDevice, CudaStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
 // ================================================================================================
@@ -37,7 +37,7 @@ const CHANNEL_NORM: Module = ptx_module!("channel_norm");
 
 /// `func` for `dtype` (`linear_attn_kv` → `linear_attn_kv_bf16`), from the PTX for this GPU's
 /// architecture: compute_90 on Hopper and newer, compute_80 on Ampere (the driver JIT-compiles it).
-fn load(dev: &CudaDevice, module: &Module, func: &str, dtype: DType) -> candle_core::Result<CudaFunc> {
+fn load(dev: &CudaDevice, module: &Module, func: &str, dtype: DType) -> candle_core::Result<CudaFunction> {
     let (major, minor) = dev.cuda_stream().context().compute_capability().w()?;
     if major < 8 {
         bail!("sana-node's CUDA kernels need compute capability 8.0 or newer (Ampere); this GPU is {major}.{minor}");
@@ -49,7 +49,8 @@ fn load(dev: &CudaDevice, module: &Module, func: &str, dtype: DType) -> candle_c
         DType::BF16 => "bf16",
         other => bail!("{func}: unsupported dtype {other:?} (expected f32, f16 or bf16)"),
     };
-    dev.get_or_load_custom_func(&format!("{func}_{suffix}"), &format!("sana_{}_{arch}", module.name), ptx)
+    let f = dev.get_or_load_custom_func(&format!("{func}_{suffix}"), &format!("sana_{}_{arch}", module.name), ptx)?;
+    Ok(f.into_cuda_function())
 }
 
 /// The contiguous part of `slice` that `layout` describes.
@@ -57,7 +58,7 @@ fn contiguous<'a, T>(
     slice: &'a CudaSlice<T>,
     layout: &Layout,
     what: &str,
-) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, T>> {
+) -> candle_core::Result<CudaView<'a, T>> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(slice.slice(start..end)),
         None => bail!("{what} must be contiguous"),
@@ -129,7 +130,8 @@ impl LinearAttention {
         // 1. Partial kv and ksum per (batch·head, split).
         let func = load(dev, &LINEAR_ATTENTION, "linear_attn_kv", dtype)?;
         let cfg = LaunchConfig { grid_dim: (bh as u32, splits as u32, 1), block_dim: (LA_THREADS, 1, 1), shared_mem_bytes: 0 };
-        let mut builder = func.builder();
+        let stream = dev.cuda_stream();
+        let mut builder = stream.launch_builder(&func);
         builder.arg(&k).arg(&v).arg(&ws).arg(&n_i).arg(&c_i).arg(&h_i).arg(&d_i).arg(&s_i);
         // SAFETY: argument list matches linear_attn_kv_* (k, v, ws, n_tok, channels, heads, d, splits).
         unsafe { builder.launch(cfg) }.w()?;
@@ -143,7 +145,8 @@ impl LinearAttention {
             block_dim: (LA_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut builder = func.builder();
+        let stream = dev.cuda_stream();
+        let mut builder = stream.launch_builder(&func);
         builder.arg(&q).arg(&ws).arg(&out).arg(&n_i).arg(&c_i).arg(&h_i).arg(&d_i).arg(&s_i).arg(&self.eps);
         // SAFETY: argument list matches linear_attn_out_* (q, ws, out, n_tok, channels, heads, d, splits, eps).
         unsafe { builder.launch(cfg) }.w()?;
@@ -209,7 +212,8 @@ impl DepthwiseConv {
         let func = load(dev, &DEPTHWISE_CONV, "depthwise_conv", dtype)?;
         let cfg = LaunchConfig { grid_dim: (grid_for(n_out, 256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let (b_i, c_i, h_i, w_i, k_i, g_i) = (b as i32, c_out as i32, h as i32, wd as i32, ks as i32, self.glu as i32);
-        let mut builder = func.builder();
+        let stream = dev.cuda_stream();
+        let mut builder = stream.launch_builder(&func);
         builder.arg(&x).arg(&w).arg(&bias).arg(&out).arg(&b_i).arg(&c_i).arg(&h_i).arg(&w_i).arg(&k_i).arg(&g_i);
         // SAFETY: argument list matches depthwise_conv_* (x, weight, bias, out, batch, c_out, h, w, ks, glu).
         unsafe { builder.launch(cfg) }.w()?;
@@ -288,7 +292,8 @@ impl RmsNormChannels {
         let func = load(dev, &CHANNEL_NORM, "rms_norm_channels", dtype)?;
         let cfg = LaunchConfig { grid_dim: (grid_for(b * h * wd, 256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let (b_i, c_i, hw_i) = (b as i32, c as i32, (h * wd) as i32);
-        let mut builder = func.builder();
+        let stream = dev.cuda_stream();
+        let mut builder = stream.launch_builder(&func);
         builder.arg(&x).arg(&w).arg(&bias).arg(&out).arg(&b_i).arg(&c_i).arg(&hw_i).arg(&self.eps);
         // SAFETY: argument list matches rms_norm_channels_* (x, weight, bias, out, batch, c, hw, eps).
         unsafe { builder.launch(cfg) }.w()?;
