@@ -13,8 +13,12 @@ source "$prefix/env.sh"
 # candle's kernels are one PTX per build: compute_80 runs natively on A100 and JIT-compiled on H100/H200.
 # Ours (crates/sana-core/kernels) are built for both compute_80 and compute_90 regardless.
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
-# The CPU build's target dir: the dependencies both builds share compile once; the cuda-featured crates
-# get their own artifacts. (crates/sana-node/build.rs adds the rpath $ORIGIN/.cuda/lib.)
+# Target dir: by default the CPU build's (the dependencies both builds share compile once; the
+# cuda-featured crates get their own artifacts). CI points SANA_CUDA_TARGET_DIR at a cache outside the
+# clone: candle-kernels' build script (all of candle's kernels through nvcc, ~20 min on 2 cores) then
+# runs once, while our crates and kernels still recompile whenever they change.
+# (crates/sana-node/build.rs adds the rpath $ORIGIN/.cuda/lib.)
+export CARGO_TARGET_DIR="${SANA_CUDA_TARGET_DIR:-${CARGO_TARGET_DIR:-$repo/target}}"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 # --no-js and a throwaway .d.ts: index.js/index.d.ts stay the ones `npm run build:native` generates.

@@ -80,6 +80,9 @@ if [[ ! -e "$prefix/lib/stubs/libcuda.so" ]]; then
     > "$prefix/lib/stubs/libcuda_stub.c" # 34 = CUDA_ERROR_STUB_LIBRARY
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$prefix/lib/stubs/libcuda.so" "$prefix/lib/stubs/libcuda_stub.c"
 fi
+# The soname too: with lib/stubs on LD_LIBRARY_PATH a CUDA test binary starts on a machine without a
+# driver (every call fails with CUDA_ERROR_STUB_LIBRARY), so GPU tests skip instead of failing to exec.
+ln -sf libcuda.so "$prefix/lib/stubs/libcuda.so.1"
 
 # 4. The environment a build needs.
 cat > "$prefix/env.sh" <<EOF

@@ -77,7 +77,7 @@ function loadCuda(): { binding: typeof Binding } | { reason: string } {
   try {
     binding.cudaDeviceCount()
   } catch (e) {
-    return { reason: `no usable GPU: ${(e as Error).message.replace(/^\[[A-Z_]+\] /, '')}` }
+    return { reason: `no usable GPU: ${(e as Error).message.replace(/^\[[A-Z_]+\] (device unavailable: )?/, '')}` }
   }
   return { binding }
 }
