@@ -26,5 +26,5 @@ npx napi build --platform --release --manifest-path crates/sana-node/Cargo.toml 
   --features cuda --output-dir "$out" --no-js --dts index.d.ts
 mv "$out/sana.linux-x64-gnu.node" "$repo/sana.linux-x64-gnu-cuda.node"
 echo "build:cuda: wrote sana.linux-x64-gnu-cuda.node (needs at run time: libcuda.so.1 from the NVIDIA driver;"
-echo "  libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 from CUDA 13, found via"
+echo "  libcublas.so.13 + libcublasLt.so.13, libcurand.so.10, libcudart.so.13 from CUDA 13, found via"
 echo "  LD_LIBRARY_PATH, the system, or .cuda/lib beside the .node)"

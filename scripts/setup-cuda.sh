@@ -16,14 +16,14 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 prefix="${SANA_CUDA_PREFIX:-$repo/.cuda}"
 pip=(${PIP:-python3 -m pip})
 
-# Pins: the CUDA 13.0 Update 2 components (nvcc/nvrtc/nvvm/crt 13.0.88).
+# Pins: CUDA 13.0 components (the newest 13.0.x of each on PyPI when written).
 wheels=(
   nvidia-cuda-nvcc==13.0.88     # nvcc, ptxas, fatbinary
   nvidia-cuda-crt==13.0.88      # crt/ headers nvcc needs
   nvidia-nvvm==13.0.88          # cicc + libdevice (nvcc's device front end)
   nvidia-cuda-runtime==13.0.96  # cuda_runtime.h, cuda_fp16.h, cuda_bf16.h, libcudart.so.13
   nvidia-cuda-cccl==13.0.85     # cuda/std, cub, thrust headers (candle-kernels includes some)
-  nvidia-cuda-nvrtc==13.0.88    # libnvrtc.so.13 (candle links it)
+  nvidia-cuda-nvrtc==13.0.88    # libnvrtc.so.13 (cudarc passes -lnvrtc to the linker)
   nvidia-cublas==13.0.2.14      # libcublas.so.13, libcublasLt.so.13 (candle's matmul)
   nvidia-curand==10.4.0.35      # libcurand.so.10 (candle's randn on CUDA)
 )
@@ -95,7 +95,7 @@ export CUDARC_CUDA_VERSION=13000
 export CUDA_COMPUTE_CAP="\${CUDA_COMPUTE_CAP:-80}"
 export CPATH="$prefix/include\${CPATH:+:\$CPATH}"
 export LIBRARY_PATH="$prefix/lib:$prefix/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
-# Run time: cublas/curand/nvrtc from the prefix (never lib/stubs: the driver comes from the system).
+# Run time: cublas/curand/cudart from the prefix (never lib/stubs: the driver comes from the system).
 export LD_LIBRARY_PATH="$prefix/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 EOF
 
