@@ -39,9 +39,12 @@ export declare class NativeTensor {
   static fromFloat32Array(data: Float32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
   /** An int64 tensor (token ids, masks) from int32 JS data. */
   static fromInt32Array(data: Int32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
-  /** Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' device (the scheduler's update step). */
+  /** Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' common device (the scheduler's update step). */
   static linearCombination(tensors: Array<NativeTensor>, coeffs: Array<number>): NativeTensor
-  /** Concatenate along `dim` (e.g. the CFG batch: negative first, then positive). */
+  /**
+   * Concatenate along `dim` (e.g. the CFG batch: negative first, then positive), on the tensors'
+   * common device (the first accelerator among them, else the CPU).
+   */
   static cat(tensors: Array<NativeTensor>, dim: number): NativeTensor
   /** Gather `indices` along `dim` (diffusers' `x[:, select_index]`, `repeat_interleave`, …). */
   indexSelect(indices: Array<number>, dim: number): NativeTensor
@@ -121,6 +124,12 @@ export type JsTransformer = NativeTransformer
 
 /** Whether this binary was compiled with CUDA support. */
 export declare function builtWithCuda(): boolean
+
+/**
+ * Number of usable CUDA GPUs; rejects with SANA_DEVICE_UNAVAILABLE saying why there is none (the JS
+ * loader uses it to decide between the CUDA and the CPU binary).
+ */
+export declare function cudaDeviceCount(): number
 
 /** Options of `decode`. */
 export interface NativeDecodeOptions {

@@ -846,3 +846,4 @@ module.exports.JsTokenizer = nativeBinding.JsTokenizer
 module.exports.NativeTransformer = nativeBinding.NativeTransformer
 module.exports.JsTransformer = nativeBinding.JsTransformer
 module.exports.builtWithCuda = nativeBinding.builtWithCuda
+module.exports.cudaDeviceCount = nativeBinding.cudaDeviceCount

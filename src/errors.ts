@@ -3,6 +3,8 @@
  * (native errors arrive as `[CODE] message` and are converted here).
  */
 
+import { cudaUnavailableReason } from './native'
+
 /** Stable error codes. */
 export type SanaErrorCode =
   | 'SANA_NOT_FOUND'
@@ -40,7 +42,10 @@ export function fromNative(err: unknown): unknown {
   if (err instanceof SanaError || !(err instanceof Error)) return err
   const m = NATIVE_CODE.exec(err.message)
   if (!m) return new SanaError('SANA_INTERNAL_ERROR', err.message, { cause: err })
-  return new SanaError(m[1] as SanaErrorCode, m[2], { cause: err })
+  const code = m[1] as SanaErrorCode
+  // The CPU binary rejecting a CUDA request: say why the CUDA binary is not in use.
+  const why = code === 'SANA_DEVICE_UNAVAILABLE' ? cudaUnavailableReason() : undefined
+  return new SanaError(code, why ? `${m[2]} (CUDA binary not used: ${why})` : m[2], { cause: err })
 }
 
 /** Run a native call (sync or async) and convert its errors. */

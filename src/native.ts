@@ -1,15 +1,111 @@
 /**
- * Loads the native binding. The generated loader (`index.js` at the package root, written by
- * `napi build`) picks the `.node` file for this platform.
+ * Loads the native binding, once per process: the CUDA binary when it is installed, loads and sees a
+ * usable GPU, else the CPU binary (through `index.js` at the package root, the loader `napi build`
+ * generates). Both binaries export the same API; the CUDA one runs `device: 'cpu'` exactly as the CPU one.
+ *
+ * Why the CUDA binary was not used (no driver, no GPU, a missing CUDA library, none installed) is kept:
+ * a later `device: 'cuda'` request fails with SANA_DEVICE_UNAVAILABLE and that reason, while
+ * `device: 'auto'` quietly runs on the CPU.
+ *
+ * `SANA_NODE_BINARY=cpu` skips the CUDA binary; `SANA_NODE_BINARY=cuda` requires it (a load failure is
+ * an error instead of a fallback).
  */
 /* eslint-disable @typescript-eslint/no-var-requires */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import type * as Binding from '../index'
 
-let cached: typeof Binding | undefined
+/** Which binary is in use and, for the CPU one, why not the CUDA one. */
+export interface NativeBackend {
+  kind: 'cpu' | 'cuda'
+  /** The CUDA binary's reason for not being used; undefined when `kind` is `'cuda'`. */
+  cudaUnavailable?: string
+}
+
+/** The CUDA variant: a local `npm run build:cuda` output, or the optional platform package. */
+const CUDA_FILE = 'sana.linux-x64-gnu-cuda.node'
+const CUDA_PACKAGE = 'sana-node-linux-x64-gnu-cuda'
+
+let cached: { binding: typeof Binding; backend: NativeBackend } | undefined
 
 export function native(): typeof Binding {
-  if (!cached) cached = require('../index.js') as typeof Binding
+  return load().binding
+}
+
+/** Which native binary this process uses (loads it on first call). */
+export function nativeBackend(): NativeBackend {
+  return load().backend
+}
+
+/** The reason the CUDA binary is not in use, if it is not (for error messages). */
+export function cudaUnavailableReason(): string | undefined {
+  return cached?.backend.cudaUnavailable
+}
+
+function load(): { binding: typeof Binding; backend: NativeBackend } {
+  if (cached) return cached
+  const choice = process.env.SANA_NODE_BINARY
+  const cuda = choice === 'cpu' ? { reason: 'SANA_NODE_BINARY=cpu' } : loadCuda()
+  if ('binding' in cuda) {
+    cached = { binding: cuda.binding, backend: { kind: 'cuda' } }
+  } else if (choice === 'cuda') {
+    // Converted into a SanaError by callNative / callNativeSync, like any native error.
+    throw new Error(`[SANA_DEVICE_UNAVAILABLE] SANA_NODE_BINARY=cuda, but the CUDA binary is unusable: ${cuda.reason}`)
+  } else {
+    cached = { binding: require('../index.js') as typeof Binding, backend: { kind: 'cpu', cudaUnavailable: cuda.reason } }
+  }
   return cached
+}
+
+/** The CUDA binding if it is installed, loads and sees a GPU; otherwise why not. */
+function loadCuda(): { binding: typeof Binding } | { reason: string } {
+  if (process.platform !== 'linux' || process.arch !== 'x64' || !isGlibc()) {
+    return { reason: `no CUDA build for ${process.platform}-${process.arch}${process.platform === 'linux' && !isGlibc() ? ' (musl)' : ''}` }
+  }
+  const file = findCudaBinary()
+  if (!file) return { reason: `no CUDA binary installed (${CUDA_FILE} or the ${CUDA_PACKAGE} package)` }
+  let binding: typeof Binding
+  try {
+    // dlopen resolves libcuda.so.1 and the CUDA libraries here; a missing one throws, never crashes.
+    binding = require(file) as typeof Binding
+  } catch (e) {
+    const why = explainLoadError(e)
+    // dlopen names only the first missing library; without a driver that is the headline.
+    const driver = existsSync('/proc/driver/nvidia/version') || why.startsWith('no NVIDIA driver')
+    return { reason: driver ? why : `no NVIDIA driver (/proc/driver/nvidia/version missing); ${why}` }
+  }
+  try {
+    binding.cudaDeviceCount()
+  } catch (e) {
+    return { reason: `no usable GPU: ${(e as Error).message.replace(/^\[[A-Z_]+\] (device unavailable: )?/, '')}` }
+  }
+  return { binding }
+}
+
+function findCudaBinary(): string | undefined {
+  const local = join(__dirname, '..', CUDA_FILE)
+  if (existsSync(local)) return local
+  try {
+    return require.resolve(CUDA_PACKAGE)
+  } catch {
+    return undefined
+  }
+}
+
+/** dlopen's message, in words: which library is missing and what provides it. */
+export function explainLoadError(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e)
+  const missing = /(lib[\w.+-]+\.so[\d.]*): cannot open shared object file/.exec(msg)?.[1]
+  if (missing?.startsWith('libcuda.so')) return `no NVIDIA driver (${missing} not found)`
+  if (missing) {
+    return `CUDA library missing: ${missing} (install the CUDA 13 runtime libraries, e.g. scripts/setup-cuda.sh, and put them on LD_LIBRARY_PATH)`
+  }
+  return `the CUDA binary failed to load: ${msg}`
+}
+
+function isGlibc(): boolean {
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
+  return Boolean(report?.header?.glibcVersionRuntime)
 }
 
 export type { Binding }

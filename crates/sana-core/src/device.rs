@@ -39,6 +39,23 @@ fn cuda_device(_ordinal: usize) -> Result<Device> {
     ))
 }
 
+/// Number of CUDA devices the driver reports; an error says why none is usable (no driver, the stub
+/// library, a driver older than the toolkit, …) or that this is a CPU-only build.
+#[cfg(feature = "cuda")]
+pub fn cuda_device_count() -> Result<usize> {
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(n as usize),
+        Ok(_) => Err(SanaError::DeviceUnavailable("the CUDA driver reports no GPU".into())),
+        Err(e) => Err(SanaError::DeviceUnavailable(format!("CUDA driver: {e}"))),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_device_count() -> Result<usize> {
+    cuda_device(0).map(|_| 0)
+}
+
 /// Human/JS name of a device: `cpu` or `cuda:N`.
 pub fn device_name(device: &Device) -> String {
     match device.location() {

@@ -26,6 +26,13 @@ pub(crate) fn candle_err(e: sana_core::candle_core::Error) -> napi::Error {
     js_err(sana_core::SanaError::from(e))
 }
 
+/// Number of usable CUDA GPUs; rejects with SANA_DEVICE_UNAVAILABLE saying why there is none (the JS
+/// loader uses it to decide between the CUDA and the CPU binary).
+#[napi_derive::napi]
+pub fn cuda_device_count() -> napi::Result<u32> {
+    sana_core::device::cuda_device_count().map(|n| n as u32).map_err(js_err)
+}
+
 /// Whether this binary was compiled with CUDA support.
 #[napi_derive::napi]
 pub fn built_with_cuda() -> bool {

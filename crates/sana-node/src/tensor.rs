@@ -52,7 +52,7 @@ impl JsTensor {
         Ok(JsTensor::new(t))
     }
 
-    /// Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' device (the scheduler's update step).
+    /// Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' common device (the scheduler's update step).
     #[napi(factory)]
     pub fn linear_combination(tensors: Vec<&JsTensor>, coeffs: Vec<f64>) -> Result<Self> {
         if tensors.is_empty() || tensors.len() != coeffs.len() {
@@ -69,13 +69,16 @@ impl JsTensor {
         Ok(JsTensor::new(out))
     }
 
-    /// Concatenate along `dim` (e.g. the CFG batch: negative first, then positive).
+    /// Concatenate along `dim` (e.g. the CFG batch: negative first, then positive), on the tensors'
+    /// common device (the first accelerator among them, else the CPU).
     #[napi(factory)]
     pub fn cat(tensors: Vec<&JsTensor>, dim: u32) -> Result<Self> {
         if tensors.is_empty() {
             return Err(js_err(SanaError::invalid_arg("tensors", "expected at least one tensor")));
         }
         let ts: Vec<&Tensor> = tensors.iter().map(|t| &t.inner).collect();
+        let dev = sana_core::ops::common_device(&ts);
+        let ts = ts.iter().map(|t| t.to_device(&dev)).collect::<sana_core::candle_core::Result<Vec<_>>>().map_err(candle_err)?;
         Ok(JsTensor::new(Tensor::cat(&ts, dim as usize).map_err(candle_err)?))
     }
 

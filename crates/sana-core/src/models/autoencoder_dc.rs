@@ -12,7 +12,7 @@ use crate::models::component::{BuildModel, Component};
 use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels};
 use crate::ops::conv2d::conv2d;
 use crate::ops::grouped_conv::grouped_conv1x1;
-use crate::ops::depthwise_conv2d;
+use crate::ops::{depthwise_conv2d, depthwise_conv2d_glu};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{Tensor, D};
@@ -234,14 +234,12 @@ impl GluMbConv {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // 1. 1×1 expand to 2·hidden, SiLU, depthwise 3×3.
-        let mut h = grouped_conv1x1(x, &self.inverted.0, Some(&self.inverted.1), 1)?;
-        h = h.silu()?;
-        h = depthwise_conv2d(&h, &self.depth.0, Some(&self.depth.1))?;
-        // 2. GLU: value · silu(gate) (torch.chunk(2, dim=1)), then 1×1 project back, norm, residual.
-        let hidden = h.dim(1)? / 2;
-        h = (h.narrow(1, 0, hidden)? * h.narrow(1, hidden, hidden)?.silu()?)?;
-        h = grouped_conv1x1(&h, &self.point, None, 1)?;
+        // 1. 1×1 expand to 2·hidden, SiLU.
+        let h = grouped_conv1x1(x, &self.inverted.0, Some(&self.inverted.1), 1)?.silu()?;
+        // 2. Depthwise 3×3, GLU: value · silu(gate) (torch.chunk(2, dim=1)).
+        let h = depthwise_conv2d_glu(&h, &self.depth.0, Some(&self.depth.1))?;
+        // 3. 1×1 project back, norm, residual.
+        let h = grouped_conv1x1(&h, &self.point, None, 1)?;
         Ok((self.norm.forward(&h)? + x)?)
     }
 }
@@ -493,7 +491,8 @@ impl AutoencoderDC {
         ensure_arg!(dims[1] == self.config.latent_channels, "z",
             "expected {} latent channels, got {} (shape {dims:?})", self.config.latent_channels, dims[1]);
         ensure_arg!(dims.iter().all(|&d| d > 0), "z", "has a zero-size dimension (shape {dims:?})");
-        let z = z.to_dtype(self.decoder.conv_in.weight.dtype())?;
+        let w = &self.decoder.conv_in.weight;
+        let z = z.to_device(w.device())?.to_dtype(w.dtype())?;
         match tiling::plan(&self.config, dims[0], dims[2], dims[3], opts)? {
             None => self.decoder.forward(&z),
             Some(plan) => tiling::tiled_decode(&z, &plan, self.spatial_compression(), |t| self.decoder.forward(t)),
@@ -510,7 +509,8 @@ impl AutoencoderDC {
         ensure_arg!(dims.iter().all(|&d| d > 0), "image", "has a zero-size dimension (shape {dims:?})");
         ensure_arg!(dims[2] % f == 0 && dims[3] % f == 0, "image",
             "height and width must be multiples of {f}, got {}×{}", dims[2], dims[3]);
-        self.encoder.forward(&x.to_dtype(self.decoder.conv_in.weight.dtype())?)
+        let w = &self.decoder.conv_in.weight;
+        self.encoder.forward(&x.to_device(w.device())?.to_dtype(w.dtype())?)
     }
 }
 

@@ -16,7 +16,7 @@
 
 use crate::config::SanaTransformerConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::{depthwise_conv2d, relu_linear_attention, rms_norm};
+use crate::ops::{depthwise_conv2d_glu, relu_linear_attention, rms_norm};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{DType, Tensor, D};
@@ -172,11 +172,9 @@ impl GluMbConv {
         let hid = self.hidden;
         // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N], SiLU.
         let y = self.conv_inverted.forward_channels(&x.transpose(1, 2)?)?.silu()?;
-        // 2. Depthwise 3×3 on the grid [B, 2·hid, h, w].
-        let y = depthwise_conv2d(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
-        // 3. torch.chunk(2, dim=1): value · SiLU(gate).
-        let y = (y.narrow(1, 0, hid)? * y.narrow(1, hid, hid)?.silu()?)?;
-        // 4. 1×1 conv back to D channels, then tokens-major.
+        // 2. Depthwise 3×3 on the grid [B, 2·hid, h, w], then torch.chunk(2, dim=1): value · SiLU(gate).
+        let y = depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
+        // 3. 1×1 conv back to D channels, then tokens-major.
         Ok(self.conv_point.forward_channels(&y.reshape((b, hid, n))?)?.transpose(1, 2)?)
     }
 }
@@ -313,13 +311,17 @@ impl SanaTransformer2DModel {
         let (b, h, w) = self.check_input(input)?;
         let p = self.cfg.patch_size;
         let (hp, wp) = (h / p, w / p);
-        let x = input.hidden_states.to_dtype(self.dtype)?;
-        let ctx = input.encoder_hidden_states.to_dtype(self.dtype)?;
+        // Inputs come from JS on the CPU (latents, timesteps, masks): move them to the weights' device.
+        let dev = self.scale_shift_table.device();
+        let x = input.hidden_states.to_device(dev)?.to_dtype(self.dtype)?;
+        let ctx = input.encoder_hidden_states.to_device(dev)?.to_dtype(self.dtype)?;
+        let timestep = input.timestep.to_device(dev)?;
+        let guidance = input.guidance.as_ref().map(|g| g.to_device(dev)).transpose()?;
         // Mask → additive bias [B, 1, 1, S] (f32, added to f32 logits).
         let bias = match &input.encoder_attention_mask {
             Some(m) => {
                 let s = m.dim(1)?;
-                Some(m.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
+                Some(m.to_device(dev)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
             }
             None => None,
         };
@@ -327,7 +329,7 @@ impl SanaTransformer2DModel {
         // 1. Input: patch tokens, timestep (+guidance) modulation, caption tokens.
         let mut x = self.patch_embed.forward(&x)?; // [B, N, D]
         capture("patch_embed", &x);
-        let (temb, embedded) = self.time_embed.forward(&input.timestep, input.guidance.as_ref(), self.dtype)?;
+        let (temb, embedded) = self.time_embed.forward(&timestep, guidance.as_ref(), self.dtype)?;
         capture("time_embed", &temb);
         capture("time_embed_embedded_timestep", &embedded);
         let ctx = self.caption.forward(&ctx)?; // [B, S, D]
@@ -338,7 +340,7 @@ impl SanaTransformer2DModel {
         for (i, block) in self.transformer_blocks.iter().enumerate() {
             x = block.forward(&x, &ctx, bias.as_ref(), &temb, hp, wp)?;
             if i > 0 && i <= control.len() {
-                x = (x + control[i - 1].to_dtype(self.dtype)?)?;
+                x = (x + control[i - 1].to_device(dev)?.to_dtype(self.dtype)?)?;
             }
             capture(&format!("block_{i}"), &x);
         }

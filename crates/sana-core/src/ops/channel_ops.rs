@@ -11,6 +11,10 @@ use rayon::prelude::*;
 /// x: [B, C, H, W], weight/bias: [C] → x · rsqrt(mean_c(x²) + eps) · weight + bias, in f32.
 pub fn rms_norm_channels(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
+    #[cfg(feature = "cuda")]
+    if super::is_cuda_kernel_dtype(&[x]) {
+        return super::cuda::rms_norm_channels(x, weight, bias, eps);
+    }
     if !is_cpu_f32(x) {
         // Generic path: permute to channels-last and reuse the last-dim RMSNorm.
         let y = super::rms_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?;

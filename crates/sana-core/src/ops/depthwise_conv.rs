@@ -13,6 +13,10 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
     let (wc, one, kh, kw) = weight.dims4()?;
     ensure_arg!(wc == c && one == 1 && kh == kw && kh % 2 == 1, "weight",
         "depthwise weight must be [{c}, 1, k, k] with odd k, got {:?}", weight.dims());
+    #[cfg(feature = "cuda")]
+    if super::is_cuda_kernel_dtype(&[x]) {
+        return super::cuda::depthwise_conv2d(x, weight, bias, false);
+    }
     if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
         let y = x.conv2d(weight, kh / 2, 1, 1, c)?;
         return Ok(match bias {
@@ -34,6 +38,24 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
         out
     })?;
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
+}
+
+/// GLUMBConv's middle: depthwise conv, then `value, gate = y.chunk(2, dim=1)`; `value · silu(gate)`.
+/// x: [B, 2C, H, W], weight: [2C, 1, k, k], bias: [2C] → [B, C, H, W]. On CUDA one fused kernel (the
+/// 2C-channel conv output is never stored); elsewhere [`depthwise_conv2d`] then the product.
+pub fn depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let c2 = x.dim(1)?;
+    ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
+    #[cfg(feature = "cuda")]
+    if super::is_cuda_kernel_dtype(&[x]) {
+        let (wc, one, kh, kw) = weight.dims4()?;
+        ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
+            "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+        return super::cuda::depthwise_conv2d(x, weight, bias, true);
+    }
+    let y = depthwise_conv2d(x, weight, bias)?;
+    let c = c2 / 2;
+    Ok((y.narrow(1, 0, c)? * y.narrow(1, c, c)?.silu()?)?)
 }
 
 /// One channel plane. The interior runs without bounds checks on the taps; borders clip.
@@ -111,6 +133,22 @@ mod tests {
                 assert!((candle[i] - want[i]).abs() < 1e-4);
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn glu_is_value_times_silu_gate() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, c, h, w) = (2, 6, 4, 5);
+        let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
+        let wt = Tensor::randn(0f32, 1.0, (c, 1, 3, 3), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
+        let y = depthwise_conv2d(&x, &wt, Some(&bias))?;
+        let want = (y.narrow(1, 0, c / 2)? * candle_core::Tensor::silu(&y.narrow(1, c / 2, c / 2)?)?)?;
+        let got = depthwise_conv2d_glu(&x, &wt, Some(&bias))?;
+        assert_eq!(got.dims(), &[b, c / 2, h, w]);
+        assert_eq!((got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?, 0.0);
+        assert!(depthwise_conv2d_glu(&x.narrow(1, 0, 5)?, &wt.narrow(0, 0, 5)?, None).is_err());
         Ok(())
     }
 }

@@ -24,6 +24,10 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
     ensure_arg!(heads > 0 && c % heads == 0, "heads", "{c} channels do not split into {heads} heads");
     let d = c / heads;
     let out_dtype = q.dtype();
+    #[cfg(feature = "cuda")]
+    if super::is_cuda_kernel_dtype(&[q, k, v]) && d <= super::cuda::LINEAR_ATTENTION_MAX_HEAD_DIM {
+        return super::cuda::relu_linear_attention(q, k, v, heads, eps);
+    }
     if !(is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v)) {
         return fallback(q, k, v, heads, eps)?.to_dtype(out_dtype).map_err(Into::into);
     }
@@ -79,7 +83,7 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
     Ok(Tensor::from_vec(out, (b, n, c), q.device())?.to_dtype(out_dtype)?)
 }
 
-/// Device-agnostic candle version (used off-CPU until the CUDA kernel lands).
+/// Device-agnostic candle version (off-CPU when the CUDA kernel does not apply).
 fn fallback(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, eps: f64) -> candle_core::Result<Tensor> {
     let (b, n, c) = q.dims3()?;
     let d = c / heads;

@@ -1,10 +1,12 @@
 //! Ops that candle lacks or does slowly. Each op has a CPU implementation over contiguous f32 slices
-//! (checked against a naive reference in its tests) and a candle-op fallback for other devices until
-//! the CUDA kernels land.
+//! (checked against a naive reference in its tests), a CUDA kernel (`cuda.rs`, with the `cuda` feature)
+//! and a candle-op fallback for anything else.
 
 pub mod attention;
 pub mod channel_ops;
 pub mod conv2d;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod depthwise_conv;
 pub mod embeddings;
 pub mod grouped_conv;
@@ -12,7 +14,7 @@ pub mod linear_attention;
 pub mod norm;
 pub mod rope;
 
-pub use depthwise_conv::depthwise_conv2d;
+pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu};
 pub use linear_attention::relu_linear_attention;
 pub use norm::rms_norm;
 pub use attention::{causal_attention, CausalAttention};
@@ -40,7 +42,21 @@ pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32
 }
 
-/// Σᵢ cᵢ·tᵢ in f32 (schedulers' update rules). All tensors must share shape and device.
+/// True when our CUDA kernels apply: every tensor on a CUDA device, all of one dtype among f32, f16, bf16.
+#[cfg(feature = "cuda")]
+pub(crate) fn is_cuda_kernel_dtype(ts: &[&Tensor]) -> bool {
+    use candle_core::DType;
+    let dtype = ts[0].dtype();
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16) && ts.iter().all(|t| t.device().is_cuda() && t.dtype() == dtype)
+}
+
+/// Where an op over tensors from different places runs: the first accelerator among them, else the CPU.
+/// (JS builds latents and noise on the CPU; the models return tensors on their device.)
+pub fn common_device(tensors: &[&Tensor]) -> candle_core::Device {
+    tensors.iter().map(|t| t.device()).find(|d| !d.is_cpu()).unwrap_or(&candle_core::Device::Cpu).clone()
+}
+
+/// Σᵢ cᵢ·tᵢ in f32 (schedulers' update rules), on [`common_device`]. All tensors must share a shape.
 pub fn linear_combination(tensors: &[&Tensor], coeffs: &[f64]) -> Result<Tensor> {
     crate::ensure_arg!(!tensors.is_empty() && tensors.len() == coeffs.len(), "coeffs",
         "expected one coefficient per tensor ({} tensors, {} coefficients)", tensors.len(), coeffs.len());
@@ -49,10 +65,11 @@ pub fn linear_combination(tensors: &[&Tensor], coeffs: &[f64]) -> Result<Tensor>
         crate::ensure_arg!(t.dims() == shape, "tensors",
             "tensor {i} has shape {:?}, expected {:?}", t.dims(), shape);
     }
-    let mut acc = tensors[0].to_dtype(candle_core::DType::F32)?.affine(coeffs[0], 0.0)?;
+    let dev = common_device(tensors);
+    let mut acc = tensors[0].to_device(&dev)?.to_dtype(candle_core::DType::F32)?.affine(coeffs[0], 0.0)?;
     for (t, &c) in tensors.iter().zip(coeffs).skip(1) {
         if c != 0.0 {
-            acc = (acc + t.to_dtype(candle_core::DType::F32)?.affine(c, 0.0)?)?;
+            acc = (acc + t.to_device(&dev)?.to_dtype(candle_core::DType::F32)?.affine(c, 0.0)?)?;
         }
     }
     Ok(acc)
