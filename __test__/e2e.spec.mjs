@@ -3,18 +3,16 @@
 import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { SanaPipeline, Tensor } from '../dist/index.js'
-import { SANA_TINY, SPRINT_TINY } from './helpers/paths.mjs'
+import { Tensor } from '../dist/index.js'
+import { SANA_TINY } from './helpers/paths.mjs'
+import { loadFixturePipelines } from './helpers/pipelines.mjs'
 import { readPng } from './helpers/png.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
 
 let pipe
 let sprint
 test.before(async () => {
-  pipe = await SanaPipeline.load(SANA_TINY)
-  sprint = await SanaPipeline.load(SPRINT_TINY, {
-    components: { tokenizer: pipe.tokenizer, textEncoder: pipe.textEncoder, vae: pipe.vae },
-  })
+  ;({ pipe, sprint } = await loadFixturePipelines())
 })
 
 const f32 = (r) => Tensor.fromFloat32Array(r.data, r.shape)

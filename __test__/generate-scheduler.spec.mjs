@@ -3,18 +3,14 @@ import test from 'ava'
 import {
   DPMSolverMultistepScheduler,
   FlowMatchEulerDiscreteScheduler,
-  SanaPipeline,
   SCMScheduler,
 } from '../dist/index.js'
-import { SANA_TINY, SPRINT_TINY } from './helpers/paths.mjs'
+import { loadFixturePipelines } from './helpers/pipelines.mjs'
 
 let pipe
 let sprint
 test.before(async () => {
-  pipe = await SanaPipeline.load(SANA_TINY)
-  sprint = await SanaPipeline.load(SPRINT_TINY, {
-    components: { tokenizer: pipe.tokenizer, textEncoder: pipe.textEncoder, vae: pipe.vae },
-  })
+  ;({ pipe, sprint } = await loadFixturePipelines())
 })
 test.after.always(() => {
   sprint?.transformer.dispose()

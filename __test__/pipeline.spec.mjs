@@ -1,15 +1,12 @@
 // SanaPipeline.generate / stream behaviour: seeds, streaming, abort, argument checks, batching, output types.
 import test from 'ava'
-import { SanaPipeline, SanaError, Tensor } from '../dist/index.js'
-import { SANA_TINY, SPRINT_TINY } from './helpers/paths.mjs'
+import { SanaError, Tensor } from '../dist/index.js'
+import { loadFixturePipelines } from './helpers/pipelines.mjs'
 
 let pipe
 let sprint
 test.before(async () => {
-  pipe = await SanaPipeline.load(SANA_TINY)
-  sprint = await SanaPipeline.load(SPRINT_TINY, {
-    components: { tokenizer: pipe.tokenizer, textEncoder: pipe.textEncoder, vae: pipe.vae },
-  })
+  ;({ pipe, sprint } = await loadFixturePipelines())
 })
 
 const small = { prompt: 'a red fox in snow', height: 64, width: 96, useResolutionBinning: false, numInferenceSteps: 2 }
