@@ -6,6 +6,7 @@ import test from 'ava'
 import { SanaPipeline, Tensor } from '../dist/index.js'
 import { explainLoadError, nativeBackend } from '../dist/native.js'
 import { SANA_TINY } from './helpers/paths.mjs'
+import { caseGenerateOptions } from './helpers/pipelines.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
 
 const backend = nativeBackend()
@@ -16,22 +17,7 @@ const gpuTest = (title, fn) => (noGpu ? test.skip(`${title} [no GPU: ${noGpu}]`,
 
 const CASE = 'e2e_a_cfg'
 
-function options(extra = {}) {
-  const k = caseOf(CASE).call_kwargs
-  const lat = caseTensor(CASE, 'input_latents')
-  return {
-    prompt: k.prompt,
-    negativePrompt: k.negative_prompt,
-    guidanceScale: k.guidance_scale,
-    numInferenceSteps: k.num_inference_steps,
-    height: k.height,
-    width: k.width,
-    useResolutionBinning: k.use_resolution_binning,
-    latents: Tensor.fromFloat32Array(lat.data, lat.shape),
-    outputType: 'tensor',
-    ...extra,
-  }
-}
+const options = (extra = {}) => caseGenerateOptions(CASE, { outputType: 'tensor', ...extra })
 
 /** Load the fixture pipeline with `opts`, run `fn(pipe)`, dispose. */
 async function withPipe(opts, fn) {

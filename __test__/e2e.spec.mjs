@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tensor } from '../dist/index.js'
 import { SANA_TINY } from './helpers/paths.mjs'
-import { loadFixturePipelines } from './helpers/pipelines.mjs'
+import { stepSlice } from './helpers/fixtures.mjs'
+import { caseGenerateOptions, loadFixturePipelines } from './helpers/pipelines.mjs'
 import { readPng } from './helpers/png.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
 
@@ -15,28 +16,8 @@ test.before(async () => {
   ;({ pipe, sprint } = await loadFixturePipelines())
 })
 
-const f32 = (r) => Tensor.fromFloat32Array(r.data, r.shape)
 
-/** Slice k of a [K, ...] reference with a leading step axis. */
-function stepSlice(r, k) {
-  const n = r.data.length / r.shape[0]
-  return r.data.subarray(k * n, (k + 1) * n)
-}
-
-function options(name) {
-  const c = caseOf(name)
-  const k = c.call_kwargs
-  return {
-    prompt: k.prompt,
-    negativePrompt: k.negative_prompt,
-    guidanceScale: k.guidance_scale,
-    numInferenceSteps: k.num_inference_steps,
-    height: k.height,
-    width: k.width,
-    useResolutionBinning: k.use_resolution_binning,
-    latents: f32(caseTensor(name, 'input_latents')),
-  }
-}
+const options = (name) => caseGenerateOptions(name)
 
 async function checkCase(t, p, name, extra = {}) {
   const c = caseOf(name)
@@ -49,7 +30,7 @@ async function checkCase(t, p, name, extra = {}) {
   })
   const steps = caseTensor(name, 'latents_per_step')
   t.is(perStep.length, steps.shape[0])
-  perStep.forEach((got, k) => assertClose(t, got, stepSlice(steps, k), c.tolerance.final_latents, `${name} step ${k}`))
+  perStep.forEach((got, k) => assertClose(t, got, stepSlice(steps, k).data, c.tolerance.final_latents, `${name} step ${k}`))
   assertClose(t, perStep.at(-1), caseTensor(name, 'final_latents').data, c.tolerance.final_latents, `${name} final latents`)
   const want = caseTensor(name, 'image_pt')
   t.deepEqual(res.images.shape, want.shape)
@@ -84,7 +65,7 @@ test('e2e_c_nocfg: guidance 1.0 runs no CFG batch', async (t) => {
 test('sprint_e2e: SCM, guidance embedding, 2 steps', async (t) => {
   const noise = caseTensor('sprint_e2e', 'scheduler_noise_per_step')
   const shape = noise.shape.slice(1)
-  const schedulerNoise = [0, 1].map((k) => Tensor.fromFloat32Array(stepSlice(noise, k), shape))
+  const schedulerNoise = [0, 1].map((k) => Tensor.fromFloat32Array(stepSlice(noise, k).data, shape))
   await checkCase(t, sprint, 'sprint_e2e', { schedulerNoise })
   // The seed the reference used reproduces its noise draws (torch-compatible generator): same image.
   const seeded = await sprint.generate({ ...options('sprint_e2e'), seed: 20245256, outputType: 'tensor' })

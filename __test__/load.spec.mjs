@@ -122,6 +122,8 @@ test('Tensor handles: shape, dtype, device, round trip', async (t) => {
   t.deepEqual(await y.toFloat32Array(), data.map((v) => 1.5 * v))
   t.is(t.throws(() => Tensor.fromFloat32Array(data, [5, 5])).code, 'SANA_INVALID_ARGUMENT')
   t.is(t.throws(() => Tensor.fromFloat32Array([1, 2], [2])).code, 'SANA_INVALID_ARGUMENT')
+  t.is(t.throws(() => Tensor.linearCombination([x], [1, 2])).code, 'SANA_INVALID_ARGUMENT')
+  t.is(t.throws(() => Tensor.linearCombination([x, ids], [1, 1])).code, 'SANA_INVALID_ARGUMENT') // shapes differ
 })
 
 test('device and dtype choice', async (t) => {

@@ -55,12 +55,7 @@ impl JsTensor {
     /// Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' common device (the scheduler's update step).
     #[napi(factory)]
     pub fn linear_combination(tensors: Vec<&JsTensor>, coeffs: Vec<f64>) -> Result<Self> {
-        if tensors.is_empty() || tensors.len() != coeffs.len() {
-            return Err(js_err(SanaError::invalid_arg(
-                "coeffs",
-                format!("expected one coefficient per tensor, received {} tensors and {} coefficients", tensors.len(), coeffs.len()),
-            )));
-        }
+        // sana-core checks counts, shapes and devices.
         let out = sana_core::ops::linear_combination(
             &tensors.iter().map(|t| &t.inner).collect::<Vec<_>>(),
             &coeffs,
