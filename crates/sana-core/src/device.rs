@@ -25,9 +25,28 @@ pub fn resolve_device(request: &str) -> Result<Device> {
     }
 }
 
+/// One `Device` per GPU for the whole process, on one explicit CUDA stream.
+///
+/// Why: candle's `Device::new_cuda` makes a new device (a new id) on CUDA's *per-thread* default stream.
+/// Our work runs on libuv's worker threads, a different one per call, and JS finalizers free tensors on
+/// the main thread: on per-thread streams those launches, copies and frees are not ordered with each
+/// other, so a step could read a buffer before the previous step had written it, or after it was freed
+/// and reused (seen on an H200 as run-to-run differences and NaN in bf16 generations). One shared
+/// stream orders everything in submission order; one device also keeps tensors from separate calls
+/// on the "same device" for candle, instead of copying between two handles through the CPU.
 #[cfg(feature = "cuda")]
 fn cuda_device(ordinal: usize) -> Result<Device> {
-    Device::new_cuda(ordinal).map_err(|e| SanaError::DeviceUnavailable(format!("CUDA device {ordinal}: {e}")))
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Device>>> = OnceLock::new();
+    let mut devices = DEVICES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dev) = devices.get(&ordinal) {
+        return Ok(dev.clone());
+    }
+    let dev = Device::new_cuda_with_stream(ordinal)
+        .map_err(|e| SanaError::DeviceUnavailable(format!("CUDA device {ordinal}: {e}")))?;
+    devices.insert(ordinal, dev.clone());
+    Ok(dev)
 }
 
 #[cfg(not(feature = "cuda"))]

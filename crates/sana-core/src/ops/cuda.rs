@@ -362,7 +362,7 @@ mod tests {
     /// CUDA device 0, or None after saying so on the terminal (libtest captures `println!`, not raw
     /// stderr writes, so the skip stays visible in a normal `cargo test` run).
     fn gpu(test: &str) -> Option<Device> {
-        match Device::new_cuda(0) {
+        match crate::device::resolve_device("cuda:0") {
             Ok(dev) => Some(dev),
             Err(e) => {
                 let msg = format!("SKIPPED {test}: no usable CUDA device ({e})\n");
@@ -462,6 +462,30 @@ mod tests {
         let (wt, wc) = pair(&[4, 1, 5, 5], DType::F32, &dev)?;
         let err = rel_err(&super::super::depthwise_conv2d(&x, &wt, None)?, &super::super::depthwise_conv2d(&xc, &wc, None)?)?;
         assert!(err <= 1e-5, "no bias: rel err {err}");
+        Ok(())
+    }
+
+    /// As the Node binding runs work: each call on whichever worker thread is free, results read back on
+    /// another. Every thread must see one device on one stream, so a read is ordered after the kernels
+    /// that produced it (CUDA's per-thread default streams would race here).
+    #[test]
+    fn work_from_several_threads_is_ordered_on_one_stream() -> Result<()> {
+        let Some(dev) = gpu("work_from_several_threads_is_ordered_on_one_stream") else { return Ok(()) };
+        let other = std::thread::spawn(|| crate::device::resolve_device("cuda:0")).join().unwrap()?;
+        assert!(dev.same_device(&other), "a second thread got another CUDA device");
+        let (b, n, heads, d) = (2, 4096, 16, 32);
+        let c = heads * d;
+        let (q, k, v) = (pair(&[b, n, c], DType::BF16, &dev)?.0, pair(&[b, n, c], DType::BF16, &dev)?.0, pair(&[b, n, c], DType::BF16, &dev)?.0);
+        let want = relu_linear_attention(&q, &k, &v, heads, 1e-15)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        for round in 0..8 {
+            // Launch on one thread (no wait), scale on a second, read back on a third.
+            let (q2, k2, v2) = (q.clone(), k.clone(), v.clone());
+            let y = std::thread::spawn(move || relu_linear_attention(&q2, &k2, &v2, heads, 1e-15)).join().unwrap()?;
+            let z = std::thread::spawn(move || y.affine(2.0, 0.0)).join().unwrap()?;
+            let got = std::thread::spawn(move || z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()).join().unwrap()?;
+            let bad = got.iter().zip(&want).filter(|(g, w)| **g != 2.0 * **w).count();
+            assert_eq!(bad, 0, "round {round}: {bad} of {} values differ from the single-thread result", want.len());
+        }
         Ok(())
     }
 
