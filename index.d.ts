@@ -53,6 +53,11 @@ export declare class NativeTensor {
   get device(): string
   /** Copy the values to JS as float32 (ids/masks included), off the JS thread. */
   toFloat32Array(): Promise<unknown>
+  /**
+   * Resolves once every operation queued on this tensor's device has finished (CUDA kernels run
+   * asynchronously; without this, step timings measure only how long the launches took).
+   */
+  synchronize(): Promise<unknown>
   /** Synchronous copy; for small tensors in tests and schedulers. */
   toFloat32ArraySync(): Float32Array
 }

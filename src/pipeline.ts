@@ -404,6 +404,7 @@ export class SanaPipeline {
           latents = value
           break
         }
+        await value.latents.synchronize() // on CUDA: the step's time, not its launch time
         stepTimes.push(performance.now() - t0)
         yield value
         t0 = performance.now()

@@ -98,6 +98,16 @@ export class Tensor {
     return callNative(() => this.native.toFloat32Array() as Promise<Float32Array>)
   }
 
+  /**
+   * Resolves when the work queued on this tensor's device has finished. CUDA runs kernels
+   * asynchronously, so a timer around a call measures only its launches unless it waits here;
+   * on the CPU every result is already computed and this resolves at once.
+   */
+  async synchronize(): Promise<void> {
+    if (this.device === 'cpu') return
+    await callNative(() => this.native.synchronize() as Promise<void>)
+  }
+
   /** Synchronous copy; fine for small tensors. */
   toFloat32ArraySync(): Float32Array {
     return callNativeSync(() => this.native.toFloat32ArraySync())

@@ -118,6 +118,14 @@ impl JsTensor {
         ))
     }
 
+    /// Resolves once every operation queued on this tensor's device has finished (CUDA kernels run
+    /// asynchronously; without this, step timings measure only how long the launches took).
+    #[napi]
+    pub fn synchronize(&self) -> AsyncTask<Job<(), ()>> {
+        let dev = self.inner.device().clone();
+        AsyncTask::new(Job::new(move || Ok(dev.synchronize()?), |_| Ok(())))
+    }
+
     /// Synchronous copy; for small tensors in tests and schedulers.
     #[napi]
     pub fn to_float32_array_sync(&self) -> Result<Float32Array> {
