@@ -99,7 +99,7 @@ const WEIGHT_FILE = { transformer: 'diffusion_pytorch_model.safetensors', vae: '
 // strict config dataclasses reject ("expected float, got int").
 const FLOAT_KEYS = ['attn_logit_softcapping', 'final_logit_softcapping', 'rope_theta', 'dropout', 'attention_dropout']
 
-function configJson(config) {
+export function configJson(config) {
   const re = new RegExp(`"(${FLOAT_KEYS.join('|')})": (-?\\d+)(?=[,\\n}])`, 'g')
   return JSON.stringify(config, null, 2).replace(re, '"$1": $2.0')
 }
