@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine with no network needs to run the CUDA checks (scripts/device-check.sh) into .dev/
+# (git-ignored via .git/info/exclude): node itself, ava and its dependencies, the built CUDA binary and
+# Rust op-test binary (stripped), the compiled dist/, the fixture pipeline with only the e2e case the CUDA
+# tests use, and diffusers for the PyTorch side of the GPU benchmark. Compressed with xz to fit the
+# device tool's 64 MiB transfer limit. Run after `npm run build` and `npm run build:cuda`.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+fixtures="${SANA_FIXTURES:-$repo/../shared/fixtures}"
+out="$repo/.dev"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo '/.dev/' >>.git/info/exclude
+rm -rf "$out" && mkdir -p "$out"
+xzc() { xz -T2 -9e -c; }
+
+echo "node $(node --version)"
+xzc <"$(readlink -f "$(command -v node)")" >"$out/node.xz"
+
+# ava and everything it requires, resolved as Node does (a package's own node_modules first, then upwards).
+node -e '
+  const fs = require("fs"), path = require("path"), seen = new Set()
+  const find = (from, name) => {
+    for (let dir = from; ; dir = path.dirname(dir)) {
+      const p = path.join(dir, "node_modules", name)
+      if (fs.existsSync(path.join(p, "package.json"))) return p
+      if (dir === "." || dir === path.dirname(dir)) return null
+    }
+  }
+  const walk = (dir) => {
+    if (!dir || seen.has(dir)) return
+    seen.add(dir)
+    const j = JSON.parse(fs.readFileSync(path.join(dir, "package.json")))
+    for (const d of Object.keys({ ...j.dependencies, ...j.optionalDependencies })) walk(find(dir, d))
+  }
+  walk(find(".", "ava"))
+  console.log([...seen].map((d) => path.relative(".", d)).join("\n"))' >"$tmp/ava-files"
+tar -cf - -T "$tmp/ava-files" dist index.js package.json | xzc >"$out/js.tar.xz"
+
+# Binaries: the CUDA .node and the sana-core unit-test binary built with --features cuda (ops::cuda tests).
+cp sana.linux-x64-gnu-cuda.node "$tmp/" && strip "$tmp/sana.linux-x64-gnu-cuda.node"
+target="${SANA_CUDA_TARGET_DIR:-$repo/target}/$(rustc -vV | sed -n 's/^host: //p')/release/deps"
+test_bin="$(ls -t "$target"/sana_core-* | grep -v '\.d$' | head -1)"
+cp "$test_bin" "$tmp/sana_core_tests" && strip "$tmp/sana_core_tests"
+tar -cf - -C "$tmp" sana.linux-x64-gnu-cuda.node sana_core_tests | xzc >"$out/bin.tar.xz"
+
+# The fixture pipeline; reference.safetensors cut down to the e2e_a_cfg tensors (the manifest is unchanged).
+mkdir -p "$tmp/fx" && cp -r "$fixtures/sana-tiny" "$tmp/fx/" && chmod -R u+w "$tmp/fx" && rm -f "$tmp"/fx/sana-tiny/reference/*.png
+python3 - "$fixtures/sana-tiny/reference/reference.safetensors" "$tmp/fx/sana-tiny/reference/reference.safetensors" <<'EOF'
+import json, struct, sys
+src, dst = sys.argv[1:]
+raw = open(src, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header, base = json.loads(raw[8:8 + n]), 8 + n
+out, data = {}, bytearray()
+for k, v in header.items():
+    if k.startswith("e2e_a_cfg/"):
+        s, e = v["data_offsets"]
+        out[k] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [len(data), len(data) + e - s]}
+        data += raw[base + s:base + e]
+h = json.dumps(out).encode()
+h += b" " * (-len(h) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(h)) + h + data)
+EOF
+tar -cf - -C "$tmp/fx" sana-tiny | xzc >"$out/fixtures.tar.xz"
+
+# diffusers (and importlib_metadata, which it requires and the device image lacks) for Python 3.12.
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux2014_x86_64 -d "$tmp/whl" diffusers==0.42.1 importlib_metadata==10.2.0
+mkdir -p "$tmp/site" && for w in "$tmp"/whl/*.whl; do (cd "$tmp/site" && python3 -m zipfile -e "$w" .); done
+tar -cf - -C "$tmp/site" . | xzc >"$out/site.tar.xz"
+du -ch "$out"/* | tail -n 20
