@@ -1,5 +1,5 @@
 // The fixture pipeline end to end on CUDA: float32 against diffusers' references with the fixtures'
-// tolerances, bfloat16 against our own float32 image (PSNR ≥ 35 dB), and fp16 NaN latents reported as
+// tolerances, bfloat16 and float16 against our own float32 image (PSNR ≥ 35 dB), and fp16 NaN latents reported as
 // SANA_COMPUTE_ERROR. Without the CUDA binary or a usable GPU these tests are skipped and the reason is
 // printed. Also, on any machine: the loader's fallback and the NaN check on the CPU.
 import test from 'ava'
@@ -57,6 +57,15 @@ gpuTest(`${CASE} on CUDA in bfloat16: PSNR ≥ 35 dB against float32`, async (t)
     (await pipe.generate(options())).images.toFloat32Array())
   const db = psnr(image, want)
   t.log(`bf16 vs fp32: PSNR ${db.toFixed(1)} dB`)
+  t.true(db >= 35, `PSNR ${db.toFixed(1)} dB < 35 dB`)
+})
+
+gpuTest(`${CASE} on CUDA in float16: PSNR ≥ 35 dB against float32`, async (t) => {
+  const want = fp32Image ?? caseTensor(CASE, 'image_pt').data
+  const image = await withPipe({ device: 'cuda', dtype: 'float16' }, async (pipe) =>
+    (await pipe.generate(options())).images.toFloat32Array())
+  const db = psnr(image, want)
+  t.log(`fp16 vs fp32: PSNR ${db.toFixed(1)} dB`)
   t.true(db >= 35, `PSNR ${db.toFixed(1)} dB < 35 dB`)
 })
 
