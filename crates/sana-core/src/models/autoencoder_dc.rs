@@ -12,7 +12,7 @@ use crate::models::component::{BuildModel, Component};
 use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels};
 use crate::ops::conv2d::conv2d;
 use crate::ops::grouped_conv::grouped_conv1x1;
-use crate::ops::{depthwise_conv2d, depthwise_conv2d_glu};
+use crate::ops::{activation, depthwise_conv2d, silu_depthwise_conv2d_glu};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{Tensor, D};
@@ -69,7 +69,7 @@ impl Act {
     }
     fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Act::Silu => x.silu()?,
+            Act::Silu => activation::silu(x)?,
             Act::Relu => x.relu()?,
             Act::Gelu => x.gelu_erf()?,
         })
@@ -234,10 +234,10 @@ impl GluMbConv {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // 1. 1×1 expand to 2·hidden, SiLU.
-        let h = grouped_conv1x1(x, &self.inverted.0, Some(&self.inverted.1), 1)?.silu()?;
-        // 2. Depthwise 3×3, GLU: value · silu(gate) (torch.chunk(2, dim=1)).
-        let h = depthwise_conv2d_glu(&h, &self.depth.0, Some(&self.depth.1))?;
+        // 1. 1×1 expand to 2·hidden.
+        let h = grouped_conv1x1(x, &self.inverted.0, Some(&self.inverted.1), 1)?;
+        // 2. SiLU, depthwise 3×3, GLU: value · silu(gate) (torch.chunk(2, dim=1)).
+        let h = silu_depthwise_conv2d_glu(&h, &self.depth.0, Some(&self.depth.1))?;
         // 3. 1×1 project back, norm, residual.
         let h = grouped_conv1x1(&h, &self.point, None, 1)?;
         Ok((self.norm.forward(&h)? + x)?)

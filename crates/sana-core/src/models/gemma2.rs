@@ -12,7 +12,7 @@
 
 use crate::config::Gemma2Config;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::{apply_rope, causal_attention, rms_norm, rope_cos_sin, CausalAttention};
+use crate::ops::{activation, apply_rope, causal_attention, rms_norm, rope_cos_sin, CausalAttention};
 use crate::weights::{RowSource, Vb};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor};
@@ -137,7 +137,7 @@ impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = self.gate_proj.forward(x)?;
         // candle's `gelu` is the tanh approximation (PyTorch `gelu(approximate="tanh")`).
-        let act = if self.gelu_tanh { gate.gelu()? } else { gate.gelu_erf()? };
+        let act = if self.gelu_tanh { activation::gelu_tanh(&gate)? } else { gate.gelu_erf()? };
         self.down_proj.forward(&(act * self.up_proj.forward(x)?)?)
     }
 }

@@ -16,13 +16,14 @@
 
 use crate::config::SanaTransformerConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::{depthwise_conv2d_glu, relu_linear_attention, rms_norm};
+use crate::ops::softmax::scaled_softmax;
+use crate::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, rms_norm, silu_depthwise_conv2d_glu};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 mod layers;
-use layers::{modulated_layer_norm, CaptionProjection, Linear, PatchEmbed, TimeEmbed};
+use layers::{CaptionProjection, Linear, PatchEmbed, TimeEmbed};
 
 /// diffusers `Attention(qk_norm="rms_norm_across_heads")` builds `RMSNorm(heads·dim_head, eps=1e-5)`.
 const QK_NORM_EPS: f64 = 1e-5;
@@ -132,12 +133,7 @@ impl CrossAttention {
         let split = |t: Tensor, len: usize| t.reshape((b, len, h, hd))?.transpose(1, 2)?.contiguous();
         let (q, k, v) = (split(q, n)?, split(k, s)?, split(v, s)?);
         // 2. softmax(q kᵀ / √hd + bias) in f32: [B, H, N, S].
-        let mut logits = q.matmul(&k.t()?)?.to_dtype(DType::F32)?.affine(1.0 / (hd as f64).sqrt(), 0.0)?;
-        if let Some(bias) = bias {
-            logits = logits.broadcast_add(bias)?;
-        }
-        let e = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?.exp()?;
-        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(v.dtype())?;
+        let p = scaled_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt(), bias)?.to_dtype(v.dtype())?;
         // 3. Weighted values, merge heads, out projection.
         let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h * hd))?;
         self.to_out.forward(&o)
@@ -166,16 +162,16 @@ impl GluMbConv {
         })
     }
 
-    /// x [B, N, D] tokens of an h×w grid (row-major) → [B, N, D] (a transposed view).
+    /// x [B, N, D] tokens of an h×w grid (row-major) → [B, N, D].
     fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let hid = self.hidden;
-        // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N], SiLU.
-        let y = self.conv_inverted.forward_channels(&x.transpose(1, 2)?)?.silu()?;
-        // 2. Depthwise 3×3 on the grid [B, 2·hid, h, w], then torch.chunk(2, dim=1): value · SiLU(gate).
-        let y = depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
-        // 3. 1×1 conv back to D channels, then tokens-major.
-        Ok(self.conv_point.forward_channels(&y.reshape((b, hid, n))?)?.transpose(1, 2)?)
+        // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N].
+        let y = self.conv_inverted.forward_channels(&x.transpose(1, 2)?)?;
+        // 2. SiLU, depthwise 3×3 on the grid [B, 2·hid, h, w], torch.chunk(2, dim=1): value · SiLU(gate).
+        let y = silu_depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
+        // 3. 1×1 conv back to D channels, tokens-major.
+        self.conv_point.forward_channels_to_tokens(&y.reshape((b, hid, n))?)
     }
 }
 
@@ -218,12 +214,12 @@ impl SanaTransformerBlock {
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(3)?, chunk(4)?, chunk(5)?);
         // 2. Self-attention: x += gate_msa · attn1(norm1(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(x, &shift_msa, &scale_msa, self.norm_eps, None)?;
-        let x = (x + self.attn1.forward(&nx)?.broadcast_mul(&gate_msa)?)?;
+        let x = gated_residual(x, &self.attn1.forward(&nx)?, &gate_msa)?;
         // 3. Cross-attention, no pre-norm: x += attn2(x, ctx).
         let x = (&x + self.attn2.forward(&x, ctx, bias)?)?;
         // 4. Mix-FFN on the grid: x += gate_mlp · ff(norm2(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(&x, &shift_mlp, &scale_mlp, self.norm_eps, self.norm2_affine.as_ref())?;
-        Ok((&x + self.ff.forward(&nx, h, w)?.broadcast_mul(&gate_mlp)?)?)
+        gated_residual(&x, &self.ff.forward(&nx, h, w)?, &gate_mlp)
     }
 }
 

@@ -2,7 +2,7 @@
 //! PyTorch: `nn.Conv2d(C, C, k, padding=k // 2, groups=C)`.
 //! candle's grouped conv runs one small conv per group; for 5·C channels that is thousands of calls.
 
-use super::{is_cpu_f32, with_cpu_f32};
+use super::{fastmath, is_cpu_f32, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -56,6 +56,44 @@ pub fn depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) 
     let y = depthwise_conv2d(x, weight, bias)?;
     let c = c2 / 2;
     Ok((y.narrow(1, 0, c)? * y.narrow(1, c, c)?.silu()?)?)
+}
+
+/// GLUMBConv's activation and middle as one op: `depthwise_conv2d_glu(silu(x), weight, bias)`.
+/// On the CPU (f32) each output channel is one task that applies SiLU to its two input planes, convolves
+/// them and writes `value · silu(gate)`: the SiLU'd input and the 2C-channel conv output (each as large
+/// as x) never exist. Elsewhere: `x.silu()`, then [`depthwise_conv2d_glu`].
+pub fn silu_depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, c2, h, w) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
+    ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
+        "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+    if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
+        return depthwise_conv2d_glu(&x.silu()?, weight, bias);
+    }
+    let c = c2 / 2;
+    let bias_v: Vec<f32> = match bias {
+        Some(t) => t.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+        None => vec![0.0; c2],
+    };
+    let wv: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+    let (hw, kk) = (h * w, kh * kh);
+    let out = with_cpu_f32(x, |xs| {
+        let mut out = vec![0f32; b * c * hw];
+        out.par_chunks_mut(hw).enumerate().for_each(|(bc, o)| {
+            let (n, ch) = (bc / c, bc % c);
+            let plane = |k: usize| &xs[(n * c2 + k) * hw..(n * c2 + k + 1) * hw];
+            let (mut act, mut gate) = (vec![0f32; hw], vec![0f32; hw]);
+            // gate = conv(silu(x[C + ch])), then o = conv(silu(x[ch])) · silu(gate).
+            fastmath::silu_into(plane(c + ch), &mut act);
+            conv_plane(&act, &wv[(c + ch) * kk..(c + ch + 1) * kk], bias_v[c + ch], h, w, kh, &mut gate);
+            fastmath::silu_into(plane(ch), &mut act);
+            conv_plane(&act, &wv[ch * kk..(ch + 1) * kk], bias_v[ch], h, w, kh, o);
+            fastmath::mul_silu_in_place(o, &gate);
+        });
+        out
+    })?;
+    Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
 /// One channel plane. The interior runs without bounds checks on the taps; borders clip.
@@ -149,6 +187,26 @@ mod tests {
         assert_eq!(got.dims(), &[b, c / 2, h, w]);
         assert_eq!((got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?, 0.0);
         assert!(depthwise_conv2d_glu(&x.narrow(1, 0, 5)?, &wt.narrow(0, 0, 5)?, None).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn silu_glu_fused_matches_silu_then_glu() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(b, c, h, w, k) in &[(2, 6, 4, 5, 3), (1, 4, 1, 1, 3), (1, 8, 7, 3, 5)] {
+            let x = (Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)? * 3.0)?;
+            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
+            for bias in [Some(&bias), None] {
+                let want = depthwise_conv2d_glu(&x.silu()?, &wt, bias)?;
+                let got = silu_depthwise_conv2d_glu(&x, &wt, bias)?;
+                assert_eq!(got.dims(), &[b, c / 2, h, w]);
+                // Relative to the largest output (values reach ≈ 50; SiLU's exp is within 2 ulp of libm's).
+                let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+                let err = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? / scale;
+                assert!(err < 1e-6, "{:?}: relative error {err}", (b, c, h, w, k));
+            }
+        }
         Ok(())
     }
 }

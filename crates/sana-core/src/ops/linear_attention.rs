@@ -31,31 +31,29 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
     if !(is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v)) {
         return fallback(q, k, v, heads, eps)?.to_dtype(out_dtype).map_err(Into::into);
     }
+    // Per (batch, head): kvᵀ as d rows of d + 1 values, row j = Σₙ relu(kₙ)ⱼ · [vₙ, 1] (V padded with a
+    // one, as diffusers pads it: the last column is ksum). Both phases are then axpy loops over a
+    // contiguous row (they vectorise; a dot product's sequential f32 sum would not).
+    let w = d + 1;
     let kv_all = with_cpu_f32(k, |ks| {
         with_cpu_f32(v, |vs| {
-            // Per (batch, head): kv [d, d] (row i = value dim) and ksum [d].
             (0..b * heads)
                 .into_par_iter()
                 .map(|bh| {
                     let (bi, h) = (bh / heads, bh % heads);
-                    let mut kv = vec![0f32; d * d + d];
+                    let mut kvt = vec![0f32; d * w];
+                    let mut vpad = vec![1f32; w];
                     for t in 0..n {
                         let base = (bi * n + t) * c + h * d;
-                        let kt = &ks[base..base + d];
-                        let vt = &vs[base..base + d];
-                        for i in 0..d {
-                            let vi = vt[i];
-                            let row = &mut kv[i * d..(i + 1) * d];
-                            for j in 0..d {
-                                row[j] += vi * kt[j].max(0.0);
+                        vpad[..d].copy_from_slice(&vs[base..base + d]);
+                        for (row, &kj) in kvt.chunks_exact_mut(w).zip(&ks[base..base + d]) {
+                            let kj = kj.max(0.0);
+                            if kj != 0.0 {
+                                row.iter_mut().zip(&vpad).for_each(|(a, v)| *a += kj * v);
                             }
                         }
-                        let ksum = &mut kv[d * d..];
-                        for j in 0..d {
-                            ksum[j] += kt[j].max(0.0);
-                        }
                     }
-                    kv
+                    kvt
                 })
                 .collect::<Vec<_>>()
         })
@@ -65,22 +63,43 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
         out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
             let bi = bt / n;
             let qrow = &qs[bt * c..(bt + 1) * c];
-            let mut qr = vec![0f32; d];
             for h in 0..heads {
-                let kv = &kv_all[bi * heads + h];
-                for j in 0..d {
-                    qr[j] = qrow[h * d + j].max(0.0);
-                }
-                let den: f32 = kv[d * d..].iter().zip(&qr).map(|(a, b)| a * b).sum::<f32>() + eps as f32;
-                for i in 0..d {
-                    let num: f32 = kv[i * d..(i + 1) * d].iter().zip(&qr).map(|(a, b)| a * b).sum();
-                    o[h * d + i] = num / den;
+                let (kvt, qh, oh) = (&kv_all[bi * heads + h], &qrow[h * d..(h + 1) * d], &mut o[h * d..(h + 1) * d]);
+                match w {
+                    33 => apply_head::<33>(kvt, qh, eps as f32, oh), // d = 32: Sana's DiT and DC-AE
+                    _ => apply_head_any(kvt, qh, eps as f32, oh),
                 }
             }
         });
         out
     })?;
     Ok(Tensor::from_vec(out, (b, n, c), q.device())?.to_dtype(out_dtype)?)
+}
+
+/// One token, one head: acc = Σⱼ relu(q)ⱼ · kvᵀ[j] = [kv·q, ksum·q]; out = acc[..d] / (acc[d] + eps).
+/// With the row width a constant, `acc` lives in registers across the j loop.
+fn apply_head<const W: usize>(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
+    let mut acc = [0f32; W];
+    for (row, &qj) in kvt.chunks_exact(W).zip(q) {
+        let qj = qj.max(0.0);
+        for i in 0..W {
+            acc[i] += qj * row[i];
+        }
+    }
+    let den = acc[W - 1] + eps;
+    out.iter_mut().zip(&acc[..W - 1]).for_each(|(o, a)| *o = a / den);
+}
+
+/// [`apply_head`] for any head dim.
+fn apply_head_any(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
+    let w = q.len() + 1;
+    let mut acc = vec![0f32; w];
+    for (row, &qj) in kvt.chunks_exact(w).zip(q) {
+        let qj = qj.max(0.0);
+        acc.iter_mut().zip(row).for_each(|(a, r)| *a += qj * r);
+    }
+    let den = acc[w - 1] + eps;
+    out.iter_mut().zip(&acc[..w - 1]).for_each(|(o, a)| *o = a / den);
 }
 
 /// Device-agnostic candle version (off-CPU when the CUDA kernel does not apply).

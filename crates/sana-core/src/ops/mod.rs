@@ -2,6 +2,7 @@
 //! (checked against a naive reference in its tests), a CUDA kernel (`cuda.rs`, with the `cuda` feature)
 //! and a candle-op fallback for anything else.
 
+pub mod activation;
 pub mod attention;
 pub mod channel_ops;
 pub mod conv2d;
@@ -9,12 +10,16 @@ pub mod conv2d;
 mod cuda;
 pub mod depthwise_conv;
 pub mod embeddings;
+pub mod fastmath;
 pub mod grouped_conv;
 pub mod linear_attention;
+pub mod modulation;
 pub mod norm;
 pub mod rope;
+pub mod softmax;
 
-pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu};
+pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu, silu_depthwise_conv2d_glu};
+pub use modulation::{gated_residual, modulated_layer_norm};
 pub use linear_attention::relu_linear_attention;
 pub use norm::rms_norm;
 pub use attention::{causal_attention, CausalAttention};

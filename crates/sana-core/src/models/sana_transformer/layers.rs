@@ -5,7 +5,7 @@ use crate::config::SanaTransformerConfig;
 use crate::ops::{embeddings, rms_norm};
 use crate::weights::Vb;
 use crate::Result;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 /// `caption_norm = RMSNorm(inner_dim, eps=1e-5)`.
 const CAPTION_NORM_EPS: f64 = 1e-5;
@@ -45,6 +45,21 @@ impl Linear {
         Ok(y.reshape(out_dims)?)
     }
 
+    /// 1×1 conv from channel-major input to token-major output: x [B, in, N] → (W · x)ᵀ = xᵀ · Wᵀ
+    /// [B, N, out], contiguous, so the residual add that follows reads both operands in order.
+    /// One 2-D GEMM per batch item with both operands read transposed: candle 0.11's batched CPU matmul
+    /// gave wrong results for a transposed lhs with a stride-0 (broadcast) rhs.
+    pub(super) fn forward_channels_to_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let wt = self.weight.t()?;
+        let rows = (0..b).map(|i| x.get(i)?.t()?.matmul(&wt)).collect::<candle_core::Result<Vec<_>>>()?;
+        let y = Tensor::stack(&rows, 0)?;
+        Ok(match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        })
+    }
+
     /// Channel-major 1×1 conv: W · x for x [B, in, N] (any strides) → [B, out, N].
     pub(super) fn forward_channels(&self, x: &Tensor) -> Result<Tensor> {
         let (b, _, _) = x.dims3()?;
@@ -56,20 +71,6 @@ impl Linear {
             None => y,
         })
     }
-}
-
-/// `LayerNorm(x) · (1 + scale) + shift` over the last dim (PyTorch: `norm(x) * (1 + scale) + shift`).
-/// x [B, N, C]; shift, scale [B, 1, C]. The normalisation runs in f32, the modulation in x's dtype.
-pub(super) fn modulated_layer_norm(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64, affine: Option<&(Tensor, Tensor)>) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let xc = xf.broadcast_sub(&xf.mean_keepdim(D::Minus1)?)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let mut y = xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
-    if let Some((w, b)) = affine {
-        y = y.broadcast_mul(w)?.broadcast_add(b)?;
-    }
-    Ok(y.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
 }
 
 // ================================================================================================

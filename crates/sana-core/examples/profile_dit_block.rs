@@ -1,0 +1,81 @@
+//! Where one Sana-600M transformer block spends its time on the CPU: the block's steps, as
+//! `models/sana_transformer.rs` runs them, timed one by one (f32, 32×32 latents, batch 2 = one CFG step,
+//! 300 caption tokens, random weights). Multiply by 28 blocks for a forward.
+//! cargo run --release -p sana-core --example profile_dit_block [-- RUNS]
+use candle_core::{DType, Device, Tensor};
+use sana_core::ops::softmax::scaled_softmax;
+use sana_core::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, silu_depthwise_conv2d_glu};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn main() -> sana_core::Result<()> {
+    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let dev = Device::Cpu;
+    let (b, h, w, d, s) = (2usize, 32usize, 32usize, 1152usize, 300usize);
+    let (n, heads, xheads, xdim, hid) = (h * w, 36usize, 16usize, 72usize, 2880usize);
+    let r = |dims: &[usize], scale: f64| -> sana_core::Result<Tensor> { Ok((Tensor::randn(0f32, 1.0, dims, &dev)? * scale)?) };
+    let lin = |o: usize, i: usize| r(&[o, i], 1.0 / (i as f64).sqrt());
+    let (wq, wk, wv, wo) = (lin(d, d)?, lin(d, d)?, lin(d, d)?, lin(d, d)?);
+    let (cq, ck, cv, co) = (lin(xheads * xdim, d)?, lin(xheads * xdim, d)?, lin(xheads * xdim, d)?, lin(d, xheads * xdim)?);
+    let (w_inv, w_dw, b_dw, w_pt) = (lin(2 * hid, d)?, r(&[2 * hid, 1, 3, 3], 0.3)?, r(&[2 * hid], 0.1)?, lin(d, hid)?);
+    let x = r(&[b, n, d], 1.0)?;
+    let ctx = r(&[b, s, d], 1.0)?;
+    let m = r(&[b, 6, d], 0.1)?;
+    let linear = |x: &Tensor, wt: &Tensor| -> sana_core::Result<Tensor> {
+        let (bb, nn, i) = x.dims3()?;
+        Ok(x.reshape((bb * nn, i))?.matmul(&wt.t()?)?.reshape((bb, nn, wt.dim(0)?))?)
+    };
+    let mut t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut lap = |name: &'static str, t0: &mut Instant| {
+        t.entry(name).or_default().push(t0.elapsed().as_secs_f64());
+        *t0 = Instant::now();
+    };
+    for _ in 0..runs + 1 {
+        let mut t0 = Instant::now();
+        let nx = modulated_layer_norm(&x, &m.narrow(1, 0, 1)?, &m.narrow(1, 1, 1)?, 1e-6, None)?;
+        lap("1 norm1 (modulated)", &mut t0);
+        let (q, k, v) = (linear(&nx, &wq)?, linear(&nx, &wk)?, linear(&nx, &wv)?);
+        lap("2 attn1 q/k/v GEMMs", &mut t0);
+        let a = relu_linear_attention(&q, &k, &v, heads, 1e-15)?;
+        lap("3 attn1 linear attention", &mut t0);
+        let o = linear(&a, &wo)?;
+        lap("4 attn1 out GEMM", &mut t0);
+        let x1 = gated_residual(&x, &o, &m.narrow(1, 2, 1)?)?;
+        lap("5 gated residual 1", &mut t0);
+        let split = |t: Tensor, len: usize| t.reshape((b, len, xheads, xdim))?.transpose(1, 2)?.contiguous();
+        let (cqv, ckv, cvv) = (split(linear(&x1, &cq)?, n)?, split(linear(&ctx, &ck)?, s)?, split(linear(&ctx, &cv)?, s)?);
+        lap("6 attn2 q/k/v GEMMs + head split", &mut t0);
+        let logits = cqv.matmul(&ckv.t()?)?;
+        lap("7 attn2 scores GEMM", &mut t0);
+        let p = scaled_softmax(&logits, 1.0 / (xdim as f64).sqrt(), None)?;
+        lap("7 attn2 softmax", &mut t0);
+        let ao = p.matmul(&cvv)?.transpose(1, 2)?.reshape((b, n, xheads * xdim))?;
+        lap("8 attn2 p·v + head merge", &mut t0);
+        let x2 = (&x1 + linear(&ao, &co)?)?;
+        lap("9 attn2 out GEMM + residual", &mut t0);
+        let nx = modulated_layer_norm(&x2, &m.narrow(1, 3, 1)?, &m.narrow(1, 4, 1)?, 1e-6, None)?;
+        lap("a norm2 (modulated)", &mut t0);
+        let y = w_inv.broadcast_as((b, 2 * hid, d))?.matmul(&nx.transpose(1, 2)?)?;
+        lap("b ff conv_inverted GEMM", &mut t0);
+        let y = silu_depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &w_dw, Some(&b_dw))?;
+        lap("c ff silu + depthwise + GLU", &mut t0);
+        let y = y.reshape((b, hid, n))?;
+        let rows = (0..b).map(|i| y.get(i)?.t()?.matmul(&w_pt.t()?)).collect::<candle_core::Result<Vec<_>>>()?;
+        let y = Tensor::stack(&rows, 0)?;
+        lap("d ff conv_point GEMM", &mut t0);
+        let out = gated_residual(&x2, &y, &m.narrow(1, 5, 1)?)?;
+        lap("e gated residual 2", &mut t0);
+        assert_eq!(out.dtype(), DType::F32);
+    }
+    let mut total = 0.0;
+    println!("one Sana-600M block, 32×32 latents, batch 2, {runs} runs after a warm-up (median ms):");
+    for (name, v) in &mut t {
+        let mut v = v[1..].to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let med = v[v.len() / 2] * 1e3;
+        total += med;
+        println!("  {name:<36} {med:8.1}");
+    }
+    println!("  {:<36} {total:8.1}  (× 28 blocks = {:.1} s)", "block", total * 28.0 / 1e3);
+    Ok(())
+}
