@@ -16,6 +16,11 @@ use rayon::prelude::*;
 /// Upper bound for one band's im2col buffer.
 pub const BAND_BYTES: usize = 32 << 20;
 
+/// Upper bound for each of the per-tap path's input and output band buffers: larger than [`BAND_BYTES`]
+/// so that DC-AE's stages run as one or a few long GEMMs per tap (each band repacks the weights), while
+/// a 1024² decode holds at most 2 × 128 MB for them (unbanded, its first stage took 2 × 0.54 GB).
+pub const TAP_BAND_BYTES: usize = 128 << 20;
+
 /// x: [B, Cin, H, W], weight: [Cout, Cin, k, k] (k odd), bias: [Cout]
 /// → [B, Cout, Ho, Wo] with Ho = (H·up + 2·(k/2) − k) / stride + 1 (likewise Wo).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, up: usize) -> Result<Tensor> {
@@ -87,52 +92,65 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
 }
 
 /// Stride 1, no upsample: the convolution as k² GEMMs, one per tap, over a zero-padded copy of the input,
-/// with no column matrix. With the input padded to Hp × Wp (Wp = W + 2·pad), tap (ky, kx) of output
+/// with no column matrix. In a padded band of input rows (width Wp = W + 2·pad), tap (ky, kx) of output
 /// pixel (y, x) reads padded pixel (y + ky)·Wp + x + kx; over the flat index q = y·Wp + x that is the
-/// matrix [Cin, Q] at offset ky·Wp + kx (row stride: one padded plane). So the output is computed on
-/// the padded width (Q = H·Wp; the last 2·pad columns of each row read across the row edge and are
-/// dropped) and every tap is `out_pad += W[:, :, ky, kx] · x_pad[:, shifted]`. The im2col version wrote
-/// and re-read k²·Cin values per output pixel; here GEMM packs the shifted views itself, in cache.
+/// matrix [Cin, Q] at offset ky·Wp + kx (row stride: one channel's band). So each band of output rows
+/// is computed on the padded width (Q = rows·Wp; the last 2·pad columns of each row read across the row
+/// edge and are dropped) as `out_band += W[:, :, ky, kx] · x_band[:, shifted]` per tap. The im2col
+/// version wrote and re-read k²·Cin values per output pixel; here GEMM packs the shifted views itself,
+/// in cache. Input and output bands each stay under [`TAP_BAND_BYTES`].
 fn conv_taps(xs: &[f32], wv: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usize; 6]) -> Vec<f32> {
     let pad = k / 2;
-    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-    // + k: the last tap of the last (dropped) columns reads up to k − 2 values past the padded plane.
-    let pplane = hp * wp + k;
-    let q = h * wp;
+    let wp = w + 2 * pad;
+    let band_rows = (TAP_BAND_BYTES / (4 * wp * cin.max(cout))).saturating_sub(k - 1).clamp(1, h);
+    // Per input channel: band_rows + k − 1 padded rows, + k: the last tap of the last (dropped) columns
+    // reads up to k − 2 values past them.
+    let xlen = (band_rows + k - 1) * wp + k;
     let mut out = vec![0f32; b * cout * h * w];
-    let mut xpad = vec![0f32; cin * pplane];
-    let mut opad = vec![0f32; cout * q];
+    let mut xband = vec![0f32; cin * xlen];
+    let mut oband = vec![0f32; cout * band_rows * wp];
     for n in 0..b {
         let xn = &xs[n * cin * h * w..(n + 1) * cin * h * w];
-        xpad.par_chunks_mut(pplane).zip(xn.par_chunks(h * w)).for_each(|(dst, src)| {
-            for (y, row) in src.chunks_exact(w).enumerate() {
-                dst[(y + pad) * wp + pad..(y + pad) * wp + pad + w].copy_from_slice(row);
-            }
-        });
-        opad.par_chunks_mut(q).enumerate().for_each(|(co, o)| o.fill(bias[co]));
-        for ky in 0..k {
-            for kx in 0..k {
-                // SAFETY: dst is opad [Cout, Q] row-major. lhs element (co, ci) is wv[(co·Cin + ci)·k² + ky·k + kx]
-                // (row stride Cin·k², column stride k²). rhs element (ci, q) is xpad[ci·pplane + ky·Wp + kx + q],
-                // and ky·Wp + kx + Q − 1 ≤ (k − 1)·Wp + k − 1 + H·Wp − 1 < pplane.
-                unsafe {
-                    gemm::gemm(
-                        cout, q, cin,
-                        opad.as_mut_ptr(), 1, q as isize, true,
-                        wv.as_ptr().add(ky * k + kx), (k * k) as isize, (cin * k * k) as isize,
-                        xpad.as_ptr().add(ky * wp + kx), 1, pplane as isize,
-                        1.0, 1.0, false, false, false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    );
+        let on = &mut out[n * cout * h * w..(n + 1) * cout * h * w];
+        for y0 in (0..h).step_by(band_rows) {
+            let rows = band_rows.min(h - y0);
+            let q = rows * wp;
+            // Band row r holds input row y0 + r − pad (zeros outside the image), shifted right by pad.
+            xband.par_chunks_mut(xlen).zip(xn.par_chunks(h * w)).for_each(|(dst, src)| {
+                dst.fill(0.0);
+                for r in 0..rows + k - 1 {
+                    let iy = (y0 + r) as isize - pad as isize;
+                    if iy >= 0 && (iy as usize) < h {
+                        let iy = iy as usize;
+                        dst[r * wp + pad..r * wp + pad + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
+                    }
+                }
+            });
+            let ob = &mut oband[..cout * q];
+            ob.par_chunks_mut(q).enumerate().for_each(|(co, o)| o.fill(bias[co]));
+            for ky in 0..k {
+                for kx in 0..k {
+                    // SAFETY: dst is `ob` [Cout, Q] row-major. lhs element (co, ci) is
+                    // wv[(co·Cin + ci)·k² + ky·k + kx] (row stride Cin·k², column stride k²). rhs element
+                    // (ci, q) is xband[ci·xlen + ky·Wp + kx + q], and ky·Wp + kx + Q − 1 < xlen.
+                    unsafe {
+                        gemm::gemm(
+                            cout, q, cin,
+                            ob.as_mut_ptr(), 1, q as isize, true,
+                            wv.as_ptr().add(ky * k + kx), (k * k) as isize, (cin * k * k) as isize,
+                            xband.as_ptr().add(ky * wp + kx), 1, xlen as isize,
+                            1.0, 1.0, false, false, false,
+                            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                        );
+                    }
                 }
             }
+            on.par_chunks_mut(h * w).zip(ob.par_chunks(q)).for_each(|(dst, src)| {
+                for y in 0..rows {
+                    dst[(y0 + y) * w..(y0 + y + 1) * w].copy_from_slice(&src[y * wp..y * wp + w]);
+                }
+            });
         }
-        let on = &mut out[n * cout * h * w..(n + 1) * cout * h * w];
-        on.par_chunks_mut(h * w).zip(opad.par_chunks(q)).for_each(|(dst, src)| {
-            for (y, row) in dst.chunks_exact_mut(w).enumerate() {
-                row.copy_from_slice(&src[y * wp..y * wp + w]);
-            }
-        });
     }
     out
 }
@@ -210,6 +228,26 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "{:?}: diff {diff}", (b, cin, cout, h, w, k, s, up));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tap_bands_do_not_change_results() -> Result<()> {
+        // The stride-1 path with more rows than one band holds (TAP_BAND_BYTES / (4·Wp·Cin) − (k − 1)
+        // rows) and a ragged last band, for k = 3 and 5.
+        let dev = Device::Cpu;
+        let (cin, cout, h, w) = (256, 3, 9, 16000);
+        let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
+        for k in [3usize, 5] {
+            let rows = TAP_BAND_BYTES / (4 * (w + k - 1) * cin) - (k - 1);
+            assert!(rows < h && h % rows != 0, "k {k}: {rows} rows per band");
+            let wt = Tensor::randn(0f32, 0.05, (cout, cin, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
+            let got = conv2d(&x, &wt, Some(&bias), 1, 1)?;
+            let want = x.conv2d(&wt, k / 2, 1, 1, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
+            let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(diff < 1e-3, "k {k}: diff {diff}");
         }
         Ok(())
     }
