@@ -174,5 +174,6 @@ export function rows(mode) {
     row('sana-600m', 'pipeline 512², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [512, 512], steps: 2, warmup: 0, runs: 1 }),
     row('dcae-f32c32', 'VAE decode 1024²', { kind: 'vae', batch: 1, latent: [32, 32], warmup: 0, runs: 1 }),
     row('dit-1.6b', 'DiT forward 1024² (32×32)', { ...dit, batch: 2, latent: [32, 32], warmup: 0, runs: 1 }),
+    row('sana-600m', 'pipeline 1024², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [1024, 1024], steps: 2, warmup: 0, runs: 1 }),
   ]
 }
