@@ -50,24 +50,16 @@ gpuTest(`${CASE} on CUDA in float32 matches diffusers within the fixture toleran
   assertClose(t, fp32Image, caseTensor(CASE, 'image_pt').data, c.tolerance.image_pt, 'image_pt')
 })
 
-gpuTest(`${CASE} on CUDA in bfloat16: PSNR ≥ 35 dB against float32`, async (t) => {
-  // Compared with our float32 CUDA image when that test ran first, else with diffusers' float32 image.
-  const want = fp32Image ?? caseTensor(CASE, 'image_pt').data
-  const image = await withPipe({ device: 'cuda', dtype: 'bfloat16' }, async (pipe) =>
-    (await pipe.generate(options())).images.toFloat32Array())
-  const db = psnr(image, want)
-  t.log(`bf16 vs fp32: PSNR ${db.toFixed(1)} dB`)
-  t.true(db >= 35, `PSNR ${db.toFixed(1)} dB < 35 dB`)
-})
-
-gpuTest(`${CASE} on CUDA in float16: PSNR ≥ 35 dB against float32`, async (t) => {
-  const want = fp32Image ?? caseTensor(CASE, 'image_pt').data
-  const image = await withPipe({ device: 'cuda', dtype: 'float16' }, async (pipe) =>
-    (await pipe.generate(options())).images.toFloat32Array())
-  const db = psnr(image, want)
-  t.log(`fp16 vs fp32: PSNR ${db.toFixed(1)} dB`)
-  t.true(db >= 35, `PSNR ${db.toFixed(1)} dB < 35 dB`)
-})
+for (const dtype of ['bfloat16', 'float16']) {
+  gpuTest(`${CASE} on CUDA in ${dtype}: PSNR ≥ 35 dB against float32`, async (t) => {
+    // Compared with our float32 CUDA image when that test ran first, else with diffusers' float32 image.
+    const want = fp32Image ?? caseTensor(CASE, 'image_pt').data
+    const image = await withPipe({ device: 'cuda', dtype }, async (pipe) => (await pipe.generate(options())).images.toFloat32Array())
+    const db = psnr(image, want)
+    t.log(`${dtype} vs float32: PSNR ${db.toFixed(1)} dB`)
+    t.true(db >= 35, `PSNR ${db.toFixed(1)} dB < 35 dB`)
+  })
+}
 
 gpuTest('float16 on CUDA: NaN latents fail with SANA_COMPUTE_ERROR instead of decoding', async (t) => {
   const lat = caseTensor(CASE, 'input_latents')

@@ -4,6 +4,7 @@
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { randn } from './inputs.mjs'
 
 const require = createRequire(import.meta.url)
 const sana = require(resolve(fileURLToPath(new URL('.', import.meta.url)), '..', 'dist', 'index.js'))
@@ -12,21 +13,6 @@ const progress = (o) => process.stderr.write(`progress ${JSON.stringify(o)}\n`)
 const now = () => performance.now() / 1000
 const started = now()
 const overDeadline = () => now() - started > spec.deadlineS
-
-/** Deterministic N(0,1)-ish values (sum of uniforms); only their finiteness matters for timing. */
-function randn(n, seed = 1) {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    let acc = 0
-    for (let k = 0; k < 4; k++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-      acc += s / 2 ** 32
-    }
-    out[i] = (acc - 2) * Math.sqrt(3)
-  }
-  return out
-}
 
 /** Time `fn` (which must return once the GPU is done): `warmup` untimed runs, then up to `runs` timed ones within `budgetS`. */
 async function timeIt(label, fn, { warmup, runs, budgetS }, timesS = []) {

@@ -4,27 +4,13 @@
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { randn } from './inputs.mjs'
 
 const require = createRequire(import.meta.url)
 const sana = require(resolve(fileURLToPath(new URL('.', import.meta.url)), '..', 'dist', 'index.js'))
 const spec = JSON.parse(process.argv[2])
 const progress = (o) => process.stderr.write(`progress ${JSON.stringify(o)}\n`)
 const now = () => performance.now() / 1000
-
-/** N(0,1)-ish values (sum of uniforms; their values do not matter for timing, only that they are finite). */
-function randn(n, seed = 1) {
-  let s = seed >>> 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    let acc = 0
-    for (let k = 0; k < 4; k++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0
-      acc += s / 2 ** 32
-    }
-    out[i] = (acc - 2) * Math.sqrt(3)
-  }
-  return out
-}
 
 /** Token ids spread over the vocabulary, <bos> first (as bench_gemma.rs). */
 const tokenIds = (len, vocab) => Array.from({ length: len }, (_, t) => (t === 0 ? 2 : (t * 7919) % vocab))
