@@ -12,9 +12,9 @@
 // Weights: written once into $SANA_BENCH_CACHE/gpu-sana-600m by benches/gpu_weights.py (bf16 safetensors
 // saved by diffusers/transformers from the real configs), so PyTorch with CUDA is needed for them too.
 import { spawn, spawnSync } from 'node:child_process'
-import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { MODELS, cacheDir, configJson, fixtures, repo } from './plan.mjs'
+import { MODELS, cacheDir, configJson, repo, writePipelineShell } from './plan.mjs'
 import { machineInfo, median } from './report.mjs'
 
 const args = process.argv.slice(2)
@@ -35,9 +35,7 @@ function ensurePipeline() {
     mkdirSync(join(dir, slot), { recursive: true })
     writeFileSync(join(dir, slot, 'config.json'), configJson(MODELS.full[model].config))
   }
-  const tiny = join(fixtures, 'sana-tiny')
-  writeFileSync(join(dir, 'model_index.json'), readFileSync(join(tiny, 'model_index.json')))
-  for (const slot of ['tokenizer', 'scheduler']) cpSync(join(tiny, slot), join(dir, slot), { recursive: true })
+  writePipelineShell(dir)
   log(`writing random bf16 weights into ${dir} …`)
   const r = spawnSync(python, [join(repo, 'benches', 'gpu_weights.py'), dir], { stdio: ['ignore', 'inherit', 'inherit'] })
   if (r.status !== 0) throw new Error(`gpu_weights.py failed (exit ${r.status}); it needs PyTorch, diffusers and transformers`)

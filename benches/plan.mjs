@@ -132,12 +132,17 @@ export function ensureModel(name, { kind, config }, log) {
 export function ensurePipeline(name, parts, modelDirs) {
   const dir = join(cacheDir, `pipeline-${name}`)
   rmSync(dir, { recursive: true, force: true })
+  writePipelineShell(dir)
+  for (const [slot, model] of Object.entries(parts)) symlinkSync(modelDirs[model], join(dir, slot))
+  return dir
+}
+
+/** A pipeline folder's model_index.json, tokenizer and scheduler (the real Gemma tokenizer), from the fixtures. */
+export function writePipelineShell(dir) {
   mkdirSync(dir, { recursive: true })
   const tiny = join(fixtures, 'sana-tiny')
   writeFileSync(join(dir, 'model_index.json'), readFileSync(join(tiny, 'model_index.json')))
   for (const slot of ['tokenizer', 'scheduler']) cpSync(join(tiny, slot), join(dir, slot), { recursive: true })
-  for (const [slot, model] of Object.entries(parts)) symlinkSync(modelDirs[model], join(dir, slot))
-  return dir
 }
 
 // ─── rows ───────────────────────────────────────────────────────────────────────────────────────────────

@@ -29,6 +29,13 @@ def check_loading_info(info, what):
         raise SystemExit(f"{what}: checkpoint does not match the PyTorch model: {json.dumps(bad)[:2000]}")
 
 
+def load(cls, d, **dtype):
+    """`cls.from_pretrained(d)` in float32, checked key by key against the file, in eval mode."""
+    m, info = cls.from_pretrained(d, output_loading_info=True, **dtype)
+    check_loading_info(info, d)
+    return m.eval()
+
+
 def token_ids(length, vocab):
     # As worker-ours.mjs and bench_gemma.rs: ids spread over the vocabulary, <bos> first.
     return [2 if t == 0 else (t * 7919) % vocab for t in range(length)]
@@ -39,9 +46,7 @@ def setup():
     if kind == "transformer":
         from diffusers import SanaTransformer2DModel
 
-        m, info = SanaTransformer2DModel.from_pretrained(d, torch_dtype=torch.float32, output_loading_info=True)
-        check_loading_info(info, d)
-        m.eval()
+        m = load(SanaTransformer2DModel, d, torch_dtype=torch.float32)
         h, w = spec["latent"]
         x = torch.randn(b, 32, h, w)
         e = torch.randn(b, spec["seqLen"], m.config.caption_channels)
@@ -50,18 +55,14 @@ def setup():
     if kind == "vae":
         from diffusers import AutoencoderDC
 
-        m, info = AutoencoderDC.from_pretrained(d, torch_dtype=torch.float32, output_loading_info=True)
-        check_loading_info(info, d)
-        m.eval()
+        m = load(AutoencoderDC, d, torch_dtype=torch.float32)
         h, w = spec["latent"]
         z = torch.randn(b, 32, h, w)
         return lambda: m.decode(z, return_dict=False)[0], m  # no tiling (diffusers' default)
     if kind == "text_encoder":
         from transformers import Gemma2Model
 
-        m, info = Gemma2Model.from_pretrained(d, dtype=torch.float32, output_loading_info=True)
-        check_loading_info(info, d)
-        m.eval()
+        m = load(Gemma2Model, d, dtype=torch.float32)  # transformers ≥ 5 names it dtype
         ids = torch.tensor([token_ids(spec["seqLen"], m.config.vocab_size)] * b)
         mask = torch.ones_like(ids)
         return lambda: m(input_ids=ids, attention_mask=mask).last_hidden_state, m

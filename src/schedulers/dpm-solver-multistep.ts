@@ -12,6 +12,7 @@ import {
   type SchedulerStepOptions,
   type SchedulerStepOutput,
   checkStepCount,
+  flowShift,
   indexForTimestep,
   notReady,
   numpyLinspace,
@@ -164,7 +165,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const { num_train_timesteps: T, flow_shift: shift } = this.config
     // diffusers: alphas = linspace(1, 1/T, n+1); s = 1 − alphas; shifted; flipped; last (σ = 0) dropped.
     const s = numpyLinspace(1, 1 / T, n + 1).map((a) => 1 - a)
-    const shifted = s.map((x) => (shift * x) / (1 + (shift - 1) * x)).reverse().slice(0, n)
+    const shifted = s.map((x) => flowShift(x, shift)).reverse().slice(0, n)
     // Timesteps come from the float64 sigmas (np → int64 truncates); the solver uses float32 sigmas.
     this.#timesteps = shifted.map((x) => Math.trunc(x * T))
     this.#sigmas = [...shifted, 0].map(Math.fround)

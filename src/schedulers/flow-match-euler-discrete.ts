@@ -9,6 +9,7 @@ import {
   type SchedulerStepOptions,
   type SchedulerStepOutput,
   checkStepCount,
+  flowShift,
   indexForTimestep,
   notReady,
   numpyLinspace,
@@ -135,7 +136,7 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
     // diffusers: linspace(σ_max·T, σ_min·T, n)/T in float64, shifted (again), cast to float32.
     const sigmas = numpyLinspace(this.#sigmaMax * T, this.#sigmaMin * T, n)
       .map((t) => t / T)
-      .map((s) => Math.fround((shift * s) / (1 + (shift - 1) * s)))
+      .map((s) => Math.fround(flowShift(s, shift)))
     this.#timesteps = sigmas.map((s) => Math.fround(s * T))
     this.#sigmas = [...sigmas, 0]
     this.#stepIndex = null

@@ -111,6 +111,11 @@ export function checkStepCount(n: unknown, max = Infinity): number {
 // Schedule helpers
 // ---------------------------------------------------------------------------------------------------
 
+/** The flow-matching time shift: shift·σ / (1 + (shift − 1)·σ) (SD3's `time_shift`, Sana's `flow_shift`). */
+export function flowShift(sigma: number, shift: number): number {
+  return (shift * sigma) / (1 + (shift - 1) * sigma)
+}
+
 /**
  * `np.linspace(start, stop, num)` in float64, rounding exactly as numpy does: `i * step + start`,
  * with the last element set to `stop`.

@@ -25,10 +25,7 @@ pub fn rms_norm_channels(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tens
         Some(t) => t.to_dtype(DType::F32)?.to_vec1()?,
         None => vec![1.0; c],
     };
-    let bv: Vec<f32> = match bias {
-        Some(t) => t.to_dtype(DType::F32)?.to_vec1()?,
-        None => vec![0.0; c],
-    };
+    let bv = super::bias_or_zeros(bias, c)?;
     ensure_arg!(wv.len() == c && bv.len() == c, "weight", "norm weight/bias must have {c} entries");
     let mut out = vec![0f32; b * c * hw];
     with_cpu_f32(x, |xs| {

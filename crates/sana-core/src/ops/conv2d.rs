@@ -8,7 +8,8 @@
 //! the column buffer stays under [`BAND_BYTES`], and the ×2 upsample of DC-AE's up blocks never exists
 //! as a tensor (the column builder reads the source pixel `(y / up, x / up)` directly).
 
-use super::{is_cpu_f32, with_cpu_f32};
+use super::gemm::{gemm_acc, Strided};
+use super::{bias_or_zeros, is_cpu_f32, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -30,65 +31,56 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
         "conv weight must be [Cout, {cin}, k, k] with odd k, got {:?}", weight.dims());
     ensure_arg!(stride >= 1 && up >= 1, "stride", "stride ({stride}) and upsample factor ({up}) must be ≥ 1");
     let (k, pad) = (kh, kh / 2);
-    let (hv, wv) = (h * up, w * up);
-    ensure_arg!(hv + 2 * pad >= k && wv + 2 * pad >= k, "x", "input {h}×{w} is smaller than the kernel");
-    let (ho, wo) = ((hv + 2 * pad - k) / stride + 1, (wv + 2 * pad - k) / stride + 1);
+    let (hu, wu) = (h * up, w * up);
+    ensure_arg!(hu + 2 * pad >= k && wu + 2 * pad >= k, "x", "input {h}×{w} is smaller than the kernel");
+    let (ho, wo) = ((hu + 2 * pad - k) / stride + 1, (wu + 2 * pad - k) / stride + 1);
     if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
-        let xu = if up > 1 { x.upsample_nearest2d(hv, wv)? } else { x.clone() };
+        let xu = if up > 1 { x.upsample_nearest2d(hu, wu)? } else { x.clone() };
         let y = xu.conv2d(weight, pad, stride, 1, 1)?;
         return Ok(match bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?,
             None => y,
         });
     }
-    let bias_v: Vec<f32> = match bias {
-        Some(t) => t.to_vec1()?,
-        None => vec![0.0; cout],
-    };
-    let kk = cin * k * k;
-    let wv: Vec<f32> = weight.flatten_all()?.to_vec1()?; // [Cout, kk], row-major
-    if stride == 1 && up == 1 && k > 1 {
-        let out = with_cpu_f32(x, |xs| conv_taps(xs, &wv, &bias_v, [b, cin, cout, h, w, k]))?;
-        return Ok(Tensor::from_vec(out, (b, cout, h, w), x.device())?);
-    }
-    let geo = Geometry { cin, h, w, k, pad, stride, up, wo };
+    let bias_v = bias_or_zeros(bias, cout)?;
+    // The weights are read in place ([Cout, Cin·k·k] row-major), not copied per call.
+    let out = with_cpu_f32(weight, |ws| {
+        with_cpu_f32(x, |xs| {
+            if stride == 1 && up == 1 && k > 1 {
+                conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k])
+            } else {
+                conv_im2col(xs, ws, &bias_v, &Geometry { cin, h, w, k, pad, stride, up, wo }, [b, cout, ho])
+            }
+        })
+    })??;
+    Ok(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?)
+}
+
+/// Any stride and upsample: banded im2col, each band's GEMM adding [Cout, kk] · cols into its block of
+/// output rows in place (row stride Ho·Wo), over an output that starts as the bias. One column buffer
+/// serves every band: no per-band allocation, page faults or copy of the GEMM result.
+fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, ho]: [usize; 3]) -> Vec<f32> {
+    let (cin, h, w, wo) = (geo.cin, geo.h, geo.w, geo.wo);
+    let kk = cin * geo.k * geo.k;
     // Rows of output per band: as many as fit in BAND_BYTES (at least one).
     let band_rows = (BAND_BYTES / (4 * kk * wo).max(1)).clamp(1, ho);
     let plane = ho * wo;
-    // The output starts as the bias; each band's GEMM adds [Cout, kk] · cols into its block of rows, in
-    // place (row stride Ho·Wo). One column buffer serves every band: no per-band allocation, page
-    // faults or copy of the GEMM result.
     let mut out = vec![0f32; b * cout * plane];
-    out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| o.fill(bias_v[i % cout]));
+    out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| o.fill(bias[i % cout]));
     let mut cols = vec![0f32; kk * band_rows * wo];
-    with_cpu_f32(x, |xs| {
-        for n in 0..b {
-            let xn = &xs[n * cin * h * w..(n + 1) * cin * h * w];
-            let on = &mut out[n * cout * plane..(n + 1) * cout * plane];
-            let mut y0 = 0;
-            while y0 < ho {
-                let rows = band_rows.min(ho - y0);
-                let p = rows * wo;
-                // 1. im2col for output rows y0..y0+rows: cols[(ci, ky, kx), pixel].
-                cols[..kk * p].par_chunks_mut(p).enumerate().for_each(|(r, dst)| geo.fill_row(xn, r, y0, rows, dst));
-                // 2. out[:, y0·Wo ..] += W · cols.
-                // SAFETY: dst is Cout rows of p floats at stride `plane` inside `on` (y0·Wo + p ≤ plane);
-                // lhs is [Cout, kk] row-major in `wv`; rhs is [kk, p] row-major in `cols`.
-                unsafe {
-                    gemm::gemm(
-                        cout, p, kk,
-                        on.as_mut_ptr().add(y0 * wo), 1, plane as isize, true,
-                        wv.as_ptr(), 1, kk as isize,
-                        cols.as_ptr(), 1, p as isize,
-                        1.0, 1.0, false, false, false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    );
-                }
-                y0 += rows;
-            }
+    for n in 0..b {
+        let xn = &xs[n * cin * h * w..(n + 1) * cin * h * w];
+        let on = &mut out[n * cout * plane..(n + 1) * cout * plane];
+        for y0 in (0..ho).step_by(band_rows) {
+            let rows = band_rows.min(ho - y0);
+            let p = rows * wo;
+            // 1. im2col for output rows y0..y0+rows: cols[(ci, ky, kx), pixel].
+            cols[..kk * p].par_chunks_mut(p).enumerate().for_each(|(r, dst)| geo.fill_row(xn, r, y0, rows, dst));
+            // 2. out[:, y0·Wo ..] += W · cols.
+            gemm_acc([cout, p, kk], (on, Strided::rows(y0 * wo, plane)), (ws, Strided::rows(0, kk)), (&cols, Strided::rows(0, p)));
         }
-    })?;
-    Ok(Tensor::from_vec(out, (b, cout, ho, wo), x.device())?)
+    }
+    out
 }
 
 /// Stride 1, no upsample: the convolution as k² GEMMs, one per tap, over a zero-padded copy of the input,
@@ -99,7 +91,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
 /// edge and are dropped) as `out_band += W[:, :, ky, kx] · x_band[:, shifted]` per tap. The im2col
 /// version wrote and re-read k²·Cin values per output pixel; here GEMM packs the shifted views itself,
 /// in cache. Input and output bands each stay under [`TAP_BAND_BYTES`].
-fn conv_taps(xs: &[f32], wv: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usize; 6]) -> Vec<f32> {
+fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usize; 6]) -> Vec<f32> {
     let pad = k / 2;
     let wp = w + 2 * pad;
     let band_rows = (TAP_BAND_BYTES / (4 * wp * cin.max(cout))).saturating_sub(k - 1).clamp(1, h);
@@ -130,19 +122,9 @@ fn conv_taps(xs: &[f32], wv: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usi
             ob.par_chunks_mut(q).enumerate().for_each(|(co, o)| o.fill(bias[co]));
             for ky in 0..k {
                 for kx in 0..k {
-                    // SAFETY: dst is `ob` [Cout, Q] row-major. lhs element (co, ci) is
-                    // wv[(co·Cin + ci)·k² + ky·k + kx] (row stride Cin·k², column stride k²). rhs element
-                    // (ci, q) is xband[ci·xlen + ky·Wp + kx + q], and ky·Wp + kx + Q − 1 < xlen.
-                    unsafe {
-                        gemm::gemm(
-                            cout, q, cin,
-                            ob.as_mut_ptr(), 1, q as isize, true,
-                            wv.as_ptr().add(ky * k + kx), (k * k) as isize, (cin * k * k) as isize,
-                            xband.as_ptr().add(ky * wp + kx), 1, xlen as isize,
-                            1.0, 1.0, false, false, false,
-                            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                        );
-                    }
+                    // lhs (co, ci) = W[co, ci, ky, kx]; rhs (ci, q) = xband[ci·xlen + ky·Wp + kx + q].
+                    let lhs = Strided { offset: ky * k + kx, rs: cin * k * k, cs: k * k };
+                    gemm_acc([cout, q, cin], (&mut *ob, Strided::rows(0, q)), (ws, lhs), (&xband, Strided::rows(ky * wp + kx, xlen)));
                 }
             }
             on.par_chunks_mut(h * w).zip(ob.par_chunks(q)).for_each(|(dst, src)| {

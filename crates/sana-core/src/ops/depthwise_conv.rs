@@ -2,7 +2,7 @@
 //! PyTorch: `nn.Conv2d(C, C, k, padding=k // 2, groups=C)`.
 //! candle's grouped conv runs one small conv per group; for 5·C channels that is thousands of calls.
 
-use super::{fastmath, is_cpu_f32, with_cpu_f32};
+use super::{bias_or_zeros, fastmath, is_cpu_f32, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -24,19 +24,17 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
             None => y,
         });
     }
-    let bias_v: Vec<f32> = match bias {
-        Some(t) => t.to_vec1()?,
-        None => vec![0.0; c],
-    };
-    let wv: Vec<f32> = weight.flatten_all()?.to_vec1()?;
-    let out = with_cpu_f32(x, |xs| {
-        let mut out = vec![0f32; b * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each(|(bc, o)| {
-            let ch = bc % c;
-            conv_plane(&xs[bc * h * w..(bc + 1) * h * w], &wv[ch * kh * kh..(ch + 1) * kh * kh], bias_v[ch], h, w, kh, o);
-        });
-        out
-    })?;
+    let bias_v = bias_or_zeros(bias, c)?;
+    let out = with_cpu_f32(weight, |wv| {
+        with_cpu_f32(x, |xs| {
+            let mut out = vec![0f32; b * c * h * w];
+            out.par_chunks_mut(h * w).enumerate().for_each(|(bc, o)| {
+                let ch = bc % c;
+                conv_plane(&xs[bc * h * w..(bc + 1) * h * w], &wv[ch * kh * kh..(ch + 1) * kh * kh], bias_v[ch], h, w, kh, o);
+            });
+            out
+        })
+    })??;
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
@@ -72,13 +70,9 @@ pub fn silu_depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tens
         return depthwise_conv2d_glu(&x.silu()?, weight, bias);
     }
     let c = c2 / 2;
-    let bias_v: Vec<f32> = match bias {
-        Some(t) => t.to_dtype(candle_core::DType::F32)?.to_vec1()?,
-        None => vec![0.0; c2],
-    };
-    let wv: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+    let bias_v = bias_or_zeros(bias, c2)?;
     let (hw, kk) = (h * w, kh * kh);
-    let out = with_cpu_f32(x, |xs| {
+    let out = with_cpu_f32(weight, |wv| with_cpu_f32(x, |xs| {
         let mut out = vec![0f32; b * c * hw];
         out.par_chunks_mut(hw).enumerate().for_each(|(bc, o)| {
             let (n, ch) = (bc / c, bc % c);
@@ -92,7 +86,7 @@ pub fn silu_depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tens
             fastmath::mul_silu_in_place(o, &gate);
         });
         out
-    })?;
+    }))??;
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 

@@ -11,6 +11,7 @@ mod cuda;
 pub mod depthwise_conv;
 pub mod embeddings;
 pub mod fastmath;
+mod gemm;
 pub mod grouped_conv;
 pub mod linear_attention;
 pub mod modulation;
@@ -40,6 +41,14 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result
         }
         _ => Err(candle_core::Error::Msg("with_cpu_f32 called on a non-CPU tensor".into()).into()),
     }
+}
+
+/// A per-channel bias as f32 values, or `n` zeros without one (the CPU conv paths add it to every pixel).
+pub(crate) fn bias_or_zeros(bias: Option<&Tensor>, n: usize) -> Result<Vec<f32>> {
+    Ok(match bias {
+        Some(t) => t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?,
+        None => vec![0.0; n],
+    })
 }
 
 /// True when the fast CPU path applies (CPU device, f32).
