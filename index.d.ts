@@ -119,11 +119,10 @@ export declare class NativeTransformer {
   /** One loaded tensor by checkpoint name (shares memory with the model). */
   getWeight(name: string): NativeTensor
   /**
-   * One denoiser call: latents [B, C, H, W], caption embeddings [B, S, caption], timestep [B]
-   * (optional mask [B, S]: 1 keep, 0 drop; guidance [B] for Sprint, already scaled) → [B, out, H, W]
-   * in the model dtype. Inputs are cast to the model dtype; the timestep and guidance stay f32.
+   * One denoiser call → [B, out_channels, H, W] in the model dtype (sana-core casts the inputs to it;
+   * the timestep and guidance embeddings are computed in f32).
    */
-  forward(hiddenStates: NativeTensor, encoderHiddenStates: NativeTensor, timestep: NativeTensor, encoderAttentionMask?: NativeTensor | undefined | null, guidance?: NativeTensor | undefined | null): Promise<unknown>
+  forward(input: NativeTransformerInput): Promise<unknown>
 }
 export type JsTransformer = NativeTransformer
 
@@ -183,4 +182,23 @@ export interface NativeTensorInfo {
   /** Dtype after load-time conversion (`float32`, …). */
   dtype: string
   file: string
+}
+
+/**
+ * Inputs of one `NativeTransformer.forward` call (diffusers' `forward` arguments). Read from JS only:
+ * the tensor fields borrow the JS `NativeTensor` instances for the duration of the call.
+ */
+export interface NativeTransformerInput {
+  /** Latents [B, in_channels, H, W]. */
+  hiddenStates: NativeTensor
+  /** Caption embeddings [B, S, caption_channels]. */
+  encoderHiddenStates: NativeTensor
+  /** [B] float timesteps. */
+  timestep: NativeTensor
+  /** [B, S]: 1 keep, 0 drop. Defaults to attending to every caption token. */
+  encoderAttentionMask?: NativeTensor
+  /** [B] guidance for guidance-embedding models (Sprint), already times `guidance_embeds_scale`. */
+  guidance?: NativeTensor
+  /** ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none. */
+  controlnetBlockSamples?: Array<NativeTensor>
 }
