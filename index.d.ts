@@ -41,6 +41,8 @@ export declare class NativeTensor {
   static fromInt32Array(data: Int32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
   /** Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' common device (the scheduler's update step). */
   static linearCombination(tensors: Array<NativeTensor>, coeffs: Array<number>): NativeTensor
+  /** `(1 − mask)·keep + mask·repaint` in f32, mask [1|B, 1, H, W] broadcast (the inpainting blend). */
+  static maskedBlend(keep: NativeTensor, repaint: NativeTensor, mask: NativeTensor): NativeTensor
   /**
    * Concatenate along `dim` (e.g. the CFG batch: negative first, then positive), on the tensors'
    * common device (the first accelerator among them, else the CPU).
