@@ -222,3 +222,33 @@ test.serial('--help, <command> --help and --version', async (t) => {
   t.is(v.code, 0)
   t.is(v.stdout, `${PKG.version}\n`)
 })
+
+test('generate --image --mask --strength --preview: inpainting from the command line, with a live preview file', async (t) => {
+  const dir = tempDir(t)
+  const { WAVE2 } = await import('./helpers/paths.mjs')
+  const inputs = join(WAVE2, 'inputs')
+  const out = join(dir, 'out.png')
+  const preview = join(dir, 'preview', 'live.png')
+  const r = await sana(['generate', 'a red hot air balloon', '--model', SANA_TINY, '--image', join(inputs, 'init_256x320.png'),
+    '--mask', join(inputs, 'mask_256x320.png'), '--strength', '0.8', '--steps', '3', '--seed', '1', '--preview', preview, '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const png = readPng(readFileSync(out))
+  t.deepEqual([png.width, png.height], [320, 256]) // the image's size
+  const live = readPng(readFileSync(preview))
+  t.deepEqual([live.width, live.height], [320, 256])
+  t.false(existsSync(join(dir, 'preview', '.live.png.part')), 'the temporary preview file is renamed into place')
+  // The same call through the library gives the same pixels.
+  const pipe = await SanaPipeline.load(SANA_TINY)
+  const lib = await pipe.generate({ prompt: 'a red hot air balloon', image: join(inputs, 'init_256x320.png'), maskImage: join(inputs, 'mask_256x320.png'), strength: 0.8, numInferenceSteps: 3, seed: 1 })
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(png.data))
+  pipe.dispose()
+})
+
+test('generate: --mask or --strength without --image is a usage error', async (t) => {
+  const mask = await sana(['generate', PROMPT, ...SMALL, '--mask', 'm.png'])
+  failsWith(t, mask, 2, 'SANA_INVALID_ARGUMENT', '--mask needs --image')
+  const strength = await sana(['generate', PROMPT, ...SMALL, '--strength', '0.5'])
+  failsWith(t, strength, 2, 'SANA_INVALID_ARGUMENT', '--strength needs --image')
+  const bad = await sana(['generate', PROMPT, ...SMALL.slice(0, 2), '--image', join(tempDir(t), 'missing.png'), '--steps', '1'])
+  failsWith(t, bad, 1, 'SANA_NOT_FOUND', 'missing.png')
+})
