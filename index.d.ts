@@ -175,6 +175,18 @@ export interface NativeLoadOptions {
   variant?: string
 }
 
+/**
+ * PAG (diffusers' `SanaPAGPipeline`): in the listed blocks, attn1 of the last `perturbedRows` batch rows
+ * becomes identity attention `to_out(to_v(x))`; those blocks skip `norm_q`/`norm_k` on every row, as
+ * diffusers' PAG processors do.
+ */
+export interface NativePagInput {
+  /** 0-based indices of `transformer_blocks`. */
+  layers: Array<number>
+  /** Trailing batch rows that are perturbed (the perturbed copies), 0 < perturbedRows < batch. */
+  perturbedRows: number
+}
+
 /** One checkpoint tensor as stored and as loaded. */
 export interface NativeTensorInfo {
   name: string
@@ -203,4 +215,6 @@ export interface NativeTransformerInput {
   guidance?: NativeTensor
   /** ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none. */
   controlnetBlockSamples?: Array<NativeTensor>
+  /** Perturbed-attention guidance for this call. Defaults to none. */
+  pag?: NativePagInput
 }

@@ -11,6 +11,7 @@ export {
   type LoadOptions,
   type TensorInfo,
   type TransformerInput,
+  type PagInput,
   type TilingOptions,
 } from './components'
 export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
@@ -23,6 +24,7 @@ export {
   type EncodePromptOptions,
   type PromptEmbeddings,
 } from './pipeline'
+export { pagLayerIndices } from './pag'
 export { GemmaTokenizer, type Encoding, type EncodeOptions } from './tokenizer'
 export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions } from './prompt'
 export { parsePythonJson } from './json'

@@ -5,14 +5,12 @@ import { SANA_TINY } from './paths.mjs'
 import { decodeTensor, readSafetensors } from './safetensors.mjs'
 
 /**
- * One reference set (a `reference/` folder with reference.json + reference.safetensors): its manifest, cases and
- * tensors, each file read once. The wave-1 set is the default export below; wave 2 uses `referenceAt` too.
+ * One reference set: a manifest (reference.json, strict JSON: non-finite numbers appear as strings) and
+ * its reference.safetensors, both read once.
  */
-export function referenceAt(refDir) {
+export function referenceSet(refDir) {
   let manifestCache, fileCache
   const set = {
-    dir: refDir,
-    /** reference.json (strict JSON: non-finite numbers appear as strings). */
     manifest() {
       manifestCache ??= JSON.parse(readFileSync(join(refDir, 'reference.json'), 'utf8'))
       return manifestCache
@@ -41,11 +39,12 @@ export function referenceAt(refDir) {
   return set
 }
 
-const wave1 = referenceAt(join(SANA_TINY, 'reference'))
-export const manifest = () => wave1.manifest()
-export const caseOf = (name) => wave1.caseOf(name)
-export const ref = (key) => wave1.ref(key)
-export const caseTensor = (caseName, role) => wave1.caseTensor(caseName, role)
+/** The wave-1 reference (sana-tiny/reference). */
+const wave1 = referenceSet(join(SANA_TINY, 'reference'))
+export const manifest = wave1.manifest
+export const caseOf = wave1.caseOf
+export const ref = wave1.ref
+export const caseTensor = wave1.caseTensor
 
 /** Rows of an int64 [B, L] reference as number[][]. */
 export function rows(t) {

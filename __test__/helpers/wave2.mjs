@@ -1,15 +1,20 @@
 // The wave-2 fixtures (img2img, inpainting, Sprint img2img, ControlNet, PAG, LoRA, DC-AE-Lite): the reference
-// set and its input files, plus a per-step/final/image/PNG check shared by every wave-2 e2e test.
+// set (through the same reader as wave 1; manifest paths are relative to wave2/), its input files, and a
+// per-step/final/image/PNG check shared by every wave-2 e2e test.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tensor } from '../../dist/index.js'
 import { stepSlice } from './fixtures.mjs'
 import { WAVE2 } from './paths.mjs'
 import { readPng } from './png.mjs'
-import { assertClose, referenceAt } from './reference.mjs'
+import { assertClose, referenceSet } from './reference.mjs'
 
 export { WAVE2 }
-export const wave2 = referenceAt(join(WAVE2, 'reference'))
+export const wave2 = referenceSet(join(WAVE2, 'reference'))
+export const { manifest, caseOf, ref, caseTensor } = wave2
+
+/** A folder named in the wave-2 manifest (`model_dir`, `transformer_dir`, …) as an absolute path. */
+export const wave2Path = (relative) => join(WAVE2, relative)
 /** A file of wave2/inputs. */
 export const input = (name) => join(WAVE2, 'inputs', name)
 /** A reference tensor of a wave-2 case as a native Tensor. */

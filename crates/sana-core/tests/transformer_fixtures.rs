@@ -23,6 +23,7 @@ fn input(case_name: &str) -> TransformerInput {
         encoder_attention_mask: Some(case_tensor(case_name, "encoder_attention_mask")),
         guidance: has_guidance.then(|| case_tensor(case_name, "guidance")),
         controlnet_block_samples: None,
+        pag: None,
     }
 }
 
@@ -204,9 +205,44 @@ fn spatial_size_must_be_a_multiple_of_the_patch() {
         encoder_attention_mask: None,
         guidance: None,
         controlnet_block_samples: None,
+        pag: None,
     };
     let out = model.forward(&inp).unwrap();
     assert_eq!(out.dims(), &[1, 4, 6, 4]);
     inp.hidden_states = Tensor::randn(0f32, 1.0, (1, 4, 6, 5), &dev).unwrap();
     expect_invalid(&model, &inp, "hiddenStates");
+}
+
+/// PAG arguments are checked and named `pag`.
+#[test]
+fn pag_arguments_are_checked() {
+    use sana_core::models::sana_transformer::PagInput;
+    let model = load("transformer_square"); // 2 blocks, batch 2
+    let mut inp = input("transformer_square");
+    for (layers, perturbed_rows) in [(vec![2], 1), (vec![], 1), (vec![1], 0), (vec![1], 2)] {
+        inp.pag = Some(PagInput { layers, perturbed_rows });
+        expect_invalid(&model, &inp, "pag");
+    }
+}
+
+/// diffusers' PAG processors skip norm_q/norm_k: on a qk-norm model (Sana 1.5) a PAG layer changes the
+/// unperturbed row too, on a model without qk-norm that row is the plain forward.
+#[test]
+fn pag_skips_qk_norm_like_diffusers() {
+    use sana_core::models::sana_transformer::PagInput;
+    let unperturbed_change = |case_name: &str| {
+        let model = load(case_name);
+        let mut inp = input(case_name);
+        let plain = model.forward(&inp).unwrap().narrow(0, 0, 1).unwrap();
+        inp.pag = Some(PagInput { layers: vec![1], perturbed_rows: 1 });
+        let pag = model.forward(&inp).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let perturbed = diff(&pag.narrow(0, 1, 1).unwrap(), &model.forward(&input(case_name)).unwrap().narrow(0, 1, 1).unwrap());
+        assert!(perturbed > 1e-2, "{case_name}: the perturbed row did not change ({perturbed})");
+        diff(&pag.narrow(0, 0, 1).unwrap(), &plain)
+    };
+    let plain_model = unperturbed_change("transformer_square");
+    assert!(plain_model < 1e-5, "no qk-norm: unperturbed row changed by {plain_model}");
+    let qk_norm_model = unperturbed_change("transformer_sana15_square");
+    assert!(qk_norm_model > 1e-3, "qk-norm: unperturbed row should lose norm_q/norm_k, changed by only {qk_norm_model}");
 }

@@ -6,7 +6,7 @@ use crate::tensor::JsTensor;
 use napi::bindgen_prelude::{AsyncTask, ClassInstance};
 use napi_derive::napi;
 use sana_core::config::SanaTransformerConfig;
-use sana_core::models::sana_transformer::{SanaTransformer2DModel, TransformerInput};
+use sana_core::models::sana_transformer::{PagInput, SanaTransformer2DModel, TransformerInput};
 use sana_core::Tensor;
 
 crate::component_class!(JsTransformer, "NativeTransformer", SanaTransformerConfig, ComponentKind::Transformer, SanaTransformer2DModel);
@@ -27,6 +27,19 @@ pub struct NativeTransformerInput<'a> {
     pub guidance: Option<ClassInstance<'a, JsTensor>>,
     /// ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none.
     pub controlnet_block_samples: Option<Vec<ClassInstance<'a, JsTensor>>>,
+    /// Perturbed-attention guidance for this call. Defaults to none.
+    pub pag: Option<NativePagInput>,
+}
+
+/// PAG (diffusers' `SanaPAGPipeline`): in the listed blocks, attn1 of the last `perturbedRows` batch rows
+/// becomes identity attention `to_out(to_v(x))`; those blocks skip `norm_q`/`norm_k` on every row, as
+/// diffusers' PAG processors do.
+#[napi(object)]
+pub struct NativePagInput {
+    /// 0-based indices of `transformer_blocks`.
+    pub layers: Vec<u32>,
+    /// Trailing batch rows that are perturbed (the perturbed copies), 0 < perturbedRows < batch.
+    pub perturbed_rows: u32,
 }
 
 /// Clones share storage with the JS tensors; sana-core casts them to the model's device and dtype.
@@ -39,6 +52,7 @@ impl From<NativeTransformerInput<'_>> for TransformerInput {
             encoder_attention_mask: i.encoder_attention_mask.map(|m| m.inner.clone()),
             guidance: i.guidance.map(|g| g.inner.clone()),
             controlnet_block_samples: i.controlnet_block_samples.map(|s| s.iter().map(|t| t.inner.clone()).collect()),
+            pag: i.pag.map(|p| PagInput { layers: p.layers.iter().map(|&l| l as usize).collect(), perturbed_rows: p.perturbed_rows as usize }),
         }
     }
 }
