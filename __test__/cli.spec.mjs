@@ -252,3 +252,15 @@ test('generate: --mask or --strength without --image is a usage error', async (t
   const bad = await sana(['generate', PROMPT, ...SMALL.slice(0, 2), '--image', join(tempDir(t), 'missing.png'), '--steps', '1'])
   failsWith(t, bad, 1, 'SANA_NOT_FOUND', 'missing.png')
 })
+
+test('generate --pag-scale --pag-layers: the same image as the library call', async (t) => {
+  const dir = tempDir(t)
+  const out = join(dir, 'pag.png')
+  const r = await sana(['generate', PROMPT, ...SMALL, '--pag-scale', '3', '--pag-layers', '1', '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const pipe = await SanaPipeline.load(SANA_TINY)
+  const lib = await pipe.generate({ ...LIBRARY, pagScale: 3, pagAppliedLayers: [1] })
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(readPng(readFileSync(out)).data))
+  pipe.dispose()
+  failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--pag-layers', '1']), 2, 'SANA_INVALID_ARGUMENT', '--pag-layers needs --pag-scale')
+})

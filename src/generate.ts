@@ -321,7 +321,6 @@ export function resolveOptions(o: GenerateOptions, t: PipelineTraits): ResolvedO
   const pagScale = finiteNumber('pagScale', o.pagScale, 0, { min: 0 })
   const pagAdaptive = finiteNumber('pagAdaptiveScale', o.pagAdaptiveScale, 0, { min: 0 })
   if (pagScale > 0 && t.sprint) throw conflict('pagScale', 'is not supported by Sprint pipelines: PAG is available for base Sana')
-  if (pagScale > 0) throw conflict('pagScale', 'needs the transformer\'s PAG support, which is not in this build yet')
   const spec = o.pagAppliedLayers ?? 'transformer_blocks.0'
   const specOk = typeof spec === 'string' || (Array.isArray(spec) && spec.length > 0 && (spec.every((x) => typeof x === 'string') || spec.every((x) => Number.isInteger(x))))
   if (!specOk) throw invalidArgument('pagAppliedLayers', 'a regex string, an array of them, or an array of block indices', spec)

@@ -92,9 +92,17 @@ function readArgs(args: ParsedArgs) {
       image: stringOption(args, 'image'),
       maskImage: stringOption(args, 'mask'),
       strength: numberOption(args, 'strength', 0),
+      pagScale: numberOption(args, 'pag-scale', 0),
+      pagAppliedLayers: pagLayers(stringOption(args, 'pag-layers')),
     },
     preview: stringOption(args, 'preview'),
   }
+}
+
+/** `--pag-layers 8,9` → block indices; anything else is one diffusers-style pattern (`transformer_blocks.8`). */
+function pagLayers(v: string | undefined): string | number[] | undefined {
+  if (v === undefined) return undefined
+  return /^\d+(,\d+)*$/.test(v) ? v.split(',').map(Number) : v
 }
 
 /** Check the options that only make sense together, in CLI terms. */
@@ -103,6 +111,7 @@ function checkCombinations(a: ReturnType<typeof readArgs>): void {
     if (a.generate.maskImage !== undefined) throw new UsageError('--mask needs --image (the picture to repaint)')
     if (a.generate.strength !== undefined) throw new UsageError('--strength needs --image')
   }
+  if (a.generate.pagAppliedLayers !== undefined && !a.generate.pagScale) throw new UsageError('--pag-layers needs --pag-scale > 0')
 }
 
 /** `--preview out.png`: rewrite one file with each step's preview, atomically (write a temp file, rename). */
@@ -142,6 +151,8 @@ export const generate: Command = {
     image: { type: 'string', valueName: 'in.png', description: 'img2img: start from this PNG/JPEG/WebP (resized to --width/--height, else to a multiple of 32).' },
     mask: { type: 'string', valueName: 'mask.png', description: "Inpainting (with --image): white = repaint, black = keep; the image's size." },
     strength: { type: 'string', valueName: 'X', description: 'img2img/inpainting strength in (0, 1]: how much of the schedule runs. Defaults to 0.6.' },
+    'pag-scale': { type: 'string', valueName: 'X', description: 'Perturbed-attention guidance scale (e.g. 2 or 3; base Sana). Defaults to 0 (off).' },
+    'pag-layers': { type: 'string', valueName: 'i,j|pattern', description: 'PAG blocks: indices, or a diffusers pattern like transformer_blocks.8. Defaults to transformer_blocks.0.' },
     preview: { type: 'string', valueName: 'file.png', description: 'Rewrite this PNG with a preview after every step (≤ 512 px). Defaults to none.' },
   },
   epilog: [
@@ -150,6 +161,7 @@ export const generate: Command = {
     '  sana generate "a lighthouse at dusk" --model ./Sana_600M_1024px_diffusers --steps 20 --width 1024 --height 768',
     '  sana generate "a cabin in winter, oil painting" --image cabin.png --strength 0.6 -o winter.png',
     '  sana generate "a red hot air balloon" --image sky.png --mask balloon-mask.png --strength 1 -o balloon.png',
+    '  sana generate "a cute panda eating bamboo, ink drawing" --pag-scale 2 --pag-layers 8 -o panda.png',
     '',
     'Progress goes to stderr; the summary line (time per step, total, files, seed) to stdout. Ctrl-C stops after the current step.',
   ].join('\n'),

@@ -86,6 +86,8 @@ export function sanaRecipe(p: SanaRecipeParts): Recipe {
         encoderAttentionMask: guidance.text.mask,
         timestep,
       }
+      const pag = guidance.pagInput(b)
+      if (pag) input.pag = pag
       if (p.controlnet) {
         const { model, cond, scale } = p.controlnet
         input.controlnetBlockSamples = await model.forward({
