@@ -1,4 +1,5 @@
-//! AutoencoderDC against the diffusers references in ../shared/fixtures (sana-tiny/vae).
+//! AutoencoderDC against the diffusers references in ../shared/fixtures: the DC-AE-f32c32 structure
+//! (sana-tiny/vae) and the DC-AE-Lite one (wave2/dc-ae-lite-tiny: ResBlock-only decoder, empty stage 0).
 
 mod common;
 
@@ -9,13 +10,20 @@ use sana_core::models::component::{BuildModel, Component, ComponentKind, LoadOpt
 use sana_core::{SanaError, Tensor};
 use std::sync::OnceLock;
 
+fn load(dir: &str) -> AutoencoderDC {
+    let c = Component::<AutoencoderDCConfig>::load(ComponentKind::Vae, &fixtures().join(dir), &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("load {dir}: {e}"));
+    AutoencoderDC::build(&c).expect("build AutoencoderDC")
+}
+
 fn vae() -> &'static AutoencoderDC {
     static M: OnceLock<AutoencoderDC> = OnceLock::new();
-    M.get_or_init(|| {
-        let c = Component::<AutoencoderDCConfig>::load(ComponentKind::Vae, &fixtures().join("sana-tiny/vae"), &LoadOptions::default())
-            .expect("load sana-tiny/vae");
-        AutoencoderDC::build(&c).expect("build AutoencoderDC")
-    })
+    M.get_or_init(|| load("sana-tiny/vae"))
+}
+
+fn lite() -> &'static AutoencoderDC {
+    static M: OnceLock<AutoencoderDC> = OnceLock::new();
+    M.get_or_init(|| load("wave2/dc-ae-lite-tiny"))
 }
 
 fn untiled() -> DecodeOptions {
@@ -23,8 +31,12 @@ fn untiled() -> DecodeOptions {
 }
 
 fn check_decode(case: &str) -> f64 {
+    check_decode_with(vae(), case)
+}
+
+fn check_decode_with(m: &AutoencoderDC, case: &str) -> f64 {
     let z = case_tensor(case, "z");
-    let got = vae().decode(&z, &untiled()).unwrap();
+    let got = m.decode(&z, &untiled()).unwrap();
     let (atol, rtol) = tolerance(case);
     let err = assert_close(case, &got, &case_tensor(case, "image"), atol, rtol);
     println!("{case}: max abs err {err:.3e} (atol {atol:e}, rtol {rtol:e})");
@@ -32,8 +44,12 @@ fn check_decode(case: &str) -> f64 {
 }
 
 fn check_encode(case: &str) -> f64 {
+    check_encode_with(vae(), case)
+}
+
+fn check_encode_with(m: &AutoencoderDC, case: &str) -> f64 {
     let x = case_tensor(case, "image");
-    let got = vae().encode(&x).unwrap();
+    let got = m.encode(&x).unwrap();
     let (atol, rtol) = tolerance(case);
     let err = assert_close(case, &got, &case_tensor(case, "latent"), atol, rtol);
     println!("{case}: max abs err {err:.3e} (atol {atol:e}, rtol {rtol:e})");
@@ -68,6 +84,21 @@ fn vae_encode_square() {
 #[test]
 fn vae_encode_tiny_quadratic() {
     check_encode("vae_encode_tiny_quadratic");
+}
+
+#[test]
+fn dcae_lite_decode_square() {
+    check_decode_with(lite(), "dcae_lite_decode_square");
+}
+
+#[test]
+fn dcae_lite_decode_nonsquare_b2() {
+    check_decode_with(lite(), "dcae_lite_decode_nonsquare_b2");
+}
+
+#[test]
+fn dcae_lite_encode_nonsquare() {
+    check_encode_with(lite(), "dcae_lite_encode_nonsquare");
 }
 
 fn max_abs(t: &Tensor) -> f32 {
