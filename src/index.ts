@@ -30,3 +30,18 @@ export * from './schedulers'
 export * from './postprocess'
 export { resolveModel, listCachedModels, type ResolveModelOptions, type CacheOptions, type DownloadProgress, type CachedModel, type CachedRevision } from './hub'
 export { SanaImage, type PngMetadata, type SanaImageInit } from './png'
+export {
+  estimateMemory,
+  availableMemory,
+  assertFits,
+  transformerActivations,
+  textEncoderActivations,
+  MODEL_PRESETS,
+  type ModelPreset,
+  type ModelConfigs,
+  type MemoryDType,
+  type MemoryEstimateOptions,
+  type MemoryEstimate,
+  type AvailableMemory,
+  type AssertFitsOptions,
+} from './memory'

@@ -12,8 +12,12 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
         std::io::ErrorKind::NotFound => SanaError::not_found("file", path),
         _ => SanaError::Io { path: path.to_path_buf(), source: e },
     })?;
-    let text = replace_nonfinite(&text);
-    serde_json::from_str(&text).map_err(|e| SanaError::InvalidJson { path: path.to_path_buf(), msg: e.to_string() })
+    parse_json_str(&text, &path.display().to_string())
+}
+
+/// [`read_json`] for JSON text from elsewhere (`what` names it in errors).
+pub fn parse_json_str(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(&replace_nonfinite(text)).map_err(|e| SanaError::InvalidJson { path: what.into(), msg: e.to_string() })
 }
 
 /// Replace bare NaN / Infinity / -Infinity outside strings with `null`.
@@ -72,10 +76,15 @@ pub fn load_config<T: for<'de> Deserialize<'de> + ValidateConfig>(dir: &Path, ex
             });
         }
     }
+    parse_config(json, &path)
+}
+
+/// A parsed config value → `T`, validated; `path` names the source in errors (a file, or e.g. `<vae config>`).
+pub fn parse_config<T: for<'de> Deserialize<'de> + ValidateConfig>(json: serde_json::Value, path: &Path) -> Result<T> {
     // serde_path_to_error names the offending key ("decoder_block_out_channels: invalid type …").
     let cfg: T = serde_path_to_error::deserialize(json)
-        .map_err(|e| SanaError::InvalidConfig { path: path.clone(), msg: format!("{}: {}", e.path(), e.inner()) })?;
-    cfg.validate(&path)
+        .map_err(|e| SanaError::InvalidConfig { path: path.to_path_buf(), msg: format!("{}: {}", e.path(), e.inner()) })?;
+    cfg.validate(path)
 }
 
 fn default_true() -> bool {

@@ -63,22 +63,24 @@ const MIN_AUTO_TILE: usize = 8;
 ///
 /// For dc-ae-f32c32 at 1024² (h = w = 32) in f32 the stage-0 up block dominates: ≈ 1.9 GB; it scales with h·w.
 pub fn decode_activation_bytes(cfg: &AutoencoderDCConfig, dtype: DType, batch: usize, h: usize, w: usize) -> u64 {
+    // u128, saturated to u64::MAX: callers ask about absurd sizes too (to refuse them).
     let ch = &cfg.decoder_block_out_channels;
     let layers = &cfg.decoder_layers_per_block;
     let n = ch.len();
-    let pixels = |i: usize| (h * w) as u64 * (1u64 << (2 * (n - 1 - i)));
-    let mut peak = 0u64;
+    let pixels = |i: usize| (h as u128 * w as u128) << (2 * (n - 1 - i));
+    let mut peak = 0u128;
     for i in (0..n).filter(|&i| layers[i] > 0) {
         let p = pixels(i);
         let k = if cfg.decoder_block_types.get(i) == "EfficientViTBlock" { 17 } else { 3 };
-        let mut floats = k * ch[i] as u64 * p;
+        let mut floats = k * ch[i] as u128 * p;
         if i + 1 < n {
-            floats = floats.max((ch[i + 1] as u64 / 4 + 3 * ch[i] as u64) * p);
+            floats = floats.max((ch[i + 1] as u128 / 4 + 3 * ch[i] as u128) * p);
         }
         peak = peak.max(floats);
     }
     let out = if layers[0] > 0 { 3 } else { 6 } * pixels(0);
-    dtype.size_in_bytes() as u64 * batch as u64 * (peak + out) + 2 * BAND_BYTES as u64
+    let bytes = dtype.size_in_bytes() as u128 * batch as u128 * (peak + out) + 2 * BAND_BYTES as u128;
+    u64::try_from(bytes).unwrap_or(u64::MAX)
 }
 
 /// What a decode will do and need: see [`decode_memory`].
@@ -102,10 +104,10 @@ pub fn decode_memory(cfg: &AutoencoderDCConfig, dtype: DType, batch: usize, h: u
         Some(p) => {
             let tile = decode_activation_bytes(cfg, dtype, batch, p.tile.min(h), p.tile.min(w));
             let f = 1u64 << (cfg.decoder_block_out_channels.len() - 1);
-            let image = (h * w) as u64 * f * f; // pixels
+            let image = (h as u64 * w as u64).saturating_mul(f * f); // pixels
             let c = cfg.in_channels as u64;
-            let buffers = 4 * (batch as u64 * c + 1) * image + dtype.size_in_bytes() as u64 * batch as u64 * c * image;
-            DecodeMemory { untiled_bytes, tile_latent_size: Some(p.tile), peak_bytes: tile + buffers }
+            let buffers = image.saturating_mul(4 * (batch as u64 * c + 1) + dtype.size_in_bytes() as u64 * batch as u64 * c);
+            DecodeMemory { untiled_bytes, tile_latent_size: Some(p.tile), peak_bytes: tile.saturating_add(buffers) }
         }
     })
 }
