@@ -326,7 +326,7 @@ export function assertFits(options: AssertFitsOptions): MemoryEstimate {
   const hints: string[] = []
   if (!est.vaeDecode.plannedTiled && fits({ decode: { ...options.decode, tiling: 'on' } })) hints.push("it fits with VAE tiling ({ tiling: 'on' })")
   const batch = largest(est.batch - 1, (b) => fits({ batch: b, prompts: Math.min(options.prompts ?? 1, b) }))
-  if (batch > 0) hints.push(`at ${est.width}×${est.height} at most ${batch} image${batch === 1 ? '' : 's'} per call fit`)
+  if (batch > 0) hints.push(`at ${est.width}×${est.height} ${batch} image${batch === 1 ? '' : 's'} per call fit${batch === 1 ? 's' : ''}`)
   else {
     const f = est.width / est.latent.width
     const scale = largest(Math.min(est.width, est.height) / f - 1, (k) => fits(scaled(est, k, f)))
@@ -344,14 +344,19 @@ export function assertFits(options: AssertFitsOptions): MemoryEstimate {
   )
 }
 
-/** The largest k in [1, hi] with ok(k) (ok monotone decreasing), or 0. */
+/**
+ * A large k in [1, hi] with ok(k), or 0: binary search, then upwards while ok holds. ok is only roughly
+ * monotone (auto-tiling keeps the decode near its budget as the batch grows), so k is a size that fits and
+ * k + 1 does not, not necessarily the largest.
+ */
 function largest(hi: number, ok: (k: number) => boolean): number {
-  let [lo, best] = [1, 0]
-  while (lo <= hi) {
-    const mid = Math.floor((lo + hi) / 2)
+  let [lo, best, top] = [1, 0, hi]
+  while (lo <= top) {
+    const mid = Math.floor((lo + top) / 2)
     if (ok(mid)) [best, lo] = [mid, mid + 1]
-    else hi = mid - 1
+    else top = mid - 1
   }
+  while (best > 0 && best < hi && ok(best + 1)) best++
   return best
 }
 
