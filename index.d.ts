@@ -218,3 +218,32 @@ export interface NativeTransformerInput {
   /** Perturbed-attention guidance for this call. Defaults to none. */
   pag?: NativePagInput
 }
+/** The decode plan and its activation memory (weights not included). */
+export interface NativeVaeMemory {
+  /** One pass over the whole latent. */
+  untiledBytes: number
+  /** Tile side in latent pixels when the decode would be tiled. */
+  tileSize?: number
+  /** The decode as planned: `untiledBytes`, or one tile plus the blend buffers. */
+  peakBytes: number
+}
+
+/** Input of `vaeDecodeMemory`. */
+export interface NativeVaeMemoryInput {
+  /** The VAE's config.json (snake_case keys, as written) serialized. */
+  configJson: string
+  /** `float32`, `bfloat16` or `float16`: the dtype the decoder computes in. */
+  dtype: string
+  batch: number
+  /** Latent height and width (image size / 32 for f32c32). */
+  latentHeight: number
+  latentWidth: number
+  /** The decode options the call would use. Defaults to auto tiling with a 4096 MiB budget. */
+  options?: NativeDecodeOptions
+}
+
+/**
+ * The same estimate and tiling decision `decode` makes, from a config alone (nothing loaded), so that
+ * the TypeScript memory planner and the native auto-tiling share one formula.
+ */
+export declare function vaeDecodeMemory(input: NativeVaeMemoryInput): NativeVaeMemory

@@ -204,6 +204,25 @@ test.serial('info prints the version, the native build, devices and the cache fo
   t.regex(r.stdout, /^models +\(none\)$/m)
 })
 
+test.serial('info --estimate prints the memory table for 600m, 1.6b and 4.8b at 1024² and 4096², or one model', async (t) => {
+  const r = await sana(['info', '--estimate'])
+  t.is(r.code, 0, r.stderr)
+  const rows = r.stdout.split('\n').filter((l) => /^(600m|1\.6b|4\.8b) /.test(l))
+  t.deepEqual(rows.map((l) => l.split(/ +/).slice(0, 2).join(' ')), ['600m 1024×1024', '600m 4096×4096', '1.6b 1024×1024', '1.6b 4096×4096', '4.8b 1024×1024', '4.8b 4096×4096'])
+  t.regex(r.stdout, /^model +size +batch +dtype +weights +transformer +text enc\. +VAE decode +VAE tiled \(tile\) +peak$/m)
+  // 4096² is auto-tiled; 1024² is not.
+  t.true(rows[1].endsWith(' tiled') && !rows[0].endsWith(' tiled'), r.stdout)
+  // A pipeline folder: its configs, here at 64×96, batch 3, on CUDA in bf16 (an estimate needs no GPU).
+  const one = await sana(['info', '--estimate', '--model', SANA_TINY, '--width', '96', '--height', '64', '--batch', '3', '--device', 'cuda'])
+  t.is(one.code, 0, one.stderr)
+  t.regex(one.stdout, /^\S*sana-tiny +96×64 +3 \(DiT 6\) +bfloat16 /m)
+  const bad = await sana(['info', '--estimate', '--width', '512'])
+  t.is(bad.code, 2)
+  t.regex(bad.stderr, /--width\/--height need --model/)
+  t.is((await sana(['info', '--batch', '2'])).code, 2)
+  t.is((await sana(['info', '--estimate', '--model', '600m', '--width', '1000'])).code, 1)
+})
+
 // ─── Help and version ───────────────────────────────────────────────────────────────────────────
 
 test.serial('--help, <command> --help and --version', async (t) => {
@@ -217,7 +236,7 @@ test.serial('--help, <command> --help and --version', async (t) => {
     t.true(gen.stdout.includes(o), `generate --help should list ${o}`)
   }
   t.regex((await sana(['pull', '-h'])).stdout, /--variant <V>/)
-  t.is((await sana(['help', 'info'])).stdout.split('\n')[0], 'Usage: sana info')
+  t.regex((await sana(['help', 'info'])).stdout.split('\n')[0], /^Usage: sana info \[--estimate /)
   const v = await sana(['--version'])
   t.is(v.code, 0)
   t.is(v.stdout, `${PKG.version}\n`)

@@ -37,3 +37,18 @@ export type { GenerateResult } from './pipeline'
 export { prepareImage, prepareMask, type ImageInput, type PreparedMask } from './preprocess'
 export { decodePreview, type PreviewOptions } from './preview'
 export { startIndex } from './sampling/loop'
+export {
+  estimateMemory,
+  availableMemory,
+  assertFits,
+  transformerActivations,
+  textEncoderActivations,
+  MODEL_PRESETS,
+  type ModelPreset,
+  type ModelConfigs,
+  type MemoryDType,
+  type MemoryEstimateOptions,
+  type MemoryEstimate,
+  type AvailableMemory,
+  type AssertFitsOptions,
+} from './memory'
