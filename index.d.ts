@@ -218,6 +218,7 @@ export interface NativeTransformerInput {
   /** Perturbed-attention guidance for this call. Defaults to none. */
   pag?: NativePagInput
 }
+
 /** The decode plan and its activation memory (weights not included). */
 export interface NativeVaeMemory {
   /** One pass over the whole latent. */

@@ -61,3 +61,13 @@ test('a latents shape error says when resolution binning chose the size', async 
   const err = await t.throwsAsync(pipe.generate({ prompt: 'x', height: 320, width: 320, latents, numInferenceSteps: 1 }))
   t.regex(err.message, /after resolution binning/)
 })
+
+test('a batch that cannot fit is refused before any work with SANA_OUT_OF_MEMORY saying what fits', async (t) => {
+  const started = performance.now()
+  const err = await t.throwsAsync(pipe.generate({ prompt: 'x', numImagesPerPrompt: 5_000, height: 4096, width: 4096, useResolutionBinning: false }))
+  t.is(err.code, 'SANA_OUT_OF_MEMORY')
+  t.regex(err.message, /fit/)
+  t.true(performance.now() - started < 5_000, 'refused up front, not after generating')
+  // The pipeline is still usable.
+  t.deepEqual((await pipe.generate({ ...small, outputType: 'latent' })).images.shape, [1, 32, 2, 3])
+})

@@ -16,6 +16,7 @@ import { SanaImage } from './png'
 import { TorchGenerator } from './random'
 import { schedulerFromConfig, type Scheduler } from './schedulers'
 import { resolveModel, type ResolveModelOptions } from './hub'
+import { assertFits, type MemoryDType } from './memory'
 import { defaultSize, imageSize } from './preprocess'
 import { decodePreview } from './preview'
 import { buildRecipe, type PromptRows } from './sampling/build'
@@ -378,9 +379,23 @@ export class SanaPipeline {
       const started = performance.now()
       // 1. Image inputs decide the size when none is given (rounded down to a multiple of 32).
       const size = await this.#resolveSize(options, r)
-      // 2. Text: positive (and negative, for CFG) embeddings, one row per image.
+      // 2. Will it fit? Checked against free memory before any model work (the weights are already resident).
+      assertFits({
+        model: this.config,
+        device: this.device,
+        dtype: this.transformer.dtype as MemoryDType,
+        width: size.width,
+        height: size.height,
+        batch: r.prompts.length * r.perPrompt,
+        prompts: r.prompts.length,
+        guidance: r.doCfg || r.pag !== undefined,
+        maxSequenceLength: options.maxSequenceLength,
+        decode: this.vae.tilingOptions,
+        weightsLoaded: true,
+      })
+      // 3. Text: positive (and negative, for CFG) embeddings, one row per image.
       const text = await this.#encodeRows(options, r)
-      // 3. Denoise.
+      // 4. Denoise.
       const rng = new TorchGenerator(r.seed)
       const scheduler = options.scheduler ?? this.scheduler
       const tc = this.transformer.config
@@ -422,7 +437,7 @@ export class SanaPipeline {
       if (r.outputType === 'latent') {
         return { images: latents, ...meta, totalMs: performance.now() - started } as GenerateResult<O>
       }
-      // 4. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
+      // 5. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
       throwIfAborted(options.signal)
       throwIfNotFinite(await latents.toFloat32Array(), this.transformer.dtype)
       const z = Tensor.linearCombination([latents], [1 / this.vae.config.scalingFactor])
