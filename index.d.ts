@@ -34,6 +34,29 @@ export declare class NativeAutoencoderDC {
 }
 export type JsVae = NativeAutoencoderDC
 
+export declare class NativeControlNet {
+  /** Load the component folder `dir` (config.json + weights). */
+  static load(dir: string, options?: NativeLoadOptions | undefined | null): Promise<unknown>
+  /** config.json as written, serialized (non-finite numbers as null). */
+  get configJson(): string
+  get device(): string
+  get dtype(): string
+  get dir(): string
+  /** Free the weights (running jobs keep theirs until they finish). Idempotent. */
+  dispose(): void
+  get disposed(): boolean
+  /** Every loaded tensor: checkpoint name, shape, stored and loaded dtype. */
+  tensorInfo(): Array<NativeTensorInfo>
+  /** One loaded tensor by checkpoint name (shares memory with the model). */
+  getWeight(name: string): JsTensor
+  /**
+   * The block samples: `num_layers` tensors [B, N, inner_dim], already × conditioning_scale, in the
+   * model dtype (pass them to the transformer as `controlnetBlockSamples`).
+   */
+  forward(input: NativeControlNetInput): Promise<Array<NativeTensor>>
+}
+export type JsControlNet = NativeControlNet
+
 export declare class NativeTensor {
   /** A float32 tensor from JS data (copied once, then moved to `device`). */
   static fromFloat32Array(data: Float32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
@@ -136,6 +159,22 @@ export declare function builtWithCuda(): boolean
  * loader uses it to decide between the CUDA and the CPU binary).
  */
 export declare function cudaDeviceCount(): number
+
+/** Inputs of one `NativeControlNet.forward` call (diffusers' `forward` arguments). Read from JS only. */
+export interface NativeControlNetInput {
+  /** Latents [B, in_channels, H, W], as given to the transformer. */
+  hiddenStates: JsTensor
+  /** Caption embeddings [B, S, caption_channels]. */
+  encoderHiddenStates: JsTensor
+  /** [B] float timesteps, as given to the transformer. */
+  timestep: JsTensor
+  /** [B, S]: 1 keep, 0 drop. Defaults to attending to every caption token. */
+  encoderAttentionMask?: JsTensor
+  /** The control image's latent × scaling_factor, the shape of `hiddenStates`. */
+  controlnetCond: JsTensor
+  /** Multiplies every returned sample. */
+  conditioningScale: number
+}
 
 /** Options of `decode`. */
 export interface NativeDecodeOptions {

@@ -5,7 +5,7 @@
  */
 import { existsSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaTransformerConfig } from './config'
+import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaControlNetConfig, type SanaTransformerConfig } from './config'
 import { callNative, callNativeSync, invalidArgument, SanaError } from './errors'
 import { native, type Binding } from './native'
 import { Tensor, type DeviceRequest } from './tensor'
@@ -134,7 +134,7 @@ export interface TransformerInput {
   /** Guidance per batch item, for guidance-embedding models (Sana-Sprint). Defaults to none. */
   guidance?: Tensor | number[]
   /**
-   * ControlNet residuals [B, N, innerDim] (a ControlNet's block outputs, already times the
+   * ControlNet residuals [B, N, innerDim] (from {@link SanaControlNetModel.forward}, already times the
    * conditioning scale): sample k is added after block k + 1; samples beyond the transformer's depth are
    * ignored, as in diffusers. Defaults to none.
    */
@@ -221,6 +221,69 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
     const abs = checkDir(dir, 'transformer')
     const h = await callNative(() => native().NativeTransformer.load(abs, nativeOptions(options)))
     return new SanaTransformer2DModel(h as Binding.NativeTransformer, abs)
+  }
+}
+
+/** Inputs of {@link SanaControlNetModel.forward}: the transformer's inputs plus the control latent. */
+export interface ControlNetInput {
+  /** Latents [B, inChannels, H, W], as given to the transformer. */
+  hiddenStates: Tensor
+  /** Caption embeddings [B, S, captionChannels]. */
+  encoderHiddenStates: Tensor
+  /** Timestep per batch item, as given to the transformer: a Tensor [B] or numbers. */
+  timestep: Tensor | number[]
+  /** 1 = keep, 0 = drop, [B, S]. Defaults to all ones. */
+  encoderAttentionMask?: Tensor
+  /** The control image's VAE latent × `vae.config.scalingFactor`, the shape of `hiddenStates`. */
+  controlnetCond: Tensor
+  /** Multiplies every block sample (diffusers' `conditioning_scale`). Defaults to 1. */
+  conditioningScale?: number
+}
+
+/**
+ * The Sana ControlNet (`SanaControlNetModel`): a copy of the transformer's first `numLayers` blocks
+ * fed the control image's latent; its block samples go to {@link SanaTransformer2DModel.forward} as
+ * `controlnetBlockSamples`.
+ */
+export class SanaControlNetModel extends ModelComponent<Binding.NativeControlNet, SanaControlNetConfig> {
+  /**
+   * Load a ControlNet folder (config.json + diffusion_pytorch_model.safetensors). Hub repo ids are not
+   * resolved here: download the repo with your tools, or pass the folder of a cached snapshot.
+   * @example const controlnet = await SanaControlNetModel.load('sana-controlnet-hed', { device: 'cpu' })
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<SanaControlNetModel> {
+    const abs = checkDir(dir, 'controlnet')
+    const h = await callNative(() => native().NativeControlNet.load(abs, nativeOptions(options)))
+    return new SanaControlNetModel(h as Binding.NativeControlNet, abs)
+  }
+
+  /**
+   * The block samples: `config.numLayers` tensors [B, H·W / patch², innerDim], already times
+   * `conditioningScale`, in the model dtype.
+   * @example
+   * const samples = await controlnet.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999, 999], controlnetCond: cond, conditioningScale: 0.7 })
+   * const v = await transformer.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999, 999], controlnetBlockSamples: samples })
+   */
+  async forward(input: ControlNetInput): Promise<Tensor[]> {
+    if (!(input?.hiddenStates instanceof Tensor)) throw invalidArgument('hiddenStates', 'a Tensor', input?.hiddenStates)
+    if (!(input.encoderHiddenStates instanceof Tensor)) {
+      throw invalidArgument('encoderHiddenStates', 'a Tensor', input.encoderHiddenStates)
+    }
+    if (!(input.controlnetCond instanceof Tensor)) throw invalidArgument('controlnetCond', 'a Tensor', input.controlnetCond)
+    const scale = input.conditioningScale ?? 1
+    if (typeof scale !== 'number' || !Number.isFinite(scale)) throw invalidArgument('conditioningScale', 'a finite number', scale)
+    const timestep = toVector(input.timestep, 'timestep')
+    const out = await callNative(() =>
+      this.native.forward({
+        hiddenStates: input.hiddenStates.native,
+        encoderHiddenStates: input.encoderHiddenStates.native,
+        timestep: timestep.native,
+        encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+        controlnetCond: input.controlnetCond.native,
+        conditioningScale: scale,
+      }),
+    )
+    return out.map((t) => new Tensor(t))
   }
 }
 

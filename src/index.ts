@@ -6,15 +6,17 @@ export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
 export {
   SanaTransformer2DModel,
+  SanaControlNetModel,
   AutoencoderDC,
   Gemma2TextEncoder,
   type LoadOptions,
   type TensorInfo,
   type TransformerInput,
   type PagInput,
+  type ControlNetInput,
   type TilingOptions,
 } from './components'
-export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
+export type { SanaTransformerConfig, SanaControlNetConfig, AutoencoderDCConfig, Gemma2Config } from './config'
 export {
   SanaPipeline,
   type PipelineLoadOptions,

@@ -182,6 +182,78 @@ impl SanaTransformerConfig {
     }
 }
 
+/// `SanaControlNetModel` config: the transformer's keys without qk-norm, guidance embedding or
+/// timestep scale (its blocks are Sana 1.0 blocks), and 7 layers by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SanaControlNetConfig {
+    #[serde(default = "d_in_channels")]
+    pub in_channels: usize,
+    #[serde(default)]
+    pub out_channels: Option<usize>,
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_head_dim")]
+    pub attention_head_dim: usize,
+    #[serde(default = "d_controlnet_layers")]
+    pub num_layers: usize,
+    #[serde(default = "d_cross_heads")]
+    pub num_cross_attention_heads: Option<usize>,
+    #[serde(default = "d_cross_head_dim")]
+    pub cross_attention_head_dim: Option<usize>,
+    #[serde(default = "d_cross_dim")]
+    pub cross_attention_dim: Option<usize>,
+    #[serde(default = "d_caption")]
+    pub caption_channels: usize,
+    #[serde(default = "d_mlp_ratio")]
+    pub mlp_ratio: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default = "d_sample_size")]
+    pub sample_size: usize,
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    #[serde(default)]
+    pub norm_elementwise_affine: bool,
+    #[serde(default = "d_norm_eps")]
+    pub norm_eps: f64,
+    /// `None` (absent or null) means no positional embedding.
+    #[serde(default)]
+    pub interpolation_scale: Option<f64>,
+}
+fn d_controlnet_layers() -> usize { 7 }
+
+impl SanaControlNetConfig {
+    /// The same widths as a transformer config, so the ControlNet is built from the transformer's
+    /// blocks and embeddings.
+    pub fn transformer_config(&self) -> SanaTransformerConfig {
+        SanaTransformerConfig {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            num_attention_heads: self.num_attention_heads,
+            attention_head_dim: self.attention_head_dim,
+            num_layers: self.num_layers,
+            num_cross_attention_heads: self.num_cross_attention_heads,
+            cross_attention_head_dim: self.cross_attention_head_dim,
+            cross_attention_dim: self.cross_attention_dim,
+            caption_channels: self.caption_channels,
+            mlp_ratio: self.mlp_ratio,
+            dropout: self.dropout,
+            attention_bias: self.attention_bias,
+            sample_size: self.sample_size,
+            patch_size: self.patch_size,
+            norm_elementwise_affine: self.norm_elementwise_affine,
+            norm_eps: self.norm_eps,
+            interpolation_scale: self.interpolation_scale,
+            guidance_embeds: false,
+            guidance_embeds_scale: d_guidance_scale(),
+            qk_norm: None,
+            timestep_scale: d_timestep_scale(),
+        }
+    }
+}
+
 /// A string-or-list config value (diffusers lets per-block options be a single value or a tuple).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -343,6 +415,12 @@ fn d_act() -> String { "gelu_pytorch_tanh".into() }
 impl ValidateConfig for SanaTransformerConfig {
     fn validate(self, path: &Path) -> Result<Self> {
         self.check().map_err(|msg| SanaError::InvalidConfig { path: path.to_path_buf(), msg })?;
+        Ok(self)
+    }
+}
+impl ValidateConfig for SanaControlNetConfig {
+    fn validate(self, path: &Path) -> Result<Self> {
+        self.transformer_config().check().map_err(|msg| SanaError::InvalidConfig { path: path.to_path_buf(), msg })?;
         Ok(self)
     }
 }

@@ -31,6 +31,7 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComponentKind {
     Transformer,
+    ControlNet,
     Vae,
     TextEncoder,
 }
@@ -40,6 +41,7 @@ impl ComponentKind {
     pub fn classes(self) -> &'static [&'static str] {
         match self {
             ComponentKind::Transformer => &["SanaTransformer2DModel"],
+            ComponentKind::ControlNet => &["SanaControlNetModel"],
             ComponentKind::Vae => &["AutoencoderDC"],
             // transformers configs carry `architectures` instead of `_class_name`.
             ComponentKind::TextEncoder => &["Gemma2Model", "Gemma2ForCausalLM"],
@@ -47,7 +49,7 @@ impl ComponentKind {
     }
     fn weight_bases(self) -> &'static [&'static str] {
         match self {
-            ComponentKind::Transformer | ComponentKind::Vae => &["diffusion_pytorch_model"],
+            ComponentKind::Transformer | ComponentKind::ControlNet | ComponentKind::Vae => &["diffusion_pytorch_model"],
             ComponentKind::TextEncoder => &["model"],
         }
     }

@@ -20,9 +20,9 @@ use crate::ops::softmax::scaled_softmax;
 use crate::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, rms_norm, silu_depthwise_conv2d_glu};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-mod layers;
+pub(crate) mod layers;
 use layers::{CaptionProjection, Linear, PatchEmbed, TimeEmbed};
 
 /// diffusers `Attention(qk_norm="rms_norm_across_heads")` builds `RMSNorm(heads·dim_head, eps=1e-5)`.
@@ -353,20 +353,14 @@ impl SanaTransformer2DModel {
         let (b, h, w) = self.check_input(input)?;
         let p = self.cfg.patch_size;
         let (hp, wp) = (h / p, w / p);
-        // Inputs come from JS on the CPU (latents, timesteps, masks): move them to the weights' device.
         let dev = self.scale_shift_table.device();
-        let x = input.hidden_states.to_device(dev)?.to_dtype(self.dtype)?;
-        let ctx = input.encoder_hidden_states.to_device(dev)?.to_dtype(self.dtype)?;
-        let timestep = input.timestep.to_device(dev)?;
+        let DeviceInputs { x, ctx, timestep, bias } = DeviceInputs::new(
+            [&input.hidden_states, &input.encoder_hidden_states, &input.timestep],
+            input.encoder_attention_mask.as_ref(),
+            dev,
+            self.dtype,
+        )?;
         let guidance = input.guidance.as_ref().map(|g| g.to_device(dev)).transpose()?;
-        // Mask → additive bias [B, 1, 1, S] (f32, added to f32 logits).
-        let bias = match &input.encoder_attention_mask {
-            Some(m) => {
-                let s = m.dim(1)?;
-                Some(m.to_device(dev)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
-            }
-            None => None,
-        };
 
         // 1. Input: patch tokens, timestep (+guidance) modulation, caption tokens.
         let mut x = self.patch_embed.forward(&x)?; // [B, N, D]
@@ -406,22 +400,9 @@ impl SanaTransformer2DModel {
     /// Shape checks with the argument names of the JS API. Returns (B, H, W).
     fn check_input(&self, input: &TransformerInput) -> Result<(usize, usize, usize)> {
         let cfg = &self.cfg;
-        let x = &input.hidden_states;
-        ensure_arg!(x.rank() == 4, "hiddenStates", "expected [batch, {}, height, width], got shape {:?}", cfg.in_channels, x.dims());
-        let (b, c, h, w) = x.dims4()?;
-        ensure_arg!(c == cfg.in_channels, "hiddenStates", "expected {} channels, got {c} (shape {:?})", cfg.in_channels, x.dims());
+        let mask = input.encoder_attention_mask.as_ref();
+        let (b, h, w) = check_dit_inputs(cfg, &input.hidden_states, &input.encoder_hidden_states, mask, &input.timestep)?;
         let p = cfg.patch_size;
-        ensure_arg!(h % p == 0 && w % p == 0 && h > 0 && w > 0, "hiddenStates",
-            "height and width must be positive multiples of the patch size {p}, got {h}×{w}");
-        let e = &input.encoder_hidden_states;
-        ensure_arg!(e.rank() == 3 && e.dim(0)? == b && e.dim(2)? == cfg.caption_channels, "encoderHiddenStates",
-            "expected [{b}, seq_len, {}] (batch of hiddenStates, caption_channels), got shape {:?}", cfg.caption_channels, e.dims());
-        let s = e.dim(1)?;
-        if let Some(m) = &input.encoder_attention_mask {
-            ensure_arg!(m.dims() == [b, s], "encoderAttentionMask", "expected shape [{b}, {s}], got {:?}", m.dims());
-        }
-        let t = &input.timestep;
-        ensure_arg!(t.dims() == [b], "timestep", "expected one timestep per batch item, shape [{b}], got {:?}", t.dims());
         match (&input.guidance, cfg.guidance_embeds) {
             (Some(g), true) => ensure_arg!(g.dims() == [b], "guidance", "expected shape [{b}], got {:?}", g.dims()),
             (None, true) => return Err(SanaError::invalid_arg("guidance", "this model has guidance_embeds: a guidance tensor [batch] is required")),
@@ -444,6 +425,62 @@ impl SanaTransformer2DModel {
                 "perturbedRows must be in 1..{b} (batch {b} minus at least one unperturbed row), got {}", pag.perturbed_rows);
         }
         Ok((b, h, w))
+    }
+}
+
+/// Checks of the inputs every Sana DiT takes (the transformer and its ControlNet), with the argument
+/// names of the JS API. Returns (B, H, W).
+pub(crate) fn check_dit_inputs(
+    cfg: &SanaTransformerConfig,
+    x: &Tensor,
+    e: &Tensor,
+    mask: Option<&Tensor>,
+    t: &Tensor,
+) -> Result<(usize, usize, usize)> {
+    ensure_arg!(x.rank() == 4, "hiddenStates", "expected [batch, {}, height, width], got shape {:?}", cfg.in_channels, x.dims());
+    let (b, c, h, w) = x.dims4()?;
+    ensure_arg!(c == cfg.in_channels, "hiddenStates", "expected {} channels, got {c} (shape {:?})", cfg.in_channels, x.dims());
+    let p = cfg.patch_size;
+    ensure_arg!(h % p == 0 && w % p == 0 && h > 0 && w > 0, "hiddenStates",
+        "height and width must be positive multiples of the patch size {p}, got {h}×{w}");
+    ensure_arg!(e.rank() == 3 && e.dim(0)? == b && e.dim(2)? == cfg.caption_channels, "encoderHiddenStates",
+        "expected [{b}, seq_len, {}] (batch of hiddenStates, caption_channels), got shape {:?}", cfg.caption_channels, e.dims());
+    let s = e.dim(1)?;
+    if let Some(m) = mask {
+        ensure_arg!(m.dims() == [b, s], "encoderAttentionMask", "expected shape [{b}, {s}], got {:?}", m.dims());
+    }
+    ensure_arg!(t.dims() == [b], "timestep", "expected one timestep per batch item, shape [{b}], got {:?}", t.dims());
+    Ok((b, h, w))
+}
+
+/// Inputs moved to the weights' device (they come from JS on the CPU): latents and caption embeddings
+/// in the model dtype, the timestep as given, the 1/0 mask as the additive bias diffusers uses.
+pub(crate) struct DeviceInputs {
+    /// [B, C, H, W].
+    pub x: Tensor,
+    /// [B, S, caption_channels].
+    pub ctx: Tensor,
+    /// [B].
+    pub timestep: Tensor,
+    /// (1 − mask) · −10000 as f32 [B, 1, 1, S] (added to f32 logits).
+    pub bias: Option<Tensor>,
+}
+
+impl DeviceInputs {
+    pub(crate) fn new([x, ctx, timestep]: [&Tensor; 3], mask: Option<&Tensor>, dev: &Device, dtype: DType) -> Result<Self> {
+        let bias = match mask {
+            Some(m) => {
+                let (b, s) = m.dims2()?;
+                Some(m.to_device(dev)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
+            }
+            None => None,
+        };
+        Ok(DeviceInputs {
+            x: x.to_device(dev)?.to_dtype(dtype)?,
+            ctx: ctx.to_device(dev)?.to_dtype(dtype)?,
+            timestep: timestep.to_device(dev)?,
+            bias,
+        })
     }
 }
 
