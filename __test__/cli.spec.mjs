@@ -283,3 +283,19 @@ test('generate --pag-scale --pag-layers: the same image as the library call', as
   pipe.dispose()
   failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--pag-layers', '1']), 2, 'SANA_INVALID_ARGUMENT', '--pag-layers needs --pag-scale')
 })
+
+test('generate --controlnet --control --control-scale: the same image as the library call', async (t) => {
+  const dir = tempDir(t)
+  const { WAVE2 } = await import('./helpers/paths.mjs')
+  const out = join(dir, 'cn.png')
+  const control = join(WAVE2, 'inputs', 'control_224x288.png')
+  const controlnet = join(WAVE2, 'sana-controlnet-tiny')
+  const r = await sana(['generate', PROMPT, '--model', SANA_TINY, '--width', '288', '--height', '224', '--no-binning', '--steps', '2', '--seed', '5',
+    '--controlnet', controlnet, '--control', control, '--control-scale', '0.7', '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const pipe = await SanaPipeline.load(SANA_TINY, { controlnet })
+  const lib = await pipe.generate({ prompt: PROMPT, width: 288, height: 224, useResolutionBinning: false, numInferenceSteps: 2, seed: 5, controlImage: control, controlnetConditioningScale: 0.7 })
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(readPng(readFileSync(out)).data))
+  pipe.dispose()
+  failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--control', control]), 2, 'SANA_INVALID_ARGUMENT', '--control and --controlnet go together')
+})

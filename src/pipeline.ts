@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaTransformer2DModel, type LoadOptions } from './components'
+import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaControlNetModel, SanaTransformer2DModel, type LoadOptions } from './components'
 import { SanaError, throwIfAborted } from './errors'
 import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, selectIndex, type PromptOptions } from './prompt'
 import { Tensor } from './tensor'
@@ -57,6 +57,11 @@ export interface PipelineComponents {
 export interface PipelineLoadOptions extends LoadOptions, Omit<ResolveModelOptions, 'variant'> {
   /** Components to use as given rather than loading them (e.g. Sprint reusing a pipeline's text encoder). Defaults to none. */
   components?: PipelineComponents
+  /**
+   * A ControlNet for `generate({ controlImage })`: a loaded {@link SanaControlNetModel} (kept by the caller), or its
+   * folder (loaded with this pipeline's device and dtype, and freed by `dispose`). Defaults to none.
+   */
+  controlnet?: SanaControlNetModel | string
 }
 
 function readJsonFile(path: string, what: string): unknown {
@@ -183,6 +188,10 @@ export class SanaPipeline {
   readonly scheduler: Scheduler
   /** scheduler_config.json as written (Python's -Infinity etc. read as numbers). */
   readonly schedulerConfig: Record<string, unknown>
+  /** The ControlNet `generate({ controlImage })` uses, if the pipeline was loaded with one. */
+  readonly controlnet?: SanaControlNetModel
+  /** Whether `dispose` frees the ControlNet (loaded by `load` from a folder, not passed in). */
+  readonly #ownsControlnet: boolean
   /** Serialises generations: a scheduler holds per-generation state. */
   readonly #turns = new Turns()
 
@@ -196,7 +205,11 @@ export class SanaPipeline {
     transformer: SanaTransformer2DModel
     vae: AutoencoderDC
     textEncoder: Gemma2TextEncoder
+    controlnet?: SanaControlNetModel
+    ownsControlnet?: boolean
   }) {
+    this.controlnet = parts.controlnet
+    this.#ownsControlnet = parts.ownsControlnet ?? false
     this.dir = parts.dir
     this.modelIndex = parts.modelIndex
     this.tokenizer = parts.tokenizer
@@ -242,28 +255,40 @@ export class SanaPipeline {
       }
       scheduler = schedulerFromConfig(schedulerConfig)
     }
+    const cn = options.controlnet
+    if (cn !== undefined && typeof cn !== 'string' && !(cn instanceof SanaControlNetModel)) {
+      throw new SanaError('SANA_INVALID_ARGUMENT', `Expected a SanaControlNetModel or a folder for controlnet but received ${typeof cn}`)
+    }
+    if (cn !== undefined && modelIndex.className === 'SanaSprintPipeline') {
+      throw new SanaError('SANA_INVALID_ARGUMENT', 'controlnet: ControlNet is available for base Sana pipelines, not Sprint')
+    }
     const loaded = await Promise.allSettled([
       given.tokenizer ?? GemmaTokenizer.load(dirs.tokenizer),
       given.transformer ?? SanaTransformer2DModel.load(dirs.transformer, loadOpts),
       given.vae ?? AutoencoderDC.load(dirs.vae, loadOpts),
       given.textEncoder ?? Gemma2TextEncoder.load(dirs.text_encoder, loadOpts),
+      typeof cn === 'string' ? SanaControlNetModel.load(cn, loadOpts) : cn,
     ] as const)
     const failed = loaded.find((r) => r.status === 'rejected')
     if (failed) {
       // No partial object: free what did load (but never the caller's components).
       for (const [i, r] of loaded.entries()) {
-        const mine = [false, !given.transformer, !given.vae, !given.textEncoder][i]
+        const mine = [false, !given.transformer, !given.vae, !given.textEncoder, typeof cn === 'string'][i]
         if (r.status === 'fulfilled' && mine) (r.value as { dispose(): void }).dispose()
       }
       throw (failed as PromiseRejectedResult).reason
     }
-    const [tokenizer, transformer, vae, textEncoder] = loaded.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
+    const [tokenizer, transformer, vae, textEncoder, controlnet] = loaded.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
       GemmaTokenizer,
       SanaTransformer2DModel,
       AutoencoderDC,
       Gemma2TextEncoder,
+      SanaControlNetModel | undefined,
     ]
-    return new SanaPipeline({ dir: root, modelIndex, scheduler, schedulerConfig, tokenizer, transformer, vae, textEncoder })
+    return new SanaPipeline({
+      dir: root, modelIndex, scheduler, schedulerConfig, tokenizer, transformer, vae, textEncoder,
+      controlnet, ownsControlnet: typeof cn === 'string',
+    })
   }
 
   /** model_index plus each component's parsed config (camelCase keys). */
@@ -373,7 +398,7 @@ export class SanaPipeline {
    */
   async *stream<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): AsyncGenerator<StepEvent, GenerateResult<O>> {
     const sampleSize = this.transformer.config.sampleSize
-    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize, controlnet: false })
+    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize, controlnet: this.controlnet !== undefined })
     const release = await this.#turns.acquire(options.signal)
     try {
       const started = performance.now()
@@ -404,6 +429,7 @@ export class SanaPipeline {
           sprint: this.isSprint,
           scheduler,
           vae: this.vae,
+          controlnet: this.controlnet,
           latentChannels: tc.inChannels,
           numLayers: tc.numLayers,
           timestepScale: tc.timestepScale ?? 1,
@@ -498,6 +524,7 @@ export class SanaPipeline {
     this.transformer.dispose()
     this.vae.dispose()
     this.textEncoder.dispose()
+    if (this.#ownsControlnet) this.controlnet?.dispose()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -78,6 +78,7 @@ function readArgs(args: ParsedArgs) {
       variant: stringOption(args, 'variant'),
       revision: stringOption(args, 'revision'),
       offline: args.values.offline === true ? true : undefined,
+      controlnet: stringOption(args, 'controlnet'),
     },
     scheduler: choiceOption(args, 'scheduler', SCHEDULER_NAMES),
     generate: {
@@ -92,6 +93,8 @@ function readArgs(args: ParsedArgs) {
       image: stringOption(args, 'image'),
       maskImage: stringOption(args, 'mask'),
       strength: numberOption(args, 'strength', 0),
+      controlImage: stringOption(args, 'control'),
+      controlnetConditioningScale: numberOption(args, 'control-scale', -Infinity),
       pagScale: numberOption(args, 'pag-scale', 0),
       pagAppliedLayers: pagLayers(stringOption(args, 'pag-layers')),
     },
@@ -111,6 +114,10 @@ function checkCombinations(a: ReturnType<typeof readArgs>): void {
     if (a.generate.maskImage !== undefined) throw new UsageError('--mask needs --image (the picture to repaint)')
     if (a.generate.strength !== undefined) throw new UsageError('--strength needs --image')
   }
+  if ((a.generate.controlImage === undefined) !== (a.load.controlnet === undefined)) {
+    throw new UsageError('--control and --controlnet go together: the ControlNet folder and its conditioning image')
+  }
+  if (a.generate.controlnetConditioningScale !== undefined && a.generate.controlImage === undefined) throw new UsageError('--control-scale needs --control')
   if (a.generate.pagAppliedLayers !== undefined && !a.generate.pagScale) throw new UsageError('--pag-layers needs --pag-scale > 0')
 }
 
@@ -151,6 +158,9 @@ export const generate: Command = {
     image: { type: 'string', valueName: 'in.png', description: 'img2img: start from this PNG/JPEG/WebP (resized to --width/--height, else to a multiple of 32).' },
     mask: { type: 'string', valueName: 'mask.png', description: "Inpainting (with --image): white = repaint, black = keep; the image's size." },
     strength: { type: 'string', valueName: 'X', description: 'img2img/inpainting strength in (0, 1]: how much of the schedule runs. Defaults to 0.6.' },
+    controlnet: { type: 'string', valueName: 'dir', description: 'A SanaControlNetModel folder (config.json + safetensors), used with --control.' },
+    control: { type: 'string', valueName: 'c.png', description: 'ControlNet conditioning image (with --controlnet), e.g. an edge map at the output size.' },
+    'control-scale': { type: 'string', valueName: 'X', description: 'ControlNet conditioning scale. Defaults to 1.' },
     'pag-scale': { type: 'string', valueName: 'X', description: 'Perturbed-attention guidance scale (e.g. 2 or 3; base Sana). Defaults to 0 (off).' },
     'pag-layers': { type: 'string', valueName: 'i,j|pattern', description: 'PAG blocks: indices, or a diffusers pattern like transformer_blocks.8. Defaults to transformer_blocks.0.' },
     preview: { type: 'string', valueName: 'file.png', description: 'Rewrite this PNG with a preview after every step (≤ 512 px). Defaults to none.' },
@@ -162,6 +172,7 @@ export const generate: Command = {
     '  sana generate "a cabin in winter, oil painting" --image cabin.png --strength 0.6 -o winter.png',
     '  sana generate "a red hot air balloon" --image sky.png --mask balloon-mask.png --strength 1 -o balloon.png',
     '  sana generate "a cute panda eating bamboo, ink drawing" --pag-scale 2 --pag-layers 8 -o panda.png',
+    '  sana generate "a city street at night" --controlnet ./sana-controlnet-hed --control edges.png --control-scale 0.7',
     '',
     'Progress goes to stderr; the summary line (time per step, total, files, seed) to stdout. Ctrl-C stops after the current step.',
   ].join('\n'),
