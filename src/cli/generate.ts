@@ -1,8 +1,7 @@
 /**
  * `sana generate "<prompt>"`: load a pipeline (downloading it on first use), generate, save PNGs.
  */
-import { mkdir } from 'node:fs/promises'
-import { dirname, extname, resolve } from 'node:path'
+import { extname } from 'node:path'
 import { throwIfAborted } from '../errors'
 import { SanaPipeline } from '../pipeline'
 import { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler, type Scheduler } from '../schedulers'
@@ -18,6 +17,7 @@ import {
   type Command,
   type ParsedArgs,
 } from './command'
+import { prepareOutputs } from './output'
 import { DownloadProgressView, formatMs, StepProgress } from './progress'
 
 /** The model `sana generate` uses without `--model`. */
@@ -93,11 +93,11 @@ function readArgs(args: ParsedArgs) {
 
 export const generate: Command = {
   name: 'generate',
-  summary: 'Generate images from a text prompt and save them as PNG.',
+  summary: 'Generate images from a text prompt and save them as PNG, JPEG or WebP.',
   usage: 'sana generate "<prompt>" [options]',
   positionals: ['prompt'],
   options: {
-    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output PNG; several images → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
+    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output image (.png, .jpg/.jpeg or .webp); several → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
     model: { type: 'string', short: 'm', valueName: 'repo-or-dir', description: `Hub repo id or local diffusers folder. Defaults to ${DEFAULT_MODEL}.` },
     steps: { type: 'string', valueName: 'N', description: 'Denoising steps. Defaults to 20 (Sana) or 2 (Sprint).' },
     seed: { type: 'string', valueName: 'N', description: 'Seed of the starting noise (torch-compatible). Defaults to a random one, printed.' },
@@ -125,6 +125,8 @@ export const generate: Command = {
   async run(args) {
     const [prompt] = positionalArgs(this, args)
     const a = readArgs(args)
+    // Before loading: a bad output path must not cost a whole generation (the seed-named default goes to the cwd).
+    await prepareOutputs(outputPaths(a.output ?? 'sana.png', a.generate.numImagesPerPrompt ?? 1))
     const err = process.stderr
     return withInterrupt(async (signal) => {
       // 1. Load (downloading into the Hugging Face cache when needed).
@@ -150,10 +152,7 @@ export const generate: Command = {
         }
         // 3. Save.
         const paths = outputPaths(a.output ?? `sana-${result.seed}.png`, result.images.length)
-        for (const [i, image] of result.images.entries()) {
-          await mkdir(dirname(resolve(paths[i])), { recursive: true })
-          await image.save(paths[i])
-        }
+        for (const [i, image] of result.images.entries()) await image.save(paths[i])
         const steps = result.stepTimesMs.length
         const perStep = steps ? result.stepTimesMs.reduce((x, y) => x + y, 0) / steps : 0
         process.stdout.write(

@@ -2,7 +2,7 @@
  * `sana info`: version, native build, usable devices, and the Hugging Face cache with the models in it.
  */
 import { platform, arch } from 'node:os'
-import { SanaError } from '../errors'
+import { callNativeSync, SanaError } from '../errors'
 import { listCachedModels } from '../hub'
 import { hubCacheDir } from '../hub/cache'
 import { native } from '../native'
@@ -37,7 +37,7 @@ export const info: Command = {
   options: {},
 
   async run() {
-    const cuda = native().builtWithCuda()
+    const cuda = callNativeSync(() => native().builtWithCuda())
     const cacheDir = hubCacheDir(undefined)
     const models = await listCachedModels()
     const rows: [string, string][] = [
