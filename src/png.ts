@@ -166,7 +166,7 @@ export class SanaImage {
 
   /**
    * The image file in `format`: PNG by the encoder above (with the text metadata), JPEG or WebP through sharp
-   * (pixels only: those formats get no text metadata).
+   * (pixels only: those formats get no text metadata; JPEG keeps full-resolution colour, 4:4:4).
    * @example const jpeg = await image.encode('jpeg', { quality: 90 })
    */
   async encode(format: ImageFormat, options: ImageEncodeOptions = {}): Promise<Buffer> {
@@ -177,7 +177,7 @@ export class SanaImage {
     // Loaded on first use: PNG-only callers never load libvips.
     const { default: sharp } = await import('sharp')
     const raw = sharp(this.data, { raw: { width: this.width, height: this.height, channels: 3 } })
-    return format === 'jpeg' ? raw.jpeg({ quality }).toBuffer() : raw.webp({ quality }).toBuffer()
+    return format === 'jpeg' ? raw.jpeg({ quality, chromaSubsampling: '4:4:4' }).toBuffer() : raw.webp({ quality }).toBuffer()
   }
 
   /**
