@@ -8,7 +8,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import sharp from 'sharp'
-import { Gemma2TextEncoder, resolveModel, SanaImage, SanaPipeline, Tensor } from '../dist/index.js'
+import { Gemma2TextEncoder, resolveModel, SanaImage, SanaPipeline, SanaTransformer2DModel, Tensor } from '../dist/index.js'
 import { close, gitSha1 } from './helpers/fake-hub.mjs'
 import { REPO, SANA_TINY } from './helpers/paths.mjs'
 
@@ -232,4 +232,16 @@ test('a missing native binary is SANA_NOT_FOUND naming the file and the package 
   const r = await run(join(dir, 'dist', 'cli.js'), ['info'], { cwd: dir, env: { SANA_NODE_BINARY: 'cpu' } })
   failsWith(t, r, 1, 'SANA_NOT_FOUND', join(dir, 'sana.linux-x64-gnu.node'), 'npm i sana-node-linux-x64-gnu', 'npm run build')
   t.false(r.stderr.includes('npm/cli/issues'), 'not napi’s advice about an npm bug')
+})
+
+// ─── 8. A defaulted config key behind a shape mismatch ─────────────────────────────────────────────
+
+test('a shape mismatch names the config keys that config.json lacks and were defaulted', async (t) => {
+  const dir = tempDir(t)
+  cpSync(join(SANA_TINY, 'transformer'), dir, { recursive: true })
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
+  delete config.num_attention_heads // diffusers' default, 70, does not fit the tiny checkpoint
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config))
+  const err = await rejectsWith(t, SanaTransformer2DModel.load(dir), 'SANA_SHAPE_MISMATCH', 'lacks num_attention_heads = 70', 'defaults were used')
+  t.false(err.message.includes('attention_head_dim ='), `keys the config gives are not listed: ${err.message}`)
 })
