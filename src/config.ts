@@ -77,5 +77,7 @@ export interface Gemma2Config {
   numKeyValueHeads: number
   headDim: number
   vocabSize: number
+  /** Longest sequence the encoder takes (Gemma 2: 8192); bounds `maxSequenceLength`. */
+  maxPositionEmbeddings?: number
   [key: string]: unknown
 }

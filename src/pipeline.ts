@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaControlNetModel, SanaTransformer2DModel, type LoadOptions } from './components'
 import { SanaError, throwIfAborted } from './errors'
-import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, selectIndex, type PromptOptions } from './prompt'
+import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, promptTokenBudget, selectIndex, type PromptOptions } from './prompt'
 import { Tensor } from './tensor'
 import { GemmaTokenizer, type Encoding } from './tokenizer'
 import { repeatRows, resolveOptions, type GenerateOptions, type OutputType, type ResolvedOptions, type StepEvent } from './generate'
@@ -226,9 +226,9 @@ export class SanaPipeline {
    * @example const pipe = await SanaPipeline.load('Efficient-Large-Model/Sana_600M_1024px_diffusers', { device: 'auto' })
    */
   static async load(dirOrRepoId: string, options: PipelineLoadOptions = {}): Promise<SanaPipeline> {
-    const { revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir } = options
+    const { revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, timeoutMs } = options
     const local = await resolveModel(dirOrRepoId, {
-      revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, variant: options.variant,
+      revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, timeoutMs, variant: options.variant,
     })
     const root = checkDir(local, 'pipeline')
     const modelIndex = readModelIndex(root)
@@ -316,13 +316,14 @@ export class SanaPipeline {
     const texts = promptList(prompt).map(preprocessPrompt)
     const maxSequenceLength = checkMaxSequenceLength(options.maxSequenceLength)
     const chi = chiLines(options.complexHumanInstruction)
-    if (!chi) return this.tokenizer.encodeSync(texts, { maxLength: maxSequenceLength, padding: true })
+    const maxPositions = this.textEncoder.config.maxPositionEmbeddings
+    if (!chi) return this.tokenizer.encodeSync(texts, { maxLength: promptTokenBudget(maxSequenceLength, 0, maxPositions), padding: true })
     const chiPrompt = chi.join('\n')
     // diffusers: len(tokenizer.encode(chi_prompt)) counts <bos>; the budget keeps maxSequenceLength − 2 more.
     const numChi = this.tokenizer.encodeSync([chiPrompt]).inputIds[0].length
     return this.tokenizer.encodeSync(
       texts.map((t) => chiPrompt + t),
-      { maxLength: numChi + maxSequenceLength - 2, padding: true },
+      { maxLength: promptTokenBudget(maxSequenceLength, numChi, maxPositions), padding: true },
     )
   }
 

@@ -19,6 +19,7 @@ import {
   type Command,
   type ParsedArgs,
 } from './command'
+import { prepareOutputs } from './output'
 import { DownloadProgressView, formatMs, StepProgress } from './progress'
 
 /** The model `sana generate` uses without `--model`. */
@@ -135,11 +136,11 @@ function previewWriter(path: string | undefined) {
 
 export const generate: Command = {
   name: 'generate',
-  summary: 'Generate images from a text prompt and save them as PNG.',
+  summary: 'Generate images from a text prompt and save them as PNG, JPEG or WebP.',
   usage: 'sana generate "<prompt>" [options]',
   positionals: ['prompt'],
   options: {
-    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output PNG; several images → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
+    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output image (.png, .jpg/.jpeg or .webp); several → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
     model: { type: 'string', short: 'm', valueName: 'repo-or-dir', description: `Hub repo id or local diffusers folder. Defaults to ${DEFAULT_MODEL}.` },
     steps: { type: 'string', valueName: 'N', description: 'Denoising steps. Defaults to 20 (Sana) or 2 (Sprint).' },
     seed: { type: 'string', valueName: 'N', description: 'Seed of the starting noise (torch-compatible). Defaults to a random one, printed.' },
@@ -182,6 +183,9 @@ export const generate: Command = {
     const a = readArgs(args)
     checkCombinations(a)
     const writePreview = previewWriter(a.preview)
+    // Before loading: a bad output path must not cost a whole generation (the seed-named default goes to the cwd).
+    await prepareOutputs(outputPaths(a.output ?? 'sana.png', a.generate.numImagesPerPrompt ?? 1))
+    if (a.preview) await prepareOutputs([a.preview])
     const err = process.stderr
     return withInterrupt(async (signal) => {
       // 1. Load (downloading into the Hugging Face cache when needed).
@@ -217,10 +221,7 @@ export const generate: Command = {
         }
         // 3. Save.
         const paths = outputPaths(a.output ?? `sana-${result.seed}.png`, result.images.length)
-        for (const [i, image] of result.images.entries()) {
-          await mkdir(dirname(resolve(paths[i])), { recursive: true })
-          await image.save(paths[i])
-        }
+        for (const [i, image] of result.images.entries()) await image.save(paths[i])
         const steps = result.stepTimesMs.length
         const perStep = steps ? result.stepTimesMs.reduce((x, y) => x + y, 0) / steps : 0
         process.stdout.write(

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { platform, arch } from 'node:os'
 import { camelizeKeys } from '../config'
-import { SanaError } from '../errors'
+import { callNativeSync, SanaError } from '../errors'
 import { listCachedModels } from '../hub'
 import { hubCacheDir } from '../hub/cache'
 import { parsePythonJson } from '../json'
@@ -118,7 +118,7 @@ export const info: Command = {
     if (args.values.estimate) return runEstimate(args)
     const stray = ['model', 'dtype', 'width', 'height', 'batch', 'device'].find((k) => args.values[k] !== undefined)
     if (stray) throw new UsageError(`--${stray} is an option of --estimate`)
-    const cuda = native().builtWithCuda()
+    const cuda = callNativeSync(() => native().builtWithCuda())
     const cacheDir = hubCacheDir(undefined)
     const models = await listCachedModels()
     const rows: [string, string][] = [

@@ -189,7 +189,8 @@ pub(super) fn tiled_decode(z: &Tensor, p: &TilePlan, f: usize, decode: impl Fn(&
     let (th, tw) = (p.tile.min(h), p.tile.min(w));
     let (hp, wp, thp, twp) = (h * f, w * f, th * f, tw * f);
     let mut acc: Vec<f32> = Vec::new();
-    let mut wsum = vec![0f32; hp * wp];
+    // The blended output lives in host memory: fallible allocations, so an absurd size is an error, not an abort.
+    let mut wsum = crate::alloc::try_zeros_f32("latents", "tiled decode weights", &[hp, wp])?;
     let mut channels = 0;
     for (iy, &y0) in ys.iter().enumerate() {
         let wy = ramp(&ys, iy, p.tile, h, f);
@@ -201,7 +202,7 @@ pub(super) fn tiled_decode(z: &Tensor, p: &TilePlan, f: usize, decode: impl Fn(&
             let c = tile.dim(1)?;
             if acc.is_empty() {
                 channels = c;
-                acc = vec![0f32; b * c * hp * wp];
+                acc = crate::alloc::try_zeros_f32("latents", "tiled decode output", &[b, c, hp, wp])?;
             }
             let tv = tile.flatten_all()?.to_vec1::<f32>()?;
             // 2. Accumulate weighted pixels and weights.
