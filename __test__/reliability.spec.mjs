@@ -122,7 +122,7 @@ test.serial('a Hub that never answers times out after HF_HUB_ETAG_TIMEOUT (or ti
   const before = process.env.HF_HUB_ETAG_TIMEOUT
   process.env.HF_HUB_ETAG_TIMEOUT = '0.5'
   t.teardown(() => (before === undefined ? delete process.env.HF_HUB_ETAG_TIMEOUT : (process.env.HF_HUB_ETAG_TIMEOUT = before)))
-  await rejectsWith(t, resolveModel('org/name', hubOptions(t, endpoint)), 'SANA_HUB_ERROR', 'HEAD', 'timed out', '0.5 s', 'HF_HUB_ETAG_TIMEOUT', '--model <folder>')
+  await rejectsWith(t, resolveModel('org/name', hubOptions(t, endpoint)), 'SANA_HUB_ERROR', 'timed out', '0.5 s', 'HF_HUB_ETAG_TIMEOUT', '--model <folder>')
   await rejectsWith(t, resolveModel('org/name', hubOptions(t, endpoint, { timeoutMs: 400 })), 'SANA_HUB_ERROR', 'timed out', '0.4 s')
   process.env.HF_HUB_ETAG_TIMEOUT = 'soon'
   await rejectsWith(t, resolveModel('org/name', hubOptions(t, endpoint)), 'SANA_INVALID_ARGUMENT', 'HF_HUB_ETAG_TIMEOUT')
