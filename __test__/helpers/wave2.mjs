@@ -24,6 +24,32 @@ export function caseTensorT(caseName, role) {
 }
 
 /**
+ * `generate` options reproducing a wave-2 e2e case's diffusers call: its call_kwargs and its generator's seed.
+ * `extra` adds the case's inputs (images, scheduler, PAG layers) or replaces the seed (`seed: undefined` with
+ * stored noise); undefined values are dropped.
+ */
+export function caseOptions(name, extra = {}) {
+  const c = wave2.caseOf(name)
+  const k = c.call_kwargs
+  const o = {
+    prompt: k.prompt,
+    negativePrompt: k.negative_prompt,
+    guidanceScale: k.guidance_scale,
+    numInferenceSteps: k.num_inference_steps,
+    height: k.height,
+    width: k.width,
+    useResolutionBinning: k.use_resolution_binning,
+    strength: k.strength,
+    pagScale: k.pag_scale,
+    pagAdaptiveScale: k.pag_adaptive_scale,
+    controlnetConditioningScale: k.controlnet_conditioning_scale,
+    seed: c.rng.seed,
+    ...extra,
+  }
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined))
+}
+
+/**
  * Run `generate` for a case and compare every step's latents, the final latents, image_pt and the PNG with the
  * reference, at the case's tolerances. `options` are the generate options reproducing the case.
  */
