@@ -98,7 +98,7 @@ fn all_ones_mask_equals_no_mask() {
 }
 
 /// ControlNet residuals: zeros change nothing; a residual for block 1 changes the output, and a
-/// wrongly shaped one is rejected. (No ControlNet fixture exists; this checks the plumbing only.)
+/// wrongly shaped one is rejected (the diffusers comparison is __test__/controlnet.spec.mjs).
 #[test]
 fn controlnet_residuals_plumbing() {
     let model = load("transformer_square");
