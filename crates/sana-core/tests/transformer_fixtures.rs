@@ -245,6 +245,8 @@ fn pag_skips_qk_norm_like_diffusers() {
     assert!(plain_model < 1e-5, "no qk-norm: unperturbed row changed by {plain_model}");
     let qk_norm_model = unperturbed_change("transformer_sana15_square");
     assert!(qk_norm_model > 1e-3, "qk-norm: unperturbed row should lose norm_q/norm_k, changed by only {qk_norm_model}");
+}
+
 /// Sana 1.5 4.8B is the 1.6B architecture at 60 layers: nothing may assume ≤ 28. The tiny fixture's blocks,
 /// repeated to 60 layers, must load (every block's tensors used), run every block, and stay finite.
 #[test]
