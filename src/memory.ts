@@ -120,18 +120,18 @@ export function estimateMemory(options: MemoryEstimateOptions): MemoryEstimate {
 }
 
 /**
- * Measured peak over the itemised tensors of a transformer forward on CPU (benches/RESULTS.md, "Memory estimate
- * vs measured": random-weight Sana-600M at 32² and 64² latents): allocator high-water and short-lived temporaries
- * the per-token count leaves out.
+ * Measured peak over the itemised tensors of a transformer forward on CPU: allocator high-water and short-lived
+ * temporaries the per-token count leaves out. Fitted on random-weight Sana-600M and 1.6B at 32² latents, batch 2
+ * (both ≈ 1.3×; benches/RESULTS.md, "Memory estimate vs measured").
  */
-const TRANSFORMER_SLACK = 1.5
+const TRANSFORMER_SLACK = 1.3
 
 /**
  * Peak activation bytes of one transformer forward on `batch` rows of `tokens` latent tokens (CFG included in
  * `batch`), `seqLen` text tokens, `e`-byte elements. Per token, the widest of (D inner dim, hid = mlpRatio·D,
  * ci the cross-attention width, Hc its heads):
- * - feed-forward: x, its modulated norm, the channel-major copy, the 2·hid expansion and the hid GLU → 3D + 3·hid
- *   (on CUDA the SiLU'd expansion is one more 2·hid);
+ * - feed-forward: x, its modulated norm, the channel-major copy, the 2·hid expansion and its bias-added copy, the
+ *   hid GLU → 3D + 5·hid (on CUDA the SiLU'd expansion is one more 2·hid) — the widest for every Sana model;
  * - self-attention: x, norm, q, k, v, their ReLUs, attention output, projection → 9D;
  * - cross-attention: x, q, its head-major copy, output and its token-major copy → D + 4·ci, plus scores per head
  *   over the text and their softmax (f32 on CPU: 8 bytes; elsewhere the scores, their f32 copy and two f32
@@ -143,7 +143,7 @@ export function transformerActivations(cfg: SanaTransformerConfig, batch: number
   const hid = Math.floor(cfg.mlpRatio * d)
   const ci = cfg.numCrossAttentionHeads * cfg.crossAttentionHeadDim
   const p = cfg.patchSize ** 2
-  const ff = (3 * d + (cpu ? 3 : 5) * hid) * e
+  const ff = (3 * d + (cpu ? 5 : 7) * hid) * e
   const cross = (d + 4 * ci) * e + cfg.numCrossAttentionHeads * seqLen * (cpu ? 8 : e + 12)
   const perToken = Math.max(ff, 9 * d * e, cross)
   return TRANSFORMER_SLACK * (batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e)
