@@ -120,11 +120,12 @@ export function estimateMemory(options: MemoryEstimateOptions): MemoryEstimate {
 }
 
 /**
- * Measured peak over the itemised tensors of a transformer forward on CPU: allocator high-water and short-lived
- * temporaries the per-token count leaves out. Fitted on random-weight Sana-600M and 1.6B at 32² latents, batch 2
- * (both ≈ 1.3×; benches/RESULTS.md, "Memory estimate vs measured").
+ * What a CPU forward holds beyond the itemised tensors, independent of the batch and size (allocator high-water,
+ * thread-pool buffers): the intercept of measured peak vs tokens on random-weight Sana-600M (32² and 64² latents,
+ * 38–44 MiB) and 1.6B (77 MiB), benches/RESULTS.md "Memory estimate vs measured". The per-token slope matched the
+ * itemised count within 1 %.
  */
-const TRANSFORMER_SLACK = 1.3
+const TRANSFORMER_OVERHEAD = 64 * 2 ** 20
 
 /**
  * Peak activation bytes of one transformer forward on `batch` rows of `tokens` latent tokens (CFG included in
@@ -136,7 +137,7 @@ const TRANSFORMER_SLACK = 1.3
  * - cross-attention: x, q, its head-major copy, output and its token-major copy → D + 4·ci, plus scores per head
  *   over the text and their softmax (f32 on CPU: 8 bytes; elsewhere the scores, their f32 copy and two f32
  *   temporaries: e + 12);
- * plus the projected captions, batch·S·(caption + 2D); × {@link TRANSFORMER_SLACK}.
+ * plus the projected captions, batch·S·(caption + 2D), and {@link TRANSFORMER_OVERHEAD}.
  */
 export function transformerActivations(cfg: SanaTransformerConfig, batch: number, tokens: number, seqLen: number, e: number, cpu = true): number {
   const d = cfg.numAttentionHeads * cfg.attentionHeadDim
@@ -146,7 +147,7 @@ export function transformerActivations(cfg: SanaTransformerConfig, batch: number
   const ff = (3 * d + (cpu ? 5 : 7) * hid) * e
   const cross = (d + 4 * ci) * e + cfg.numCrossAttentionHeads * seqLen * (cpu ? 8 : e + 12)
   const perToken = Math.max(ff, 9 * d * e, cross)
-  return TRANSFORMER_SLACK * (batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e)
+  return batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e + TRANSFORMER_OVERHEAD
 }
 
 /**
