@@ -41,6 +41,7 @@ impl JsTransformer {
                     encoder_attention_mask,
                     guidance: guidance.map(|g| g.to_dtype(DType::F32)).transpose()?,
                     controlnet_block_samples: None,
+                    lora_scale: 1.0,
                 };
                 model.forward(&input)
             },

@@ -2,6 +2,8 @@
 //! manifest, and compare with each case's tolerance (`|got − ref| ≤ atol + rtol·|ref|`, numpy allclose).
 #![allow(dead_code)]
 
+pub mod wave2;
+
 use sana_core::weights::WeightFiles;
 use sana_core::{DType, Device, Tensor};
 use std::path::PathBuf;
