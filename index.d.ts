@@ -119,11 +119,29 @@ export declare class NativeTransformer {
   /** One loaded tensor by checkpoint name (shares memory with the model). */
   getWeight(name: string): NativeTensor
   /**
-   * One denoiser call: latents [B, C, H, W], caption embeddings [B, S, caption], timestep [B]
-   * (optional mask [B, S]: 1 keep, 0 drop; guidance [B] for Sprint, already scaled) → [B, out, H, W]
-   * in the model dtype. Inputs are cast to the model dtype; the timestep and guidance stay f32.
+   * One denoiser call → [B, out_channels, H, W] in the model dtype (sana-core casts the inputs to it;
+   * the timestep and guidance embeddings are computed in f32).
    */
-  forward(hiddenStates: NativeTensor, encoderHiddenStates: NativeTensor, timestep: NativeTensor, encoderAttentionMask?: NativeTensor | undefined | null, guidance?: NativeTensor | undefined | null): Promise<unknown>
+  forward(input: NativeTransformerInput): Promise<unknown>
+  /**
+   * Read a LoRA safetensors file and attach it as `adapterName` (default `default_<n>`), active at weight 1.
+   * Resolves to the adapter's name; on any error the adapters are left as they were.
+   */
+  loadLora(path: string, adapterName?: string | undefined | null): Promise<unknown>
+  /** Make exactly `names` active, with `weights` (one per name). */
+  setAdapters(names: Array<string>, weights: Array<number>): Promise<unknown>
+  /** Remove the named adapters. */
+  deleteAdapters(names: Array<string>): Promise<unknown>
+  /** Merge the active adapters at `loraScale` into copies of the targeted weights. */
+  fuseLora(loraScale: number): Promise<unknown>
+  /** Back to unfused adapters. */
+  unfuseLora(): Promise<unknown>
+  /** Remove every adapter: the base model, exactly. */
+  unloadLora(): Promise<unknown>
+  /** The loaded adapters, in load order. */
+  listAdapters(): Array<NativeAdapterInfo>
+  /** The scale the adapters are fused at; absent when not fused. */
+  get fusedLoraScale(): number | null
 }
 export type JsTransformer = NativeTransformer
 
@@ -135,6 +153,21 @@ export declare function builtWithCuda(): boolean
  * loader uses it to decide between the CUDA and the CPU binary).
  */
 export declare function cudaDeviceCount(): number
+
+/** One loaded LoRA adapter. */
+export interface NativeAdapterInfo {
+  name: string
+  /** The safetensors file it was read from. */
+  path: string
+  /** Largest rank among its layers. */
+  rank: number
+  /** `lora_alpha` from the file's metadata; absent when the file has none (alpha = rank). */
+  alpha?: number
+  /** Number of layers it adapts. */
+  layers: number
+  /** Its weight while active; absent when inactive. */
+  weight?: number
+}
 
 /** Options of `decode`. */
 export interface NativeDecodeOptions {
@@ -183,4 +216,25 @@ export interface NativeTensorInfo {
   /** Dtype after load-time conversion (`float32`, …). */
   dtype: string
   file: string
+}
+
+/**
+ * Inputs of one `NativeTransformer.forward` call (diffusers' `forward` arguments). Read from JS only:
+ * the tensor fields borrow the JS `NativeTensor` instances for the duration of the call.
+ */
+export interface NativeTransformerInput {
+  /** Latents [B, in_channels, H, W]. */
+  hiddenStates: NativeTensor
+  /** Caption embeddings [B, S, caption_channels]. */
+  encoderHiddenStates: NativeTensor
+  /** [B] float timesteps. */
+  timestep: NativeTensor
+  /** [B, S]: 1 keep, 0 drop. Defaults to attending to every caption token. */
+  encoderAttentionMask?: NativeTensor
+  /** [B] guidance for guidance-embedding models (Sprint), already times `guidance_embeds_scale`. */
+  guidance?: NativeTensor
+  /** ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none. */
+  controlnetBlockSamples?: Array<NativeTensor>
+  /** Multiplies every active, unfused LoRA adapter for this call. Defaults to 1. */
+  loraScale?: number
 }

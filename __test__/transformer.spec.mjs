@@ -68,6 +68,8 @@ test('bad inputs are typed errors naming the argument', async (t) => {
   await expectArg({ timestep: [1, 2, 3] }, 'timestep')
   await expectArg({ timestep: [NaN, 1] }, 'timestep')
   await expectArg({ hiddenStates: 'latents' }, 'hiddenStates')
+  await expectArg({ controlnetBlockSamples: [zeros([2, 64, 64]), 'sample'] }, 'controlnetBlockSamples')
+  await expectArg({ controlnetBlockSamples: [zeros([2, 63, 64])] }, 'controlnetBlockSamples') // native shape check
   const sprint = await model(caseOf('transformer_sprint_square').model_dir)
   const err = await t.throwsAsync(sprint.forward({ ...inputs('transformer_sprint_square'), guidance: undefined }))
   t.is(err.code, 'SANA_INVALID_ARGUMENT')

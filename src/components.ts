@@ -129,8 +129,19 @@ export interface TransformerInput {
   timestep: Tensor | number[]
   /** 1 = keep, 0 = drop, [B, S]. Defaults to all ones. */
   encoderAttentionMask?: Tensor
-  /** Guidance per batch item, for guidance-embedding models (Sana-Sprint). */
+  /** Guidance per batch item, for guidance-embedding models (Sana-Sprint). Defaults to none. */
   guidance?: Tensor | number[]
+  /**
+   * ControlNet residuals [B, N, innerDim] (a ControlNet's block outputs, already times the
+   * conditioning scale): sample k is added after block k + 1; samples beyond the transformer's depth are
+   * ignored, as in diffusers. Defaults to none.
+   */
+  controlnetBlockSamples?: Tensor[]
+  /**
+   * Multiplies every active LoRA adapter for this call (diffusers' `attention_kwargs={"scale": …}`); no effect
+   * while adapters are fused. Defaults to 1.
+   */
+  loraScale?: number
 }
 
 function toVector(v: Tensor | number[], name: string): Tensor {
@@ -139,6 +150,13 @@ function toVector(v: Tensor | number[], name: string): Tensor {
     throw invalidArgument(name, 'a Tensor or a non-empty array of finite numbers', v)
   }
   return Tensor.fromFloat32Array(Float32Array.from(v), [v.length])
+}
+
+/** The native handle of an optional Tensor argument (undefined stays undefined). */
+function optionalTensor(v: Tensor | undefined, name: string): Binding.NativeTensor | undefined {
+  if (v === undefined) return undefined
+  if (!(v instanceof Tensor)) throw invalidArgument(name, 'a Tensor', v)
+  return v.native
 }
 
 /** The Linear DiT denoiser (`SanaTransformer2DModel`). */
@@ -154,14 +172,24 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
     }
     const timestep = toVector(input.timestep, 'timestep')
     const guidance = input.guidance === undefined ? undefined : toVector(input.guidance, 'guidance')
+    const samples = input.controlnetBlockSamples
+    if (samples !== undefined && !(Array.isArray(samples) && samples.every((s) => s instanceof Tensor))) {
+      throw invalidArgument('controlnetBlockSamples', 'an array of Tensors', samples)
+    }
+    const { loraScale } = input
+    if (loraScale !== undefined && (typeof loraScale !== 'number' || !Number.isFinite(loraScale))) {
+      throw invalidArgument('loraScale', 'a finite number', loraScale)
+    }
     const out = await callNative(() =>
-      this.native.forward(
-        input.hiddenStates.native,
-        input.encoderHiddenStates.native,
-        timestep.native,
-        input.encoderAttentionMask?.native,
-        guidance?.native,
-      ),
+      this.native.forward({
+        hiddenStates: input.hiddenStates.native,
+        encoderHiddenStates: input.encoderHiddenStates.native,
+        timestep: timestep.native,
+        encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+        guidance: guidance?.native,
+        controlnetBlockSamples: samples?.map((s) => s.native),
+        loraScale,
+      }),
     )
     return new Tensor(out as Binding.NativeTensor)
   }
