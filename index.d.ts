@@ -41,6 +41,8 @@ export declare class NativeTensor {
   static fromInt32Array(data: Int32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
   /** Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' common device (the scheduler's update step). */
   static linearCombination(tensors: Array<NativeTensor>, coeffs: Array<number>): NativeTensor
+  /** `(1 − mask)·keep + mask·repaint` in f32, mask [1|B, 1, H, W] broadcast (the inpainting blend). */
+  static maskedBlend(keep: NativeTensor, repaint: NativeTensor, mask: NativeTensor): NativeTensor
   /**
    * Concatenate along `dim` (e.g. the CFG batch: negative first, then positive), on the tensors'
    * common device (the first accelerator among them, else the CPU).
@@ -207,6 +209,18 @@ export interface NativeLoadOptions {
   variant?: string
 }
 
+/**
+ * PAG (diffusers' `SanaPAGPipeline`): in the listed blocks, attn1 of the last `perturbedRows` batch rows
+ * becomes identity attention `to_out(to_v(x))`; those blocks skip `norm_q`/`norm_k` on every row, as
+ * diffusers' PAG processors do.
+ */
+export interface NativePagInput {
+  /** 0-based indices of `transformer_blocks`. */
+  layers: Array<number>
+  /** Trailing batch rows that are perturbed (the perturbed copies), 0 < perturbedRows < batch. */
+  perturbedRows: number
+}
+
 /** One checkpoint tensor as stored and as loaded. */
 export interface NativeTensorInfo {
   name: string
@@ -237,4 +251,36 @@ export interface NativeTransformerInput {
   controlnetBlockSamples?: Array<NativeTensor>
   /** Multiplies every active, unfused LoRA adapter for this call. Defaults to 1. */
   loraScale?: number
+  /** Perturbed-attention guidance for this call. Defaults to none. */
+  pag?: NativePagInput
 }
+
+/** The decode plan and its activation memory (weights not included). */
+export interface NativeVaeMemory {
+  /** One pass over the whole latent. */
+  untiledBytes: number
+  /** Tile side in latent pixels when the decode would be tiled. */
+  tileSize?: number
+  /** The decode as planned: `untiledBytes`, or one tile plus the blend buffers. */
+  peakBytes: number
+}
+
+/** Input of `vaeDecodeMemory`. */
+export interface NativeVaeMemoryInput {
+  /** The VAE's config.json (snake_case keys, as written) serialized. */
+  configJson: string
+  /** `float32`, `bfloat16` or `float16`: the dtype the decoder computes in. */
+  dtype: string
+  batch: number
+  /** Latent height and width (image size / 32 for f32c32). */
+  latentHeight: number
+  latentWidth: number
+  /** The decode options the call would use. Defaults to auto tiling with a 4096 MiB budget. */
+  options?: NativeDecodeOptions
+}
+
+/**
+ * The same estimate and tiling decision `decode` makes, from a config alone (nothing loaded), so that
+ * the TypeScript memory planner and the native auto-tiling share one formula.
+ */
+export declare function vaeDecodeMemory(input: NativeVaeMemoryInput): NativeVaeMemory

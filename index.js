@@ -847,3 +847,4 @@ module.exports.NativeTransformer = nativeBinding.NativeTransformer
 module.exports.JsTransformer = nativeBinding.JsTransformer
 module.exports.builtWithCuda = nativeBinding.builtWithCuda
 module.exports.cudaDeviceCount = nativeBinding.cudaDeviceCount
+module.exports.vaeDecodeMemory = nativeBinding.vaeDecodeMemory

@@ -9,6 +9,8 @@ import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaTra
 import { callNative, callNativeSync, invalidArgument, SanaError } from './errors'
 import { native, type Binding } from './native'
 import { Tensor, type DeviceRequest } from './tensor'
+// For TSDoc links only.
+import type { pagLayerIndices } from './pag'
 
 /** Options for loading a component or a pipeline. */
 export interface LoadOptions {
@@ -142,6 +144,32 @@ export interface TransformerInput {
    * while adapters are fused. Defaults to 1.
    */
   loraScale?: number
+  /**
+   * Perturbed-attention guidance for this call (diffusers' `SanaPAGPipeline`): in the blocks `layers`
+   * (0-based, e.g. from {@link pagLayerIndices}), self-attention of the last `perturbedRows` batch rows
+   * becomes the identity `to_out(to_v(x))`; the other rows attend normally. As in diffusers, those
+   * blocks skip the q/k RMSNorm of qk-norm models (Sana 1.5, Sprint) on every row. Defaults to none.
+   * @example { layers: [1], perturbedRows: 1 } // batch [uncond, text, perturbed]
+   */
+  pag?: PagInput
+}
+
+/** See {@link TransformerInput.pag}. */
+export interface PagInput {
+  /** Block indices (0-based) whose self-attention is perturbed. */
+  layers: number[]
+  /** How many trailing batch rows are the perturbed copies; 0 < perturbedRows < batch. */
+  perturbedRows: number
+}
+
+function checkPag(pag: PagInput | undefined): PagInput | undefined {
+  if (pag === undefined) return undefined
+  const isIndex = (v: unknown) => Number.isInteger(v) && (v as number) >= 0
+  if (typeof pag !== 'object' || pag === null || !Array.isArray(pag.layers) || !pag.layers.every(isIndex)) {
+    throw invalidArgument('pag.layers', 'an array of block indices', pag?.layers)
+  }
+  if (!(isIndex(pag.perturbedRows) && pag.perturbedRows > 0)) throw invalidArgument('pag.perturbedRows', 'a positive integer', pag.perturbedRows)
+  return { layers: pag.layers, perturbedRows: pag.perturbedRows }
 }
 
 function toVector(v: Tensor | number[], name: string): Tensor {
@@ -189,6 +217,7 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
         guidance: guidance?.native,
         controlnetBlockSamples: samples?.map((s) => s.native),
         loraScale,
+        pag: checkPag(input.pag),
       }),
     )
     return new Tensor(out as Binding.NativeTensor)

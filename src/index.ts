@@ -11,6 +11,7 @@ export {
   type LoadOptions,
   type TensorInfo,
   type TransformerInput,
+  type PagInput,
   type TilingOptions,
 } from './components'
 export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
@@ -23,6 +24,7 @@ export {
   type EncodePromptOptions,
   type PromptEmbeddings,
 } from './pipeline'
+export { pagLayerIndices } from './pag'
 export { GemmaTokenizer, type Encoding, type EncodeOptions } from './tokenizer'
 export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions } from './prompt'
 export { parsePythonJson } from './json'
@@ -45,3 +47,23 @@ export {
 } from './lora'
 export { resolveModel, resolveRepoFile, listCachedModels, type ResolveModelOptions, type CacheOptions, type DownloadProgress, type CachedModel, type CachedRevision } from './hub'
 export { SanaImage, type PngMetadata, type SanaImageInit } from './png'
+export type { GenerateOptions, StepEvent, OutputType } from './generate'
+export type { GenerateResult } from './pipeline'
+export { prepareImage, prepareMask, type ImageInput, type PreparedMask } from './preprocess'
+export { decodePreview, type PreviewOptions } from './preview'
+export { startIndex } from './sampling/loop'
+export {
+  estimateMemory,
+  availableMemory,
+  assertFits,
+  transformerActivations,
+  textEncoderActivations,
+  MODEL_PRESETS,
+  type ModelPreset,
+  type ModelConfigs,
+  type MemoryDType,
+  type MemoryEstimateOptions,
+  type MemoryEstimate,
+  type AvailableMemory,
+  type AssertFitsOptions,
+} from './memory'

@@ -9,15 +9,20 @@ import { SanaError, throwIfAborted } from './errors'
 import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, selectIndex, type PromptOptions } from './prompt'
 import { Tensor } from './tensor'
 import { GemmaTokenizer, type Encoding } from './tokenizer'
-import { denoise, repeatRows, resolveOptions, type GenerateOptions, type OutputType, type StepEvent } from './generate'
+import { repeatRows, resolveOptions, type GenerateOptions, type OutputType, type ResolvedOptions, type StepEvent } from './generate'
 import { parsePythonJson } from './json'
-import { denormalize, resizeAndCropTensor, type PlanarImage } from './postprocess'
+import { denormalize, resizeAndCropTensor, type ImageSize, type PlanarImage } from './postprocess'
 import { SanaImage } from './png'
 import { TorchGenerator } from './random'
 import { schedulerFromConfig, type Scheduler } from './schedulers'
 import { resolveModel, type ResolveModelOptions } from './hub'
 import * as lora from './lora'
 import type { FuseLoraOptions, LoadLoraOptions, LoraAdapterInfo } from './lora'
+import { defaultSize, imageSize } from './preprocess'
+import { decodePreview } from './preview'
+import { buildRecipe, type PromptRows } from './sampling/build'
+import { sample } from './sampling/loop'
+import { Turns } from './turns'
 
 /** The component slots of a Sana pipeline, in model_index.json's names. */
 export const COMPONENT_SLOTS = ['tokenizer', 'text_encoder', 'transformer', 'vae', 'scheduler'] as const
@@ -150,13 +155,14 @@ export interface GenerateResult<O extends OutputType = 'image'> {
 }
 
 /** NaN/Inf latents decode to a grey or black image; say so instead (the classic fp16 failure). */
-function throwIfNotFinite(values: Float32Array): void {
+function throwIfNotFinite(values: Float32Array, dtype: string): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) {
-      throw new SanaError(
-        'SANA_COMPUTE_ERROR',
-        'the denoised latents contain NaN or Inf values (numerical overflow; try dtype: "float32" or "bfloat16" instead of "float16")',
-      )
+      // float16 overflows are the classic cause; in float32 or bfloat16 suspect the inputs or the weights.
+      const hint = dtype === 'float16'
+        ? 'numerical overflow; try dtype: "bfloat16" or "float32" instead of "float16"'
+        : `computed in ${dtype}: check the inputs (latents, noise, images) and the checkpoint's weights for NaN/Inf`
+      throw new SanaError('SANA_COMPUTE_ERROR', `the denoised latents contain NaN or Inf values (${hint})`)
     }
   }
 }
@@ -179,7 +185,7 @@ export class SanaPipeline {
   /** scheduler_config.json as written (Python's -Infinity etc. read as numbers). */
   readonly schedulerConfig: Record<string, unknown>
   /** Serialises generations: a scheduler holds per-generation state. */
-  private queue: Promise<unknown> = Promise.resolve()
+  readonly #turns = new Turns()
 
   /** @internal */
   protected constructor(parts: {
@@ -344,59 +350,58 @@ export class SanaPipeline {
    */
   async generate<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): Promise<GenerateResult<O>> {
     const it = this.stream(options)
-    for (;;) {
-      const { value, done } = await it.next()
-      if (done) return value
-      await options.onStep?.(value)
+    let finished = false
+    try {
+      for (;;) {
+        const { value, done } = await it.next()
+        if (done) {
+          finished = true
+          return value
+        }
+        await options.onStep?.(value)
+      }
+    } finally {
+      // A throwing onStep leaves the generator suspended at a yield: close it so its turn is released.
+      if (!finished) await it.return(undefined as never)
     }
   }
 
   /**
    * Like {@link generate}, as an async iterator: yields a {@link StepEvent} after each denoising step, then
-   * returns the result (`for await` sees the steps; the iterator's final `value` is the result).
+   * returns the result (`for await` sees the steps; the iterator's final `value` is the result). Calls on one
+   * pipeline run one at a time, in order; breaking out of the loop ends the generation and frees its turn.
    * @example for await (const ev of pipe.stream({ prompt })) bar.update(ev.step + 1)
    */
   async *stream<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): AsyncGenerator<StepEvent, GenerateResult<O>> {
     const sampleSize = this.transformer.config.sampleSize
-    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize })
-    // One generation at a time per pipeline (the scheduler is stateful); later calls wait their turn.
-    const previous = this.queue
-    let release!: () => void
-    this.queue = new Promise<void>((res) => (release = res))
-    await previous.catch(() => undefined)
+    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize, controlnet: false })
+    const release = await this.#turns.acquire(options.signal)
     try {
       const started = performance.now()
-      // 1. Text: positive (and negative, for CFG) embeddings, repeated per image, negative first.
-      const enc = await this.encodePrompt(r.prompts, {
-        negativePrompt: r.negative.length ? r.negative : undefined,
-        doClassifierFreeGuidance: r.doCfg,
-        complexHumanInstruction: options.complexHumanInstruction,
-        maxSequenceLength: options.maxSequenceLength,
-      })
-      let embeds = repeatRows(enc.promptEmbeds, r.perPrompt)
-      let mask = repeatRows(enc.promptAttentionMask, r.perPrompt)
-      if (r.doCfg) {
-        embeds = Tensor.cat([repeatRows(enc.negativePromptEmbeds!, r.perPrompt), embeds], 0)
-        mask = Tensor.cat([repeatRows(enc.negativePromptAttentionMask!, r.perPrompt), mask], 0)
-      }
-      // 2. Denoise.
+      // 1. Image inputs decide the size when none is given (rounded down to a multiple of 32).
+      const size = await this.#resolveSize(options, r)
+      // 2. Text: positive (and negative, for CFG) embeddings, one row per image.
+      const text = await this.#encodeRows(options, r)
+      // 3. Denoise.
       const rng = new TorchGenerator(r.seed)
       const scheduler = options.scheduler ?? this.scheduler
-      const loop = denoise(
+      const tc = this.transformer.config
+      const recipe = await buildRecipe(
         {
           sprint: this.isSprint,
           scheduler,
-          sampleSize,
-          latentChannels: this.transformer.config.inChannels,
-          transformer: this.transformer,
-          guidanceEmbedsScale: this.transformer.config.guidanceEmbedsScale ?? 0.1,
-          timestepScale: this.transformer.config.timestepScale ?? 1,
+          vae: this.vae,
+          latentChannels: tc.inChannels,
+          numLayers: tc.numLayers,
+          timestepScale: tc.timestepScale ?? 1,
+          guidanceEmbedsScale: tc.guidanceEmbedsScale ?? 0.1,
         },
         options,
-        r,
-        { embeds, mask },
+        { ...r, size },
+        text,
         rng,
       )
+      const loop = sample(recipe, scheduler, this.transformer, options.signal)
       let latents: Tensor
       const stepTimes: number[] = []
       let t0 = performance.now()
@@ -408,22 +413,25 @@ export class SanaPipeline {
         }
         await value.latents.synchronize() // on CUDA: the step's time, not its launch time
         stepTimes.push(performance.now() - t0)
-        yield value
+        const event: StepEvent = { ...value, preview: (o) => decodePreview(this.vae, value.denoised, o) }
+        if (r.previewEvery && (value.step + 1) % r.previewEvery === 0) {
+          event.previewImage = await event.preview({ maxSize: r.previewMaxSize })
+        }
+        yield event
         t0 = performance.now()
       }
       const meta = { seed: r.seed, stepTimesMs: stepTimes }
       if (r.outputType === 'latent') {
         return { images: latents, ...meta, totalMs: performance.now() - started } as GenerateResult<O>
       }
-      // 3. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
+      // 4. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
       throwIfAborted(options.signal)
-      throwIfNotFinite(await latents.toFloat32Array())
+      throwIfNotFinite(await latents.toFloat32Array(), this.transformer.dtype)
       const z = Tensor.linearCombination([latents], [1 / this.vae.config.scalingFactor])
       const raw = await this.vae.decode(z)
       let image: PlanarImage = { data: await raw.toFloat32Array(), shape: raw.shape as [number, number, number, number] }
-      if (r.size.height !== r.requested.height || r.size.width !== r.requested.width) {
-        image = resizeAndCropTensor(image, r.requested)
-      }
+      const requested = r.requested ?? size
+      if (size.height !== requested.height || size.width !== requested.width) image = resizeAndCropTensor(image, requested)
       image = denormalize(image)
       const totalMs = performance.now() - started
       if (r.outputType === 'tensor') {
@@ -440,12 +448,35 @@ export class SanaPipeline {
             scheduler: scheduler.className,
             model: this.dir,
             software: 'sana-node',
+            ...(options.image !== undefined ? { strength: r.strength } : {}),
           },
         }),
       )
       return { images, ...meta, totalMs } as GenerateResult<O>
     } finally {
       release()
+    }
+  }
+
+  /** The generation size: as resolved, or from the image input (its size rounded down to a multiple of 32). */
+  async #resolveSize(o: GenerateOptions, r: ResolvedOptions): Promise<ImageSize> {
+    if (r.size) return r.size
+    const { width, height } = await imageSize('image', o.image!)
+    return defaultSize(width, height, {})
+  }
+
+  /** Prompt embeddings and masks repeated per image (diffusers' `repeat(1, num_images_per_prompt, 1)`). */
+  async #encodeRows(o: GenerateOptions, r: ResolvedOptions): Promise<PromptRows> {
+    const enc = await this.encodePrompt(r.prompts, {
+      negativePrompt: r.negative.length ? r.negative : undefined,
+      doClassifierFreeGuidance: r.doCfg,
+      complexHumanInstruction: o.complexHumanInstruction,
+      maxSequenceLength: o.maxSequenceLength,
+    })
+    const rows = (embeds: Tensor, mask: Tensor) => ({ embeds: repeatRows(embeds, r.perPrompt), mask: repeatRows(mask, r.perPrompt) })
+    return {
+      positive: rows(enc.promptEmbeds, enc.promptAttentionMask),
+      negative: r.doCfg ? rows(enc.negativePromptEmbeds!, enc.negativePromptAttentionMask!) : undefined,
     }
   }
 

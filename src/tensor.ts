@@ -58,6 +58,15 @@ export class Tensor {
   }
 
   /**
+   * `(1 − mask)·keep + mask·repaint` in float32, `mask` [1 or B, 1, H, W] broadcast over batch and channels
+   * (the inpainting blend: keep the known region, take the new latents where the mask is 1).
+   * @example latents = Tensor.maskedBlend(renoisedSource, latents, maskLatent)
+   */
+  static maskedBlend(keep: Tensor, repaint: Tensor, mask: Tensor): Tensor {
+    return new Tensor(callNativeSync(() => native().NativeTensor.maskedBlend(keep.native, repaint.native, mask.native)))
+  }
+
+  /**
    * Concatenate along `dim`.
    * @example Tensor.cat([negativeEmbeds, promptEmbeds], 0) // the CFG batch, negative first
    */

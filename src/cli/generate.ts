@@ -1,10 +1,11 @@
 /**
  * `sana generate "<prompt>"`: load a pipeline (downloading it on first use), generate, save PNGs.
  */
-import { mkdir } from 'node:fs/promises'
-import { dirname, extname, resolve } from 'node:path'
+import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { basename, dirname, extname, join, resolve } from 'node:path'
 import { throwIfAborted } from '../errors'
 import { SanaPipeline } from '../pipeline'
+import type { SanaImage } from '../png'
 import { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler, type Scheduler } from '../schedulers'
 import type { DeviceRequest } from '../tensor'
 import {
@@ -87,7 +88,41 @@ function readArgs(args: ParsedArgs) {
       guidanceScale: numberOption(args, 'guidance', 0),
       numImagesPerPrompt: intOption(args, 'num-images', 1),
       useResolutionBinning: noBinning ? false : undefined,
+      // Image conditioning: paths go straight to generate(), which reads and checks them.
+      image: stringOption(args, 'image'),
+      maskImage: stringOption(args, 'mask'),
+      strength: numberOption(args, 'strength', 0),
+      pagScale: numberOption(args, 'pag-scale', 0),
+      pagAppliedLayers: pagLayers(stringOption(args, 'pag-layers')),
     },
+    preview: stringOption(args, 'preview'),
+  }
+}
+
+/** `--pag-layers 8,9` → block indices; anything else is one diffusers-style pattern (`transformer_blocks.8`). */
+function pagLayers(v: string | undefined): string | number[] | undefined {
+  if (v === undefined) return undefined
+  return /^\d+(,\d+)*$/.test(v) ? v.split(',').map(Number) : v
+}
+
+/** Check the options that only make sense together, in CLI terms. */
+function checkCombinations(a: ReturnType<typeof readArgs>): void {
+  if (a.generate.image === undefined) {
+    if (a.generate.maskImage !== undefined) throw new UsageError('--mask needs --image (the picture to repaint)')
+    if (a.generate.strength !== undefined) throw new UsageError('--strength needs --image')
+  }
+  if (a.generate.pagAppliedLayers !== undefined && !a.generate.pagScale) throw new UsageError('--pag-layers needs --pag-scale > 0')
+}
+
+/** `--preview out.png`: rewrite one file with each step's preview, atomically (write a temp file, rename). */
+function previewWriter(path: string | undefined) {
+  if (!path) return undefined
+  const target = resolve(path)
+  const temp = join(dirname(target), `.${basename(target)}.part`)
+  return async (image: SanaImage) => {
+    await mkdir(dirname(target), { recursive: true })
+    await writeFile(temp, image.toPng())
+    await rename(temp, target)
   }
 }
 
@@ -113,11 +148,20 @@ export const generate: Command = {
     variant: { type: 'string', valueName: 'V', description: 'Weights variant, e.g. fp16 or bf16. Defaults to the plain weights.' },
     revision: { type: 'string', valueName: 'R', description: 'Hub branch, tag or commit. Defaults to main.' },
     offline: { type: 'boolean', description: 'Never touch the network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).' },
+    image: { type: 'string', valueName: 'in.png', description: 'img2img: start from this PNG/JPEG/WebP (resized to --width/--height, else to a multiple of 32).' },
+    mask: { type: 'string', valueName: 'mask.png', description: "Inpainting (with --image): white = repaint, black = keep; the image's size." },
+    strength: { type: 'string', valueName: 'X', description: 'img2img/inpainting strength in (0, 1]: how much of the schedule runs. Defaults to 0.6.' },
+    'pag-scale': { type: 'string', valueName: 'X', description: 'Perturbed-attention guidance scale (e.g. 2 or 3; base Sana). Defaults to 0 (off).' },
+    'pag-layers': { type: 'string', valueName: 'i,j|pattern', description: 'PAG blocks: indices, or a diffusers pattern like transformer_blocks.8. Defaults to transformer_blocks.0.' },
+    preview: { type: 'string', valueName: 'file.png', description: 'Rewrite this PNG with a preview after every step (≤ 512 px). Defaults to none.' },
   },
   epilog: [
     'Examples:',
     '  sana generate "a red fox in snow, golden hour" -o fox.png --seed 42',
     '  sana generate "a lighthouse at dusk" --model ./Sana_600M_1024px_diffusers --steps 20 --width 1024 --height 768',
+    '  sana generate "a cabin in winter, oil painting" --image cabin.png --strength 0.6 -o winter.png',
+    '  sana generate "a red hot air balloon" --image sky.png --mask balloon-mask.png --strength 1 -o balloon.png',
+    '  sana generate "a cute panda eating bamboo, ink drawing" --pag-scale 2 --pag-layers 8 -o panda.png',
     '',
     'Progress goes to stderr; the summary line (time per step, total, files, seed) to stdout. Ctrl-C stops after the current step.',
   ].join('\n'),
@@ -125,6 +169,8 @@ export const generate: Command = {
   async run(args) {
     const [prompt] = positionalArgs(this, args)
     const a = readArgs(args)
+    checkCombinations(a)
+    const writePreview = previewWriter(a.preview)
     const err = process.stderr
     return withInterrupt(async (signal) => {
       // 1. Load (downloading into the Hugging Face cache when needed).
@@ -144,7 +190,17 @@ export const generate: Command = {
         const bar = new StepProgress(err)
         let result
         try {
-          result = await pipe.generate({ prompt, ...a.generate, scheduler, signal, onStep: (e) => bar.step(e.numSteps) })
+          result = await pipe.generate({
+            prompt,
+            ...a.generate,
+            scheduler,
+            signal,
+            previewEvery: writePreview ? 1 : undefined,
+            onStep: async (e) => {
+              bar.step(e.numSteps)
+              if (writePreview && e.previewImage) await writePreview(e.previewImage)
+            },
+          })
         } finally {
           bar.finish()
         }

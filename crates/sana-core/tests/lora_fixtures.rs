@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, wave2};
+use common::{assert_close, case, case_tensor, fixtures, tolerance_of};
 use sana_core::config::SanaTransformerConfig;
 use sana_core::models::component::{BuildModel, Component, ComponentKind, LoadOptions};
 use sana_core::models::sana_transformer::{SanaTransformer2DModel, TransformerInput};
@@ -14,32 +14,33 @@ use std::path::{Path, PathBuf};
 const CASE: &str = "lora_transformer_scale_1";
 
 fn lora_file() -> PathBuf {
-    wave2::dir().join(wave2::case(CASE)["lora"].as_str().unwrap())
+    fixtures().join("wave2").join(case(CASE)["lora"].as_str().unwrap())
 }
 
 fn load() -> SanaTransformer2DModel {
-    let dir = wave2::dir().join(wave2::case(CASE)["model_dir"].as_str().unwrap());
+    let dir = fixtures().join("wave2").join(case(CASE)["model_dir"].as_str().unwrap());
     let c = Component::<SanaTransformerConfig>::load(ComponentKind::Transformer, &dir, &LoadOptions::default()).expect("load");
     SanaTransformer2DModel::build(&c).expect("build")
 }
 
 fn input(lora_scale: f64) -> TransformerInput {
     TransformerInput {
-        hidden_states: wave2::case_tensor(CASE, "hidden_states"),
-        encoder_hidden_states: wave2::case_tensor(CASE, "encoder_hidden_states"),
-        timestep: wave2::case_tensor(CASE, "timestep"),
-        encoder_attention_mask: Some(wave2::case_tensor(CASE, "encoder_attention_mask")),
+        hidden_states: case_tensor(CASE, "hidden_states"),
+        encoder_hidden_states: case_tensor(CASE, "encoder_hidden_states"),
+        timestep: case_tensor(CASE, "timestep"),
+        encoder_attention_mask: Some(case_tensor(CASE, "encoder_attention_mask")),
         guidance: None,
         controlnet_block_samples: None,
         lora_scale,
+        pag: None,
     }
 }
 
 /// Compare with `case`'s tensor `role` at the tolerance the case gives `tol_role`.
-fn check(got: &Tensor, case: &str, role: &str, tol_role: &str) {
-    let (atol, rtol) = wave2::tolerance(case, tol_role);
-    let err = assert_close(&format!("{case}/{role}"), got, &wave2::case_tensor(case, role), atol, rtol);
-    eprintln!("{case}/{role}: max abs err {err:.3e} (atol {atol:e}, rtol {rtol:e})");
+fn check(got: &Tensor, name: &str, role: &str, tol_role: &str) {
+    let (atol, rtol) = tolerance_of(name, tol_role);
+    let err = assert_close(&format!("{name}/{role}"), got, &case_tensor(name, role), atol, rtol);
+    eprintln!("{name}/{role}: max abs err {err:.3e} (atol {atol:e}, rtol {rtol:e})");
 }
 
 #[test]
@@ -57,18 +58,18 @@ fn lora_scale_1_and_scaled_match_diffusers() {
 /// gives the unfused LoRA back, and unloading after a fuse gives the base model (not diffusers' merged one).
 #[test]
 fn fuse_then_unload_gives_the_base_model_back() {
-    let case = "lora_fuse_unload";
+    let fused = "lora_fuse_unload";
     let model = load();
     model.adapters().load(&lora_file(), Some("tiny")).unwrap();
-    model.adapters().fuse(wave2::case(case)["fuse_lora_scale"].as_f64().unwrap()).unwrap();
-    check(&model.forward(&input(1.0)).unwrap(), case, "output_fused", "output_fused");
-    check(&model.forward(&input(0.3)).unwrap(), case, "output_fused", "output_fused");
+    model.adapters().fuse(case(fused)["fuse_lora_scale"].as_f64().unwrap()).unwrap();
+    check(&model.forward(&input(1.0)).unwrap(), fused, "output_fused", "output_fused");
+    check(&model.forward(&input(0.3)).unwrap(), fused, "output_fused", "output_fused");
     model.adapters().unfuse().unwrap();
     check(&model.forward(&input(1.0)).unwrap(), CASE, "output", "output");
     model.adapters().fuse(0.8).unwrap();
     model.adapters().unload().unwrap();
     assert!(model.adapters().list().is_empty() && model.adapters().fused().is_none());
-    check(&model.forward(&input(1.0)).unwrap(), case, "output_base", "output_after_unload");
+    check(&model.forward(&input(1.0)).unwrap(), fused, "output_base", "output_after_unload");
 }
 
 /// Two adapters at weight 0.25 each add up to one at 0.5; with no metadata alpha = r (scaling 1, half of 2).
@@ -199,8 +200,8 @@ fn a_lora_that_does_not_fit_is_rejected_naming_the_key() {
 #[test]
 fn forwards_running_while_adapters_change_see_one_state() {
     let model = std::sync::Arc::new(load());
-    let (base, lora) = (wave2::case_tensor(CASE, "output_base"), wave2::case_tensor(CASE, "output"));
-    let (atol, rtol) = wave2::tolerance(CASE, "output");
+    let (base, lora) = (case_tensor(CASE, "output_base"), case_tensor(CASE, "output"));
+    let (atol, rtol) = tolerance_of(CASE, "output");
     let close = |a: &Tensor, b: &Tensor| {
         let d = (a - b).unwrap().abs().unwrap();
         let lim = (b.abs().unwrap() * rtol).unwrap().affine(1.0, atol).unwrap();

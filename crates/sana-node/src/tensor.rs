@@ -64,6 +64,13 @@ impl JsTensor {
         Ok(JsTensor::new(out))
     }
 
+    /// `(1 − mask)·keep + mask·repaint` in f32, mask [1|B, 1, H, W] broadcast (the inpainting blend).
+    #[napi(factory)]
+    pub fn masked_blend(keep: &JsTensor, repaint: &JsTensor, mask: &JsTensor) -> Result<Self> {
+        let out = sana_core::ops::blend::masked_blend(&keep.inner, &repaint.inner, &mask.inner).map_err(js_err)?;
+        Ok(JsTensor::new(out))
+    }
+
     /// Concatenate along `dim` (e.g. the CFG batch: negative first, then positive), on the tensors'
     /// common device (the first accelerator among them, else the CPU).
     #[napi(factory)]

@@ -6,7 +6,7 @@ use crate::tensor::JsTensor;
 use napi::bindgen_prelude::{AsyncTask, ClassInstance};
 use napi_derive::napi;
 use sana_core::config::SanaTransformerConfig;
-use sana_core::models::sana_transformer::{SanaTransformer2DModel, TransformerInput};
+use sana_core::models::sana_transformer::{PagInput, SanaTransformer2DModel, TransformerInput};
 use sana_core::{SanaError, Tensor};
 use std::path::Path;
 
@@ -30,6 +30,19 @@ pub struct NativeTransformerInput<'a> {
     pub controlnet_block_samples: Option<Vec<ClassInstance<'a, JsTensor>>>,
     /// Multiplies every active, unfused LoRA adapter for this call. Defaults to 1.
     pub lora_scale: Option<f64>,
+    /// Perturbed-attention guidance for this call. Defaults to none.
+    pub pag: Option<NativePagInput>,
+}
+
+/// PAG (diffusers' `SanaPAGPipeline`): in the listed blocks, attn1 of the last `perturbedRows` batch rows
+/// becomes identity attention `to_out(to_v(x))`; those blocks skip `norm_q`/`norm_k` on every row, as
+/// diffusers' PAG processors do.
+#[napi(object)]
+pub struct NativePagInput {
+    /// 0-based indices of `transformer_blocks`.
+    pub layers: Vec<u32>,
+    /// Trailing batch rows that are perturbed (the perturbed copies), 0 < perturbedRows < batch.
+    pub perturbed_rows: u32,
 }
 
 /// Clones share storage with the JS tensors; sana-core casts them to the model's device and dtype.
@@ -43,6 +56,7 @@ impl From<NativeTransformerInput<'_>> for TransformerInput {
             guidance: i.guidance.map(|g| g.inner.clone()),
             controlnet_block_samples: i.controlnet_block_samples.map(|s| s.iter().map(|t| t.inner.clone()).collect()),
             lora_scale: i.lora_scale.unwrap_or(1.0),
+            pag: i.pag.map(|p| PagInput { layers: p.layers.iter().map(|&l| l as usize).collect(), perturbed_rows: p.perturbed_rows as usize }),
         }
     }
 }

@@ -83,14 +83,32 @@ impl LinearSelfAttention {
     }
 
     /// x [B, N, D] → [B, N, D]. No mask: the self-attention sees every latent token.
-    fn forward(&self, x: &Tensor, lora: LoraCall) -> Result<Tensor> {
+    /// `perturbed_rows` > 0 is a PAG layer (see [`PagInput`]).
+    fn forward(&self, x: &Tensor, perturbed_rows: usize, lora: LoraCall) -> Result<Tensor> {
         let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
-        let q = apply_norm(proj(&self.to_q, x)?, &self.norm_q)?;
-        let k = apply_norm(proj(&self.to_k, x)?, &self.norm_k)?;
-        let v = proj(&self.to_v, x)?;
-        let o = proj(&self.to_out, &relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
+        let o = if perturbed_rows == 0 {
+            let q = apply_norm(proj(&self.to_q, x)?, &self.norm_q)?;
+            let k = apply_norm(proj(&self.to_k, x)?, &self.norm_k)?;
+            proj(&self.to_out, &relu_linear_attention(&q, &k, &proj(&self.to_v, x)?, self.heads, LINEAR_ATTN_EPS)?)?
+        } else {
+            self.forward_pag(x, perturbed_rows, lora)?
+        };
         // diffusers clips to the f16 range after the out projection, for f16 only.
         Ok(if o.dtype() == DType::F16 { o.clamp(-65504f32, 65504f32)? } else { o })
+    }
+
+    /// diffusers' `PAGCFGSanaLinearAttnProcessor2_0` / `PAGIdentitySanaLinearAttnProcessor2_0`: the first
+    /// B − p rows get the linear attention as one batch, the last p rows identity attention
+    /// `to_out(to_v(x))`. Like diffusers' PAG processors this skips `norm_q`/`norm_k` on every row
+    /// (so PAG on a qk-norm model, Sana 1.5 / Sprint, also changes the unperturbed rows).
+    fn forward_pag(&self, x: &Tensor, p: usize, lora: LoraCall) -> Result<Tensor> {
+        let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
+        let b = x.dim(0)?;
+        let (xo, xp) = (x.narrow(0, 0, b - p)?, x.narrow(0, b - p, p)?);
+        let (q, k, v) = (proj(&self.to_q, &xo)?, proj(&self.to_k, &xo)?, proj(&self.to_v, &xo)?);
+        let o = proj(&self.to_out, &relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
+        let ptb = proj(&self.to_out, &proj(&self.to_v, &xp)?)?;
+        Ok(Tensor::cat(&[o, ptb], 0)?)
     }
 }
 
@@ -180,19 +198,24 @@ impl GluMbConv {
     }
 }
 
-/// What every block of one forward pass shares.
+/// What every block of one forward shares.
 #[derive(Clone, Copy)]
-struct BlockContext<'a> {
-    ctx: &'a Tensor,          // caption tokens [B, S, D]
-    bias: Option<&'a Tensor>, // additive mask [B, 1, 1, S]
-    temb: &'a Tensor,         // modulation [B, 6D]
-    h: usize,                 // token grid height
-    w: usize,                 // token grid width
-    lora: LoraCall<'a>,
+pub(crate) struct BlockShared<'a> {
+    /// Caption tokens after caption_norm [B, S, D].
+    pub ctx: &'a Tensor,
+    /// Additive caption-mask bias [B, 1, 1, S] (f32).
+    pub bias: Option<&'a Tensor>,
+    /// Modulation [B, 6D] from the time embedding.
+    pub temb: &'a Tensor,
+    /// Patch-grid height and width.
+    pub h: usize,
+    pub w: usize,
+    /// This call's LoRA adapters and scale.
+    pub lora: LoraCall<'a>,
 }
 
 /// `SanaTransformerBlock`.
-struct SanaTransformerBlock {
+pub(crate) struct SanaTransformerBlock {
     attn1: LinearSelfAttention,
     attn2: CrossAttention,
     ff: GluMbConv,
@@ -203,7 +226,7 @@ struct SanaTransformerBlock {
 }
 
 impl SanaTransformerBlock {
-    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+    pub(crate) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
         let d = cfg.inner_dim();
         let norm2_affine = if cfg.norm_elementwise_affine {
             Some((vb.pp("norm2").get(d, "weight")?, vb.pp("norm2").get(d, "bias")?))
@@ -226,10 +249,10 @@ impl SanaTransformerBlock {
         [&a1.to_q, &a1.to_k, &a1.to_v, &a1.to_out, &a2.to_q, &a2.to_k, &a2.to_v, &a2.to_out, &ff.conv_inverted, &ff.conv_point]
     }
 
-    /// x [B, N, D] → [B, N, D].
-    fn forward(&self, x: &Tensor, c: &BlockContext) -> Result<Tensor> {
+    /// x [B, N, D] → [B, N, D]; `perturbed_rows` > 0 makes attn1 a PAG layer for the last rows.
+    pub(crate) fn forward(&self, x: &Tensor, shared: &BlockShared, perturbed_rows: usize) -> Result<Tensor> {
+        let BlockShared { ctx, bias, temb, h, w, lora } = *shared;
         let (b, _, d) = x.dims3()?;
-        let BlockContext { ctx, bias, temb, h, w, lora } = *c;
         // 1. Modulation: table[None] + temb.reshape(B, 6, D) → shift/scale/gate for attention and FFN.
         let m = temb.reshape((b, 6, d))?.broadcast_add(&self.scale_shift_table)?;
         let chunk = |i: usize| m.narrow(1, i, 1); // [B, 1, D]
@@ -237,7 +260,7 @@ impl SanaTransformerBlock {
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(3)?, chunk(4)?, chunk(5)?);
         // 2. Self-attention: x += gate_msa · attn1(norm1(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(x, &shift_msa, &scale_msa, self.norm_eps, None)?;
-        let x = gated_residual(x, &self.attn1.forward(&nx, lora)?, &gate_msa)?;
+        let x = gated_residual(x, &self.attn1.forward(&nx, perturbed_rows, lora)?, &gate_msa)?;
         // 3. Cross-attention, no pre-norm: x += attn2(x, ctx).
         let x = (&x + self.attn2.forward(&x, ctx, bias, lora)?)?;
         // 4. Mix-FFN on the grid: x += gate_mlp · ff(norm2(x)·(1+scale)+shift).
@@ -268,6 +291,20 @@ pub struct TransformerInput {
     /// Multiplies every active LoRA term for this call (diffusers' `attention_kwargs["scale"]`); 1.0 as
     /// diffusers' default. No effect while adapters are fused.
     pub lora_scale: f64,
+    /// Perturbed-attention guidance for this call. `None`: every block runs normally.
+    pub pag: Option<PagInput>,
+}
+
+/// Perturbed-attention guidance (diffusers' `SanaPAGPipeline`): in each listed block, `attn1` runs
+/// normally on rows [0, B − perturbed_rows) and as identity attention `to_out(to_v(x))` on the last
+/// `perturbed_rows` rows (the perturbed copies of the batch). diffusers' PAG processors skip
+/// `norm_q`/`norm_k`, so in those blocks no row gets the qk RMSNorm (matters for Sana 1.5 / Sprint).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PagInput {
+    /// 0-based indices into `transformer_blocks`.
+    pub layers: Vec<usize>,
+    /// How many trailing batch rows are perturbed; 0 < perturbed_rows < B.
+    pub perturbed_rows: usize,
 }
 
 pub struct SanaTransformer2DModel {
@@ -371,10 +408,15 @@ impl SanaTransformer2DModel {
 
         // 2. Transformer blocks (+ ControlNet residuals after blocks 1..=len), with this call's LoRA snapshot.
         let lora = self.adapters.snapshot();
-        let block_ctx = BlockContext { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: hp, w: wp, lora: LoraCall::new(&lora, input.lora_scale) };
+        let lora = LoraCall::new(&lora, input.lora_scale);
         let control = input.controlnet_block_samples.as_deref().unwrap_or(&[]);
+        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: hp, w: wp, lora };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
-            x = block.forward(&x, &block_ctx)?;
+            let perturbed = match &input.pag {
+                Some(pag) if pag.layers.contains(&i) => pag.perturbed_rows,
+                _ => 0,
+            };
+            x = block.forward(&x, &shared, perturbed)?;
             if i > 0 && i <= control.len() {
                 x = (x + control[i - 1].to_device(dev)?.to_dtype(self.dtype)?)?;
             }
@@ -423,6 +465,15 @@ impl SanaTransformer2DModel {
             for (i, t) in samples.iter().enumerate() {
                 ensure_arg!(t.dims() == want, "controlnetBlockSamples", "sample {i} has shape {:?}, expected {want:?}", t.dims());
             }
+        }
+        if let Some(pag) = &input.pag {
+            let n = cfg.num_layers;
+            ensure_arg!(!pag.layers.is_empty(), "pag", "expected at least one layer index");
+            if let Some(bad) = pag.layers.iter().find(|&&l| l >= n) {
+                return Err(SanaError::invalid_arg("pag", format!("layer {bad} out of range: the model has {n} blocks (0..{n})")));
+            }
+            ensure_arg!(pag.perturbed_rows > 0 && pag.perturbed_rows < b, "pag",
+                "perturbedRows must be in 1..{b} (batch {b} minus at least one unperturbed row), got {}", pag.perturbed_rows);
         }
         Ok((b, h, w))
     }
