@@ -1,4 +1,5 @@
-//! The one `nn.Linear` of every model (1×1 convs included), and so the one place LoRA hooks in.
+//! The one `nn.Linear` of every model (1×1 convs included: the DiT's Mix-FFN, DC-AE's projections), and so
+//! the one place LoRA hooks in.
 //!
 //! ```text
 //! y = x Wᵀ + b                                   plain (Gemma, the DiT's embeddings and proj_out)
@@ -95,6 +96,13 @@ impl Linear {
     /// 1×1 conv from channel-major input to token-major output: x [B, in, N] → [B, N, out].
     pub fn forward_channels_to_tokens(&self, x: &Tensor) -> Result<Tensor> {
         project(&self.weight, self.bias.as_ref(), Layout::ChannelsToTokens, x)
+    }
+
+    /// 1×1 conv on an image: x [B, in, H, W] → [B, out, H, W] (DC-AE's convs).
+    pub fn forward_nchw(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let y = self.forward_channels(&x.reshape((b, c, h * w))?)?;
+        Ok(y.reshape((b, self.weight.dim(0)?, h, w))?)
     }
 
     /// Any layout, with whatever the call's adapters hold for this layer (see the module docs).
@@ -233,6 +241,9 @@ mod tests {
         assert_eq!(lin.forward(&tokens)?.dims(), &[b, n, o]);
         assert_eq!(lin.forward_channels(&channels)?.dims(), &[b, o, n]);
         assert_eq!(lin.forward_channels_to_tokens(&channels)?.dtype(), DType::F32);
+        // An image [B, in, H, W] is the channel-major case over H·W pixels.
+        let image = channels.contiguous()?.reshape((b, i, 1, n))?;
+        assert!(max_diff(&lin.forward_nchw(&image)?.reshape((b, o, n))?, &lin.forward_channels(&channels)?) < 1e-5);
         Ok(())
     }
 
