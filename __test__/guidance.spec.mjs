@@ -3,7 +3,7 @@
 // the stored noise.
 import test from 'ava'
 import { pagScaleAt } from '../dist/sampling/guidance.js'
-import { loadFixturePipelines } from './helpers/pipelines.mjs'
+import { callOptions, loadFixturePipelines } from './helpers/pipelines.mjs'
 import { caseTensorT, checkE2e, wave2 } from './helpers/wave2.mjs'
 
 let pipe
@@ -15,13 +15,7 @@ function options(name) {
   const c = wave2.caseOf(name)
   const k = c.call_kwargs
   return {
-    prompt: k.prompt,
-    negativePrompt: k.negative_prompt,
-    guidanceScale: k.guidance_scale,
-    numInferenceSteps: k.num_inference_steps,
-    height: k.height,
-    width: k.width,
-    useResolutionBinning: k.use_resolution_binning,
+    ...callOptions(k),
     pagScale: k.pag_scale,
     pagAdaptiveScale: k.pag_adaptive_scale,
     pagAppliedLayers: 'transformer_blocks.1', // the pipeline's pag_applied_layers (README §1)

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { SanaPipeline } from '../dist/index.js'
 import { FakeRepo, startFakeHub } from './helpers/fake-hub.mjs'
 import { SANA_TINY } from './helpers/paths.mjs'
+import { callOptions } from './helpers/pipelines.mjs'
 import { assertClose } from './helpers/reference.mjs'
 import { transformerInput } from './helpers/tensors.mjs'
 import { caseOf, caseTensor, caseTensorT, checkE2e, wave2Path } from './helpers/wave2.mjs'
@@ -80,16 +81,7 @@ test.serial('setAdapters: two adapters at 0.25 each equal one at 0.5; [] disable
 test.serial('lora_e2e: generate after loadLoraWeights (scale 1), from the seed and from the stored noise', async (t) => {
   const name = 'lora_e2e'
   const c = caseOf(name)
-  const k = c.call_kwargs
-  const options = {
-    prompt: k.prompt,
-    negativePrompt: k.negative_prompt,
-    guidanceScale: k.guidance_scale,
-    numInferenceSteps: k.num_inference_steps,
-    height: k.height,
-    width: k.width,
-    useResolutionBinning: k.use_resolution_binning,
-  }
+  const options = callOptions(c.call_kwargs)
   await pipe.loadLoraWeights(wave2Path(c.lora))
   try {
     await checkE2e(t, pipe, name, { ...options, seed: c.rng.seed })
