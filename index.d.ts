@@ -148,6 +148,25 @@ export declare class NativeTransformer {
    * the timestep and guidance embeddings are computed in f32).
    */
   forward(input: NativeTransformerInput): Promise<unknown>
+  /**
+   * Read a LoRA safetensors file and attach it as `adapterName` (default `default_<n>`), active at weight 1.
+   * Resolves to the adapter's name; on any error the adapters are left as they were.
+   */
+  loadLora(path: string, adapterName?: string | undefined | null): Promise<unknown>
+  /** Make exactly `names` active, with `weights` (one per name). */
+  setAdapters(names: Array<string>, weights: Array<number>): Promise<unknown>
+  /** Remove the named adapters. */
+  deleteAdapters(names: Array<string>): Promise<unknown>
+  /** Merge the active adapters at `loraScale` into copies of the targeted weights. */
+  fuseLora(loraScale: number): Promise<unknown>
+  /** Back to unfused adapters. */
+  unfuseLora(): Promise<unknown>
+  /** Remove every adapter: the base model, exactly. */
+  unloadLora(): Promise<unknown>
+  /** The loaded adapters, in load order. */
+  listAdapters(): Array<NativeAdapterInfo>
+  /** The scale the adapters are fused at; absent when not fused. */
+  get fusedLoraScale(): number | null
 }
 export type JsTransformer = NativeTransformer
 
@@ -174,6 +193,19 @@ export interface NativeControlNetInput {
   controlnetCond: JsTensor
   /** Multiplies every returned sample. */
   conditioningScale: number
+/** One loaded LoRA adapter. */
+export interface NativeAdapterInfo {
+  name: string
+  /** The safetensors file it was read from. */
+  path: string
+  /** Largest rank among its layers. */
+  rank: number
+  /** `lora_alpha` from the file's metadata; absent when the file has none (alpha = rank). */
+  alpha?: number
+  /** Number of layers it adapts. */
+  layers: number
+  /** Its weight while active; absent when inactive. */
+  weight?: number
 }
 
 /** Options of `decode`. */
@@ -254,6 +286,8 @@ export interface NativeTransformerInput {
   guidance?: NativeTensor
   /** ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none. */
   controlnetBlockSamples?: Array<NativeTensor>
+  /** Multiplies every active, unfused LoRA adapter for this call. Defaults to 1. */
+  loraScale?: number
   /** Perturbed-attention guidance for this call. Defaults to none. */
   pag?: NativePagInput
 }

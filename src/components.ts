@@ -140,6 +140,11 @@ export interface TransformerInput {
    */
   controlnetBlockSamples?: Tensor[]
   /**
+   * Multiplies every active LoRA adapter for this call (diffusers' `attention_kwargs={"scale": …}`); no effect
+   * while adapters are fused. Defaults to 1.
+   */
+  loraScale?: number
+  /**
    * Perturbed-attention guidance for this call (diffusers' `SanaPAGPipeline`): in the blocks `layers`
    * (0-based, e.g. from {@link pagLayerIndices}), self-attention of the last `perturbedRows` batch rows
    * becomes the identity `to_out(to_v(x))`; the other rows attend normally. As in diffusers, those
@@ -210,11 +215,16 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
     if (samples !== undefined && !(Array.isArray(samples) && samples.every((s) => s instanceof Tensor))) {
       throw invalidArgument('controlnetBlockSamples', 'an array of Tensors', samples)
     }
+    const { loraScale } = input
+    if (loraScale !== undefined && (typeof loraScale !== 'number' || !Number.isFinite(loraScale))) {
+      throw invalidArgument('loraScale', 'a finite number', loraScale)
+    }
     const out = await callNative(() =>
       this.native.forward({
         ...dit,
         guidance: guidance?.native,
         controlnetBlockSamples: samples?.map((s) => s.native),
+        loraScale,
         pag: checkPag(input.pag),
       }),
     )

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tensor } from '../../dist/index.js'
 import { stepSlice } from './fixtures.mjs'
+import { callOptions } from './pipelines.mjs'
 import { WAVE2 } from './paths.mjs'
 import { readPng } from './png.mjs'
 import { assertClose, referenceSet } from './reference.mjs'
@@ -32,13 +33,7 @@ export function caseOptions(name, extra = {}) {
   const c = wave2.caseOf(name)
   const k = c.call_kwargs
   const o = {
-    prompt: k.prompt,
-    negativePrompt: k.negative_prompt,
-    guidanceScale: k.guidance_scale,
-    numInferenceSteps: k.num_inference_steps,
-    height: k.height,
-    width: k.width,
-    useResolutionBinning: k.use_resolution_binning,
+    ...callOptions(k),
     strength: k.strength,
     pagScale: k.pag_scale,
     pagAdaptiveScale: k.pag_adaptive_scale,

@@ -23,6 +23,7 @@ fn input(case_name: &str) -> TransformerInput {
         encoder_attention_mask: Some(case_tensor(case_name, "encoder_attention_mask")),
         guidance: has_guidance.then(|| case_tensor(case_name, "guidance")),
         controlnet_block_samples: None,
+        lora_scale: 1.0,
         pag: None,
     }
 }
@@ -205,6 +206,7 @@ fn spatial_size_must_be_a_multiple_of_the_patch() {
         encoder_attention_mask: None,
         guidance: None,
         controlnet_block_samples: None,
+        lora_scale: 1.0,
         pag: None,
     };
     let out = model.forward(&inp).unwrap();
