@@ -179,6 +179,21 @@ export declare function builtWithCuda(): boolean
  */
 export declare function cudaDeviceCount(): number
 
+/** One loaded LoRA adapter. */
+export interface NativeAdapterInfo {
+  name: string
+  /** The safetensors file it was read from. */
+  path: string
+  /** Largest rank among its layers. */
+  rank: number
+  /** `lora_alpha` from the file's metadata; absent when the file has none (alpha = rank). */
+  alpha?: number
+  /** Number of layers it adapts. */
+  layers: number
+  /** Its weight while active; absent when inactive. */
+  weight?: number
+}
+
 /** Inputs of one `NativeControlNet.forward` call (diffusers' `forward` arguments). Read from JS only. */
 export interface NativeControlNetInput {
   /** Latents [B, in_channels, H, W], as given to the transformer. */
@@ -193,19 +208,6 @@ export interface NativeControlNetInput {
   controlnetCond: JsTensor
   /** Multiplies every returned sample. */
   conditioningScale: number
-/** One loaded LoRA adapter. */
-export interface NativeAdapterInfo {
-  name: string
-  /** The safetensors file it was read from. */
-  path: string
-  /** Largest rank among its layers. */
-  rank: number
-  /** `lora_alpha` from the file's metadata; absent when the file has none (alpha = rank). */
-  alpha?: number
-  /** Number of layers it adapts. */
-  layers: number
-  /** Its weight while active; absent when inactive. */
-  weight?: number
 }
 
 /** Options of `decode`. */

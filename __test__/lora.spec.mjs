@@ -91,6 +91,25 @@ test.serial('lora_e2e: generate after loadLoraWeights (scale 1), from the seed a
   }
 })
 
+test.serial('generate({ loraScale }) scales the adapters for that call only: 0 is the base model', async (t) => {
+  const o = { ...callOptions(caseOf('lora_e2e').call_kwargs), seed: 7, outputType: 'latent' }
+  const base = await (await pipe.generate(o)).images.toFloat32Array()
+  await pipe.loadLoraWeights(LORA_DIR)
+  try {
+    const full = await (await pipe.generate(o)).images.toFloat32Array()
+    const off = await (await pipe.generate({ ...o, loraScale: 0 })).images.toFloat32Array()
+    const half = await (await pipe.generate({ ...o, loraScale: 0.5 })).images.toFloat32Array()
+    t.deepEqual(off, base)
+    t.notDeepEqual(half, full)
+    t.notDeepEqual(half, base)
+    t.deepEqual(await (await pipe.generate(o)).images.toFloat32Array(), full, 'the next call runs at the adapters\' weights again')
+    const err = await t.throwsAsync(pipe.generate({ ...o, loraScale: Number.NaN }))
+    t.is(err.code, 'SANA_INVALID_ARGUMENT')
+  } finally {
+    await pipe.unloadLoraWeights()
+  }
+})
+
 test.serial('a LoRA repo id resolves through the Hugging Face cache (weightName picks the file)', async (t) => {
   const repo = new FakeRepo()
   const bytes = readFileSync(LORA_FILE)
