@@ -132,6 +132,15 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       return sendError(reply, ctx.metrics, new SanaError('SANA_UNAUTHORIZED', 'missing or wrong API key (send "Authorization: Bearer <key>")'))
     })
   }
+  // Shutting down: answer the requests in flight with `connection: close`, so their keep-alive sockets do not hold
+  // the server open for keepAliveTimeout (72 s) once the last job is done.
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+  })
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) reply.header('connection', 'close')
+  })
   app.addHook('onClose', async () => {
     await queue.close()
     await options.runner.close()

@@ -23,7 +23,8 @@ export function openEventStream(res: ServerResponse, headers: Record<string, unk
     ...(headers as Record<string, string>),
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
+    // One stream per connection: the socket closes with the stream (nothing keeps a server that is shutting down open).
+    connection: 'close',
     'x-accel-buffering': 'no', // nginx: do not buffer the stream
   })
   res.flushHeaders()
