@@ -4,13 +4,13 @@ import { createServer, pipelineRunner, requestLimits } from '../../dist/server/i
 
 /**
  * Start `sana serve`'s app on 127.0.0.1:<free port> for `pipe` (which the test owns: closing the server does not
- * dispose it). Returns { app, url }; closed when the test ends.
+ * dispose it). Returns { app, url }; closed when the test ends (pass t = null to close it yourself).
  */
 export async function startServer(t, pipe, options = {}) {
   const runner = { ...pipelineRunner(pipe, 'sana-tiny'), close: async () => undefined }
   const app = await createServer({ runner, limits: () => requestLimits(pipe), ...options })
   const url = await app.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(() => app.close())
+  t?.teardown(() => app.close())
   return { app, url }
 }
 
