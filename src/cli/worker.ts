@@ -24,7 +24,7 @@ export const worker: Command = {
     'Example (one per GPU):',
     '  CUDA_VISIBLE_DEVICES=0 sana worker --queue redis://10.0.0.5:6379 --model Efficient-Large-Model/Sana_600M_1024px_diffusers',
     '',
-    'Prints "completed <job id>" per job on stdout. Ctrl-C (SIGINT/SIGTERM) finishes the running job, then exits.',
+    'Prints "started <job id>" and "completed <job id>" per job on stdout. Ctrl-C (SIGINT/SIGTERM) finishes the running job, then exits.',
   ].join('\n'),
 
   async run(args) {
@@ -43,6 +43,7 @@ export const worker: Command = {
       stalledIntervalMs: lockMs,
       resultTtlSeconds: intOption(args, 'result-ttl', 1),
       memoryBudget: budgetGiB === undefined ? undefined : budgetGiB * 2 ** 30,
+      onStarted: (id) => process.stdout.write(`started ${id}\n`),
       onCompleted: (id) => process.stdout.write(`completed ${id}\n`),
     })
     process.stderr.write(`sana worker ${w.id}: waiting for jobs on ${url}\n`)

@@ -38,9 +38,15 @@ interface WorkerProgress {
   preview?: string
 }
 
-/** BullMQ wants ioredis clients that retry forever (`maxRetriesPerRequest: null`). */
-function connect(url: string): Redis {
-  return new IORedis(url, { maxRetriesPerRequest: null })
+/**
+ * BullMQ wants ioredis clients that retry forever (`maxRetriesPerRequest: null`). They reconnect on their own, so a
+ * connection error is not fatal; `owned` collects them, since BullMQ leaves connections it was given open.
+ */
+function connect(url: string, owned: Redis[]): Redis {
+  const client = new IORedis(url, { maxRetriesPerRequest: null })
+  client.on('error', () => undefined)
+  owned.push(client)
+  return client
 }
 
 /** Options of {@link redisRunner}. */
@@ -64,9 +70,13 @@ export interface RedisRunner extends JobRunner {
  */
 export async function redisRunner(options: RedisRunnerOptions): Promise<RedisRunner> {
   const ttl = options.resultTtlSeconds ?? 3600
-  const redis = connect(options.url)
+  const clients: Redis[] = []
+  const redis = connect(options.url, clients)
   const queue = new Queue<JobParams, WorkerResult>(QUEUE_NAME, { connection: redis })
-  const events = new QueueEvents(QUEUE_NAME, { connection: connect(options.url) })
+  const events = new QueueEvents(QUEUE_NAME, { connection: connect(options.url, clients) })
+  // Every job in flight waits on these emitters: more than Node's default 10 listeners is expected.
+  queue.setMaxListeners(0)
+  events.setMaxListeners(0)
   await events.waitUntilReady()
   const listeners = new Map<string, (p: WorkerProgress) => void>()
   events.on('progress', ({ jobId, data }) => listeners.get(jobId)?.(data as WorkerProgress))
@@ -111,7 +121,7 @@ export async function redisRunner(options: RedisRunnerOptions): Promise<RedisRun
     async close() {
       await events.close()
       await queue.close()
-      redis.disconnect()
+      for (const c of clients) c.disconnect()
     },
   }
 }
@@ -141,6 +151,8 @@ export interface WorkerOptions {
   stalledIntervalMs?: number
   /** Memory one job may use, bytes (sets the published limits). Defaults to half the free memory. */
   memoryBudget?: number
+  /** Called with each job id this worker takes. */
+  onStarted?: (jobId: string) => void
   /** Called with each job id this worker completed (after BullMQ recorded the completion). */
   onCompleted?: (jobId: string) => void
 }
@@ -157,8 +169,9 @@ export interface SanaWorker {
  */
 export async function startWorker(options: WorkerOptions): Promise<SanaWorker> {
   const ttl = options.resultTtlSeconds ?? 3600
-  const redis = connect(options.url)
-  const subscriber = connect(options.url)
+  const clients: Redis[] = []
+  const redis = connect(options.url, clients)
+  const subscriber = connect(options.url, clients)
   const limits = { ...requestLimits(options.pipe, options.memoryBudget), modelId: options.modelId }
   await redis.set(LIMITS_KEY, JSON.stringify(limits))
 
@@ -182,11 +195,12 @@ export async function startWorker(options: WorkerOptions): Promise<SanaWorker> {
     }
   }
   const worker = new Worker<JobParams, WorkerResult>(QUEUE_NAME, process, {
-    connection: connect(options.url),
+    connection: connect(options.url, clients),
     concurrency: 1, // one pipeline runs one generation at a time
     lockDuration: options.lockDurationMs ?? 30_000,
     stalledInterval: options.stalledIntervalMs ?? 30_000,
   })
+  worker.on('active', (job) => options.onStarted?.(job.id!))
   worker.on('completed', (job) => options.onCompleted?.(job.id!))
   worker.on('error', () => undefined) // connection blips: ioredis reconnects; BullMQ retries
   await subscriber.subscribe(CANCEL_CHANNEL)
@@ -197,8 +211,7 @@ export async function startWorker(options: WorkerOptions): Promise<SanaWorker> {
     id: `${hostname()}:${globalThis.process.pid}`,
     async close() {
       await worker.close()
-      subscriber.disconnect()
-      redis.disconnect()
+      for (const c of clients) c.disconnect()
     },
   }
 }
