@@ -34,6 +34,29 @@ export declare class NativeAutoencoderDC {
 }
 export type JsVae = NativeAutoencoderDC
 
+export declare class NativeControlNet {
+  /** Load the component folder `dir` (config.json + weights). */
+  static load(dir: string, options?: NativeLoadOptions | undefined | null): Promise<unknown>
+  /** config.json as written, serialized (non-finite numbers as null). */
+  get configJson(): string
+  get device(): string
+  get dtype(): string
+  get dir(): string
+  /** Free the weights (running jobs keep theirs until they finish). Idempotent. */
+  dispose(): void
+  get disposed(): boolean
+  /** Every loaded tensor: checkpoint name, shape, stored and loaded dtype. */
+  tensorInfo(): Array<NativeTensorInfo>
+  /** One loaded tensor by checkpoint name (shares memory with the model). */
+  getWeight(name: string): JsTensor
+  /**
+   * The block samples: `num_layers` tensors [B, N, inner_dim], already × conditioning_scale, in the
+   * model dtype (pass them to the transformer as `controlnetBlockSamples`).
+   */
+  forward(input: NativeControlNetInput): Promise<Array<NativeTensor>>
+}
+export type JsControlNet = NativeControlNet
+
 export declare class NativeTensor {
   /** A float32 tensor from JS data (copied once, then moved to `device`). */
   static fromFloat32Array(data: Float32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
@@ -41,6 +64,8 @@ export declare class NativeTensor {
   static fromInt32Array(data: Int32Array, shape: Array<number>, device?: string | undefined | null): NativeTensor
   /** Σᵢ coeffs[i]·tensors[i], computed in f32 on the tensors' common device (the scheduler's update step). */
   static linearCombination(tensors: Array<NativeTensor>, coeffs: Array<number>): NativeTensor
+  /** `(1 − mask)·keep + mask·repaint` in f32, mask [1|B, 1, H, W] broadcast (the inpainting blend). */
+  static maskedBlend(keep: NativeTensor, repaint: NativeTensor, mask: NativeTensor): NativeTensor
   /**
    * Concatenate along `dim` (e.g. the CFG batch: negative first, then positive), on the tensors'
    * common device (the first accelerator among them, else the CPU).
@@ -119,11 +144,10 @@ export declare class NativeTransformer {
   /** One loaded tensor by checkpoint name (shares memory with the model). */
   getWeight(name: string): NativeTensor
   /**
-   * One denoiser call: latents [B, C, H, W], caption embeddings [B, S, caption], timestep [B]
-   * (optional mask [B, S]: 1 keep, 0 drop; guidance [B] for Sprint, already scaled) → [B, out, H, W]
-   * in the model dtype. Inputs are cast to the model dtype; the timestep and guidance stay f32.
+   * One denoiser call → [B, out_channels, H, W] in the model dtype (sana-core casts the inputs to it;
+   * the timestep and guidance embeddings are computed in f32).
    */
-  forward(hiddenStates: NativeTensor, encoderHiddenStates: NativeTensor, timestep: NativeTensor, encoderAttentionMask?: NativeTensor | undefined | null, guidance?: NativeTensor | undefined | null): Promise<unknown>
+  forward(input: NativeTransformerInput): Promise<unknown>
 }
 export type JsTransformer = NativeTransformer
 
@@ -135,6 +159,22 @@ export declare function builtWithCuda(): boolean
  * loader uses it to decide between the CUDA and the CPU binary).
  */
 export declare function cudaDeviceCount(): number
+
+/** Inputs of one `NativeControlNet.forward` call (diffusers' `forward` arguments). Read from JS only. */
+export interface NativeControlNetInput {
+  /** Latents [B, in_channels, H, W], as given to the transformer. */
+  hiddenStates: JsTensor
+  /** Caption embeddings [B, S, caption_channels]. */
+  encoderHiddenStates: JsTensor
+  /** [B] float timesteps, as given to the transformer. */
+  timestep: JsTensor
+  /** [B, S]: 1 keep, 0 drop. Defaults to attending to every caption token. */
+  encoderAttentionMask?: JsTensor
+  /** The control image's latent × scaling_factor, the shape of `hiddenStates`. */
+  controlnetCond: JsTensor
+  /** Multiplies every returned sample. */
+  conditioningScale: number
+}
 
 /** Options of `decode`. */
 export interface NativeDecodeOptions {
@@ -174,6 +214,18 @@ export interface NativeLoadOptions {
   variant?: string
 }
 
+/**
+ * PAG (diffusers' `SanaPAGPipeline`): in the listed blocks, attn1 of the last `perturbedRows` batch rows
+ * becomes identity attention `to_out(to_v(x))`; those blocks skip `norm_q`/`norm_k` on every row, as
+ * diffusers' PAG processors do.
+ */
+export interface NativePagInput {
+  /** 0-based indices of `transformer_blocks`. */
+  layers: Array<number>
+  /** Trailing batch rows that are perturbed (the perturbed copies), 0 < perturbedRows < batch. */
+  perturbedRows: number
+}
+
 /** One checkpoint tensor as stored and as loaded. */
 export interface NativeTensorInfo {
   name: string
@@ -184,3 +236,54 @@ export interface NativeTensorInfo {
   dtype: string
   file: string
 }
+
+/**
+ * Inputs of one `NativeTransformer.forward` call (diffusers' `forward` arguments). Read from JS only:
+ * the tensor fields borrow the JS `NativeTensor` instances for the duration of the call.
+ */
+export interface NativeTransformerInput {
+  /** Latents [B, in_channels, H, W]. */
+  hiddenStates: NativeTensor
+  /** Caption embeddings [B, S, caption_channels]. */
+  encoderHiddenStates: NativeTensor
+  /** [B] float timesteps. */
+  timestep: NativeTensor
+  /** [B, S]: 1 keep, 0 drop. Defaults to attending to every caption token. */
+  encoderAttentionMask?: NativeTensor
+  /** [B] guidance for guidance-embedding models (Sprint), already times `guidance_embeds_scale`. */
+  guidance?: NativeTensor
+  /** ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none. */
+  controlnetBlockSamples?: Array<NativeTensor>
+  /** Perturbed-attention guidance for this call. Defaults to none. */
+  pag?: NativePagInput
+}
+
+/** The decode plan and its activation memory (weights not included). */
+export interface NativeVaeMemory {
+  /** One pass over the whole latent. */
+  untiledBytes: number
+  /** Tile side in latent pixels when the decode would be tiled. */
+  tileSize?: number
+  /** The decode as planned: `untiledBytes`, or one tile plus the blend buffers. */
+  peakBytes: number
+}
+
+/** Input of `vaeDecodeMemory`. */
+export interface NativeVaeMemoryInput {
+  /** The VAE's config.json (snake_case keys, as written) serialized. */
+  configJson: string
+  /** `float32`, `bfloat16` or `float16`: the dtype the decoder computes in. */
+  dtype: string
+  batch: number
+  /** Latent height and width (image size / 32 for f32c32). */
+  latentHeight: number
+  latentWidth: number
+  /** The decode options the call would use. Defaults to auto tiling with a 4096 MiB budget. */
+  options?: NativeDecodeOptions
+}
+
+/**
+ * The same estimate and tiling decision `decode` makes, from a config alone (nothing loaded), so that
+ * the TypeScript memory planner and the native auto-tiling share one formula.
+ */
+export declare function vaeDecodeMemory(input: NativeVaeMemoryInput): NativeVaeMemory

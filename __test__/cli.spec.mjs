@@ -204,6 +204,25 @@ test.serial('info prints the version, the native build, devices and the cache fo
   t.regex(r.stdout, /^models +\(none\)$/m)
 })
 
+test.serial('info --estimate prints the memory table for 600m, 1.6b and 4.8b at 1024² and 4096², or one model', async (t) => {
+  const r = await sana(['info', '--estimate'])
+  t.is(r.code, 0, r.stderr)
+  const rows = r.stdout.split('\n').filter((l) => /^(600m|1\.6b|4\.8b) /.test(l))
+  t.deepEqual(rows.map((l) => l.split(/ +/).slice(0, 2).join(' ')), ['600m 1024×1024', '600m 4096×4096', '1.6b 1024×1024', '1.6b 4096×4096', '4.8b 1024×1024', '4.8b 4096×4096'])
+  t.regex(r.stdout, /^model +size +batch +dtype +weights +transformer +text enc\. +VAE decode +VAE tiled \(tile\) +peak$/m)
+  // 4096² is auto-tiled; 1024² is not.
+  t.true(rows[1].endsWith(' tiled') && !rows[0].endsWith(' tiled'), r.stdout)
+  // A pipeline folder: its configs, here at 64×96, batch 3, on CUDA in bf16 (an estimate needs no GPU).
+  const one = await sana(['info', '--estimate', '--model', SANA_TINY, '--width', '96', '--height', '64', '--batch', '3', '--device', 'cuda'])
+  t.is(one.code, 0, one.stderr)
+  t.regex(one.stdout, /^\S*sana-tiny +96×64 +3 \(DiT 6\) +bfloat16 /m)
+  const bad = await sana(['info', '--estimate', '--width', '512'])
+  t.is(bad.code, 2)
+  t.regex(bad.stderr, /--width\/--height need --model/)
+  t.is((await sana(['info', '--batch', '2'])).code, 2)
+  t.is((await sana(['info', '--estimate', '--model', '600m', '--width', '1000'])).code, 1)
+})
+
 // ─── Help and version ───────────────────────────────────────────────────────────────────────────
 
 test.serial('--help, <command> --help and --version', async (t) => {
@@ -217,8 +236,66 @@ test.serial('--help, <command> --help and --version', async (t) => {
     t.true(gen.stdout.includes(o), `generate --help should list ${o}`)
   }
   t.regex((await sana(['pull', '-h'])).stdout, /--variant <V>/)
-  t.is((await sana(['help', 'info'])).stdout.split('\n')[0], 'Usage: sana info')
+  t.regex((await sana(['help', 'info'])).stdout.split('\n')[0], /^Usage: sana info \[--estimate /)
   const v = await sana(['--version'])
   t.is(v.code, 0)
   t.is(v.stdout, `${PKG.version}\n`)
+})
+
+test('generate --image --mask --strength --preview: inpainting from the command line, with a live preview file', async (t) => {
+  const dir = tempDir(t)
+  const { WAVE2 } = await import('./helpers/paths.mjs')
+  const inputs = join(WAVE2, 'inputs')
+  const out = join(dir, 'out.png')
+  const preview = join(dir, 'preview', 'live.png')
+  const r = await sana(['generate', 'a red hot air balloon', '--model', SANA_TINY, '--image', join(inputs, 'init_256x320.png'),
+    '--mask', join(inputs, 'mask_256x320.png'), '--strength', '0.8', '--steps', '3', '--seed', '1', '--preview', preview, '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const png = readPng(readFileSync(out))
+  t.deepEqual([png.width, png.height], [320, 256]) // the image's size
+  const live = readPng(readFileSync(preview))
+  t.deepEqual([live.width, live.height], [320, 256])
+  t.false(existsSync(join(dir, 'preview', '.live.png.part')), 'the temporary preview file is renamed into place')
+  // The same call through the library gives the same pixels.
+  const pipe = await SanaPipeline.load(SANA_TINY)
+  const lib = await pipe.generate({ prompt: 'a red hot air balloon', image: join(inputs, 'init_256x320.png'), maskImage: join(inputs, 'mask_256x320.png'), strength: 0.8, numInferenceSteps: 3, seed: 1 })
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(png.data))
+  pipe.dispose()
+})
+
+test('generate: --mask or --strength without --image is a usage error', async (t) => {
+  const mask = await sana(['generate', PROMPT, ...SMALL, '--mask', 'm.png'])
+  failsWith(t, mask, 2, 'SANA_INVALID_ARGUMENT', '--mask needs --image')
+  const strength = await sana(['generate', PROMPT, ...SMALL, '--strength', '0.5'])
+  failsWith(t, strength, 2, 'SANA_INVALID_ARGUMENT', '--strength needs --image')
+  const bad = await sana(['generate', PROMPT, ...SMALL.slice(0, 2), '--image', join(tempDir(t), 'missing.png'), '--steps', '1'])
+  failsWith(t, bad, 1, 'SANA_NOT_FOUND', 'missing.png')
+})
+
+test('generate --pag-scale --pag-layers: the same image as the library call', async (t) => {
+  const dir = tempDir(t)
+  const out = join(dir, 'pag.png')
+  const r = await sana(['generate', PROMPT, ...SMALL, '--pag-scale', '3', '--pag-layers', '1', '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const pipe = await SanaPipeline.load(SANA_TINY)
+  const lib = await pipe.generate({ ...LIBRARY, pagScale: 3, pagAppliedLayers: [1] })
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(readPng(readFileSync(out)).data))
+  pipe.dispose()
+  failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--pag-layers', '1']), 2, 'SANA_INVALID_ARGUMENT', '--pag-layers needs --pag-scale')
+})
+
+test('generate --controlnet --control --control-scale: the same image as the library call', async (t) => {
+  const dir = tempDir(t)
+  const { WAVE2 } = await import('./helpers/paths.mjs')
+  const out = join(dir, 'cn.png')
+  const control = join(WAVE2, 'inputs', 'control_224x288.png')
+  const controlnet = join(WAVE2, 'sana-controlnet-tiny')
+  const r = await sana(['generate', PROMPT, '--model', SANA_TINY, '--width', '288', '--height', '224', '--no-binning', '--steps', '2', '--seed', '5',
+    '--controlnet', controlnet, '--control', control, '--control-scale', '0.7', '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const pipe = await SanaPipeline.load(SANA_TINY, { controlnet })
+  const lib = await pipe.generate({ prompt: PROMPT, width: 288, height: 224, useResolutionBinning: false, numInferenceSteps: 2, seed: 5, controlImage: control, controlnetConditioningScale: 0.7 })
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(readPng(readFileSync(out)).data))
+  pipe.dispose()
+  failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--control', control]), 2, 'SANA_INVALID_ARGUMENT', '--control and --controlnet go together')
 })

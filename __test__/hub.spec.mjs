@@ -54,7 +54,7 @@ const cdnGets = (hub) => hub.requests.filter((r) => r.method === 'GET' && r.path
 test('a local folder is returned as is, as an absolute path', async (t) => {
   t.is(await resolveModel(SANA_TINY), SANA_TINY)
   t.is(await resolveModel(relative(process.cwd(), SANA_TINY)), SANA_TINY)
-  await rejectsWith(t, resolveModel('./no/such/folder'), 'SANA_NOT_FOUND', 'neither a folder')
+  await rejectsWith(t, resolveModel('./no/such/folder'), 'SANA_NOT_FOUND', 'Folder not found', join(process.cwd(), 'no', 'such', 'folder'))
   await rejectsWith(t, resolveModel(''), 'SANA_INVALID_ARGUMENT', 'repoIdOrPath')
   await rejectsWith(t, resolveModel(REPO, { variant: 'fp 16' }), 'SANA_INVALID_ARGUMENT', 'variant')
   await rejectsWith(t, resolveModel(REPO, { revision: '../../etc' }), 'SANA_INVALID_ARGUMENT', 'revision')

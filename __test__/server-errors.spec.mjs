@@ -34,6 +34,14 @@ function rawPost(path, body, headers) {
   })
 }
 
+/** POST /v1/images/edits as a multipart form with `image` (when given) and a prompt. */
+function editForm(image) {
+  const form = new FormData()
+  form.set('prompt', 'x')
+  if (image) form.set('image', new Blob([image], { type: 'image/png' }), 'x.png')
+  return fetch(`${url}/v1/images/edits`, { method: 'POST', headers: AUTH, body: form })
+}
+
 async function expectError(t, res, status, code, message) {
   const { status: got, body } = res instanceof Response ? { status: res.status, body: await res.json() } : res
   t.is(got, status)
@@ -61,6 +69,9 @@ const cases = [
   ['a 100 MB body', () => rawPost(GEN, Buffer.alloc(100 * 2 ** 20, 0x20), { 'content-type': 'application/json' }), 413, 'SANA_INVALID_ARGUMENT', /Request body is too large/],
   ['a text body', () => rawPost(GEN, 'prompt=x', { 'content-type': 'text/plain' }), 400, 'SANA_INVALID_ARGUMENT', /body must be object/],
   ['an XML body', () => rawPost(GEN, '<prompt>x</prompt>', { 'content-type': 'application/xml' }), 415, 'SANA_INVALID_ARGUMENT', /Unsupported Media Type/],
+  ['an upload that is not an image', () => editForm(Buffer.from('not an image at all')), 400, 'SANA_INVALID_ARGUMENT', /image: not a decodable PNG, JPEG or WebP image/],
+  ['an edit without an image', () => editForm(undefined), 400, 'SANA_INVALID_ARGUMENT', /Expected an image file in the "image" field/],
+  ['an edit as JSON', () => postJson(`${url}/v1/images/edits`, { prompt: 'x' }, AUTH), 400, 'SANA_INVALID_ARGUMENT', /multipart\/form-data/],
   ['a wrong key', () => postJson(`${url}${GEN}`, { prompt: 'x' }, { authorization: 'Bearer K' }), 401, 'SANA_UNAUTHORIZED', /wrong API key/],
   ['no key', () => fetch(`${url}/v1/models`), 401, 'SANA_UNAUTHORIZED', /missing or wrong API key/],
   ['an unknown route', () => fetch(`${url}/v1/images/variations`, { method: 'POST', headers: AUTH }), 404, 'SANA_NOT_FOUND', /no route POST \/v1\/images\/variations/],

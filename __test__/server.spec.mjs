@@ -2,9 +2,11 @@
 // stream, cancellation, the bounded queue, timeouts, metrics. Bad requests are in server-errors.spec.mjs.
 // Serial: the tests share one pipeline, which runs one generation at a time.
 import test from 'ava'
-import OpenAI from 'openai'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import OpenAI, { toFile } from 'openai'
 import { SanaPipeline } from '../dist/index.js'
-import { SANA_TINY } from './helpers/paths.mjs'
+import { FIXTURES, SANA_TINY } from './helpers/paths.mjs'
 import { eventually, pngSize, postJson, sseEvents, startServer, TINY } from './helpers/server.mjs'
 
 let pipe
@@ -64,6 +66,23 @@ test.serial('the openai client sees our errors in its error classes, with our co
   t.is((await right.images.generate({ prompt: 'x', ...TINY })).data.length, 1)
 })
 
+test.serial('images.edit (multipart): img2img from an uploaded image, inpainting with a mask', async (t) => {
+  const { url } = await startServer(t, pipe)
+  const client = new OpenAI({ apiKey: 'unused', baseURL: `${url}/v1`, maxRetries: 0 })
+  const inputs = join(FIXTURES, 'wave2', 'inputs')
+  const init = readFileSync(join(inputs, 'init_256x320.png'))
+  const mask = readFileSync(join(inputs, 'mask_256x320.png'))
+  const image = await toFile(init, 'init.png', { type: 'image/png' })
+  // No size: the image's own (256×320 is already on the 32-pixel grid).
+  const a = await client.images.edit({ image, prompt: 'a fox, oil painting', strength: 0.5, steps: 4, seed: 1 })
+  const size = pngSize(init)
+  t.deepEqual(pngSize(Buffer.from(a.data[0].b64_json, 'base64')), size)
+  const b = await client.images.edit({ image: await toFile(init, 'init.png'), mask: await toFile(mask, 'mask.png'), prompt: 'a fox', steps: 4, seed: 1 })
+  const inpainted = Buffer.from(b.data[0].b64_json, 'base64')
+  t.deepEqual(pngSize(inpainted), size)
+  t.not(inpainted.toString('base64'), a.data[0].b64_json)
+})
+
 test.serial('POST /api/generate streams queued, started, every step, then the PNG', async (t) => {
   const { url } = await startServer(t, pipe)
   const res = await postJson(`${url}/api/generate`, { prompt: 'a lighthouse', ...TINY, steps: 3, seed: 3, preview_every: 1 })
@@ -72,7 +91,10 @@ test.serial('POST /api/generate streams queued, started, every step, then the PN
   const seen = []
   for await (const ev of sseEvents(res)) seen.push(ev)
   t.deepEqual(seen.map((e) => e.event), ['job', 'queued', 'started', 'step', 'step', 'step', 'done'])
-  t.deepEqual(seen.filter((e) => e.event === 'step').map((e) => [e.data.step, e.data.numSteps]), [[0, 3], [1, 3], [2, 3]])
+  const steps = seen.filter((e) => e.event === 'step')
+  t.deepEqual(steps.map((e) => [e.data.step, e.data.numSteps]), [[0, 3], [1, 3], [2, 3]])
+  // A JPEG preview of the image forming, with every step (preview_every: 1).
+  for (const e of steps) t.regex(e.data.preview, /^data:image\/jpeg;base64,\/9j\//)
   const done = seen.at(-1).data
   t.is(done.seed, 3)
   t.is(done.id, seen[0].data.id)

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { SanaTransformer2DModel, Tensor } from '../dist/index.js'
 import { FIXTURES } from './helpers/paths.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
+import { transformerInput } from './helpers/tensors.mjs'
 
 const CASES = [
   'transformer_square',
@@ -19,19 +20,8 @@ async function model(dir) {
   return models.get(dir)
 }
 
-const f32 = (r) => Tensor.fromFloat32Array(r.data, r.shape)
-const i64 = (r) => Tensor.fromInt32Array(Int32Array.from(r.data), r.shape)
-
 function inputs(name) {
-  const c = caseOf(name)
-  const get = (role) => caseTensor(name, role)
-  return {
-    hiddenStates: f32(get('hidden_states')),
-    encoderHiddenStates: f32(get('encoder_hidden_states')),
-    encoderAttentionMask: i64(get('encoder_attention_mask')),
-    timestep: Array.from(get('timestep').data),
-    guidance: c.tensors.guidance ? Array.from(get('guidance').data) : undefined,
-  }
+  return transformerInput((role) => caseTensor(name, role), { guidance: Boolean(caseOf(name).tensors.guidance) })
 }
 
 for (const name of CASES) {
@@ -68,6 +58,8 @@ test('bad inputs are typed errors naming the argument', async (t) => {
   await expectArg({ timestep: [1, 2, 3] }, 'timestep')
   await expectArg({ timestep: [NaN, 1] }, 'timestep')
   await expectArg({ hiddenStates: 'latents' }, 'hiddenStates')
+  await expectArg({ controlnetBlockSamples: [zeros([2, 64, 64]), 'sample'] }, 'controlnetBlockSamples')
+  await expectArg({ controlnetBlockSamples: [zeros([2, 63, 64])] }, 'controlnetBlockSamples') // native shape check
   const sprint = await model(caseOf('transformer_sprint_square').model_dir)
   const err = await t.throwsAsync(sprint.forward({ ...inputs('transformer_sprint_square'), guidance: undefined }))
   t.is(err.code, 'SANA_INVALID_ARGUMENT')

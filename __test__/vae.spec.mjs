@@ -4,13 +4,12 @@ import { join } from 'node:path'
 import { AutoencoderDC, Tensor } from '../dist/index.js'
 import { SANA_TINY } from './helpers/paths.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
+import { f32 } from './helpers/tensors.mjs'
 
 let vae
 test.before(async () => {
   vae = await AutoencoderDC.load(join(SANA_TINY, 'vae'))
 })
-
-const f32 = (r) => Tensor.fromFloat32Array(r.data, r.shape)
 
 for (const name of ['vae_decode_square', 'vae_decode_nonsquare_b2', 'vae_decode_tiny_quadratic']) {
   test(`${name} matches diffusers`, async (t) => {

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
  * The `sana` command line: `sana generate | pull | info | serve | worker`, one file per command in `src/cli/`.
- * Exit codes: 0 success, 1 failure (`error [CODE]: message` on stderr), 2 usage error, 130 interrupted.
+ * Exit codes: 0 success, 1 failure (`error [CODE]: message` on stderr; the stack too with SANA_DEBUG=1),
+ * 2 usage error, 130 interrupted.
  */
-import { SanaError } from './errors'
+import { fromNative, SanaError } from './errors'
 import { commandHelp, packageVersion, parse, UsageError, type Command } from './cli/command'
 import { generate } from './cli/generate'
 import { info } from './cli/info'
@@ -63,12 +64,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** Print an error the way the CLI promises (no stack for SanaError) and pick the exit code. */
-function report(e: unknown, command: Command | undefined): number {
-  if (!(e instanceof SanaError)) {
-    process.stderr.write(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
-    return 1
-  }
+function report(err: unknown, command: Command | undefined): number {
+  // Native `[CODE] message` errors become their SanaError; anything else (a bug) SANA_INTERNAL_ERROR.
+  const converted = fromNative(err)
+  const e = converted instanceof SanaError ? converted : new SanaError('SANA_INTERNAL_ERROR', String(converted))
   process.stderr.write(`error [${e.code}]: ${e.message}\n`)
+  // The stack is for bug reports, on request.
+  if (process.env.SANA_DEBUG && e.stack) process.stderr.write(`${e.stack}\n`)
   if (e instanceof UsageError) {
     process.stderr.write(`Run "sana ${command ? command.name + ' ' : ''}--help" for usage.\n`)
     return 2

@@ -5,10 +5,12 @@
  */
 import { existsSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaTransformerConfig } from './config'
+import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaControlNetConfig, type SanaTransformerConfig } from './config'
 import { callNative, callNativeSync, invalidArgument, SanaError } from './errors'
 import { native, type Binding } from './native'
 import { Tensor, type DeviceRequest } from './tensor'
+// For TSDoc links only.
+import type { pagLayerIndices } from './pag'
 
 /** Options for loading a component or a pipeline. */
 export interface LoadOptions {
@@ -129,8 +131,40 @@ export interface TransformerInput {
   timestep: Tensor | number[]
   /** 1 = keep, 0 = drop, [B, S]. Defaults to all ones. */
   encoderAttentionMask?: Tensor
-  /** Guidance per batch item, for guidance-embedding models (Sana-Sprint). */
+  /** Guidance per batch item, for guidance-embedding models (Sana-Sprint). Defaults to none. */
   guidance?: Tensor | number[]
+  /**
+   * ControlNet residuals [B, N, innerDim] (from {@link SanaControlNetModel.forward}, already times the
+   * conditioning scale): sample k is added after block k + 1; samples beyond the transformer's depth are
+   * ignored, as in diffusers. Defaults to none.
+   */
+  controlnetBlockSamples?: Tensor[]
+  /**
+   * Perturbed-attention guidance for this call (diffusers' `SanaPAGPipeline`): in the blocks `layers`
+   * (0-based, e.g. from {@link pagLayerIndices}), self-attention of the last `perturbedRows` batch rows
+   * becomes the identity `to_out(to_v(x))`; the other rows attend normally. As in diffusers, those
+   * blocks skip the q/k RMSNorm of qk-norm models (Sana 1.5, Sprint) on every row. Defaults to none.
+   * @example { layers: [1], perturbedRows: 1 } // batch [uncond, text, perturbed]
+   */
+  pag?: PagInput
+}
+
+/** See {@link TransformerInput.pag}. */
+export interface PagInput {
+  /** Block indices (0-based) whose self-attention is perturbed. */
+  layers: number[]
+  /** How many trailing batch rows are the perturbed copies; 0 < perturbedRows < batch. */
+  perturbedRows: number
+}
+
+function checkPag(pag: PagInput | undefined): PagInput | undefined {
+  if (pag === undefined) return undefined
+  const isIndex = (v: unknown) => Number.isInteger(v) && (v as number) >= 0
+  if (typeof pag !== 'object' || pag === null || !Array.isArray(pag.layers) || !pag.layers.every(isIndex)) {
+    throw invalidArgument('pag.layers', 'an array of block indices', pag?.layers)
+  }
+  if (!(isIndex(pag.perturbedRows) && pag.perturbedRows > 0)) throw invalidArgument('pag.perturbedRows', 'a positive integer', pag.perturbedRows)
+  return { layers: pag.layers, perturbedRows: pag.perturbedRows }
 }
 
 function toVector(v: Tensor | number[], name: string): Tensor {
@@ -139,6 +173,13 @@ function toVector(v: Tensor | number[], name: string): Tensor {
     throw invalidArgument(name, 'a Tensor or a non-empty array of finite numbers', v)
   }
   return Tensor.fromFloat32Array(Float32Array.from(v), [v.length])
+}
+
+/** The native handle of an optional Tensor argument (undefined stays undefined). */
+function optionalTensor(v: Tensor | undefined, name: string): Binding.NativeTensor | undefined {
+  if (v === undefined) return undefined
+  if (!(v instanceof Tensor)) throw invalidArgument(name, 'a Tensor', v)
+  return v.native
 }
 
 /** The Linear DiT denoiser (`SanaTransformer2DModel`). */
@@ -154,14 +195,20 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
     }
     const timestep = toVector(input.timestep, 'timestep')
     const guidance = input.guidance === undefined ? undefined : toVector(input.guidance, 'guidance')
+    const samples = input.controlnetBlockSamples
+    if (samples !== undefined && !(Array.isArray(samples) && samples.every((s) => s instanceof Tensor))) {
+      throw invalidArgument('controlnetBlockSamples', 'an array of Tensors', samples)
+    }
     const out = await callNative(() =>
-      this.native.forward(
-        input.hiddenStates.native,
-        input.encoderHiddenStates.native,
-        timestep.native,
-        input.encoderAttentionMask?.native,
-        guidance?.native,
-      ),
+      this.native.forward({
+        hiddenStates: input.hiddenStates.native,
+        encoderHiddenStates: input.encoderHiddenStates.native,
+        timestep: timestep.native,
+        encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+        guidance: guidance?.native,
+        controlnetBlockSamples: samples?.map((s) => s.native),
+        pag: checkPag(input.pag),
+      }),
     )
     return new Tensor(out as Binding.NativeTensor)
   }
@@ -174,6 +221,69 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
     const abs = checkDir(dir, 'transformer')
     const h = await callNative(() => native().NativeTransformer.load(abs, nativeOptions(options)))
     return new SanaTransformer2DModel(h as Binding.NativeTransformer, abs)
+  }
+}
+
+/** Inputs of {@link SanaControlNetModel.forward}: the transformer's inputs plus the control latent. */
+export interface ControlNetInput {
+  /** Latents [B, inChannels, H, W], as given to the transformer. */
+  hiddenStates: Tensor
+  /** Caption embeddings [B, S, captionChannels]. */
+  encoderHiddenStates: Tensor
+  /** Timestep per batch item, as given to the transformer: a Tensor [B] or numbers. */
+  timestep: Tensor | number[]
+  /** 1 = keep, 0 = drop, [B, S]. Defaults to all ones. */
+  encoderAttentionMask?: Tensor
+  /** The control image's VAE latent × `vae.config.scalingFactor`, the shape of `hiddenStates`. */
+  controlnetCond: Tensor
+  /** Multiplies every block sample (diffusers' `conditioning_scale`). Defaults to 1. */
+  conditioningScale?: number
+}
+
+/**
+ * The Sana ControlNet (`SanaControlNetModel`): a copy of the transformer's first `numLayers` blocks
+ * fed the control image's latent; its block samples go to {@link SanaTransformer2DModel.forward} as
+ * `controlnetBlockSamples`.
+ */
+export class SanaControlNetModel extends ModelComponent<Binding.NativeControlNet, SanaControlNetConfig> {
+  /**
+   * Load a ControlNet folder (config.json + diffusion_pytorch_model.safetensors). Hub repo ids are not
+   * resolved here: download the repo with your tools, or pass the folder of a cached snapshot.
+   * @example const controlnet = await SanaControlNetModel.load('sana-controlnet-hed', { device: 'cpu' })
+   */
+  static async load(dir: string, options: LoadOptions = {}): Promise<SanaControlNetModel> {
+    const abs = checkDir(dir, 'controlnet')
+    const h = await callNative(() => native().NativeControlNet.load(abs, nativeOptions(options)))
+    return new SanaControlNetModel(h as Binding.NativeControlNet, abs)
+  }
+
+  /**
+   * The block samples: `config.numLayers` tensors [B, H·W / patch², innerDim], already times
+   * `conditioningScale`, in the model dtype.
+   * @example
+   * const samples = await controlnet.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999, 999], controlnetCond: cond, conditioningScale: 0.7 })
+   * const v = await transformer.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999, 999], controlnetBlockSamples: samples })
+   */
+  async forward(input: ControlNetInput): Promise<Tensor[]> {
+    if (!(input?.hiddenStates instanceof Tensor)) throw invalidArgument('hiddenStates', 'a Tensor', input?.hiddenStates)
+    if (!(input.encoderHiddenStates instanceof Tensor)) {
+      throw invalidArgument('encoderHiddenStates', 'a Tensor', input.encoderHiddenStates)
+    }
+    if (!(input.controlnetCond instanceof Tensor)) throw invalidArgument('controlnetCond', 'a Tensor', input.controlnetCond)
+    const scale = input.conditioningScale ?? 1
+    if (typeof scale !== 'number' || !Number.isFinite(scale)) throw invalidArgument('conditioningScale', 'a finite number', scale)
+    const timestep = toVector(input.timestep, 'timestep')
+    const out = await callNative(() =>
+      this.native.forward({
+        hiddenStates: input.hiddenStates.native,
+        encoderHiddenStates: input.encoderHiddenStates.native,
+        timestep: timestep.native,
+        encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+        controlnetCond: input.controlnetCond.native,
+        conditioningScale: scale,
+      }),
+    )
+    return out.map((t) => new Tensor(t))
   }
 }
 

@@ -39,6 +39,23 @@ export interface SanaTransformerConfig {
   [key: string]: unknown
 }
 
+/** SanaControlNetModel config (camelCase view of config.json): the transformer's widths, no qk-norm or guidance embedding. */
+export interface SanaControlNetConfig {
+  className: 'SanaControlNetModel'
+  inChannels: number
+  numAttentionHeads: number
+  attentionHeadDim: number
+  /** Blocks copied from the transformer; sample k is added after transformer block k + 1. */
+  numLayers: number
+  numCrossAttentionHeads: number
+  crossAttentionHeadDim: number
+  crossAttentionDim: number
+  captionChannels: number
+  patchSize: number
+  interpolationScale: number | null
+  [key: string]: unknown
+}
+
 /** AutoencoderDC config (camelCase view of config.json). */
 export interface AutoencoderDCConfig {
   className: 'AutoencoderDC'
@@ -60,5 +77,7 @@ export interface Gemma2Config {
   numKeyValueHeads: number
   headDim: number
   vocabSize: number
+  /** Longest sequence the encoder takes (Gemma 2: 8192); bounds `maxSequenceLength`. */
+  maxPositionEmbeddings?: number
   [key: string]: unknown
 }

@@ -20,6 +20,7 @@ export type SanaErrorCode =
   | 'SANA_INVALID_ARGUMENT'
   | 'SANA_TOKENIZER_ERROR'
   | 'SANA_COMPUTE_ERROR'
+  | 'SANA_OUT_OF_MEMORY'
   | 'SANA_DISPOSED'
   | 'SANA_HUB_ERROR'
   | 'SANA_INTERNAL_ERROR'
@@ -73,6 +74,7 @@ export function callNativeSync<T>(fn: () => T): T {
 
 function describe(value: unknown): string {
   if (value === null) return 'null'
+  if (value === undefined) return 'nothing (undefined)'
   if (Array.isArray(value)) return `an array of length ${value.length}`
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)
   if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`
@@ -94,4 +96,18 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
 /** "DPMSolverMultistepScheduler: expected one of "midpoint" for solver_type but received "heun"". */
 export function invalidConfig(owner: string, key: string, expected: string, received: unknown): SanaError {
   return new SanaError('SANA_INVALID_CONFIG', `${owner}: expected ${expected} for ${key} but received ${describe(received)}`)
+}
+
+/**
+ * Run a filesystem operation, turning its errors (ENOENT, EISDIR, EACCES, …) into `SANA_IO_ERROR` that say
+ * what was being done.
+ * @example await io(`Could not write ${path}`, () => writeFile(path, bytes))
+ */
+export async function io<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof SanaError) throw e
+    throw new SanaError('SANA_IO_ERROR', `${what}: ${(e as Error).message}`, { cause: e })
+  }
 }

@@ -1,12 +1,14 @@
 /**
- * The sampling loop of `SanaPipeline.generate` / `stream`, following diffusers' `SanaPipeline.__call__`
- * and `SanaSprintPipeline.__call__` step by step. TypeScript drives it; every latent stays a native Tensor.
+ * Options of `SanaPipeline.generate` / `stream` and their validation: every argument is checked (type, range,
+ * unknown keys) before any work, as diffusers' `check_inputs` does. The loop itself is `sampling/loop.ts`.
  */
-import { SanaError, invalidArgument, throwIfAborted } from './errors'
+import { SanaError, invalidArgument } from './errors'
 import { aspectRatioTableFor, classifyHeightWidthBin, type ImageSize } from './postprocess'
+import { checkImageInput, type ImageInput } from './preprocess'
 import { promptList, type PromptOptions } from './prompt'
-import { TorchGenerator } from './random'
-import type { Scheduler, SCMScheduler } from './schedulers'
+import { startIndex } from './sampling/loop'
+import type { SanaImage } from './png'
+import type { Scheduler } from './schedulers'
 import { Tensor } from './tensor'
 
 /** What the pipeline hands back. */
@@ -18,9 +20,9 @@ export interface GenerateOptions extends PromptOptions {
   prompt: string | string[]
   /** What to steer away from (classifier-free guidance). Defaults to `''`; unused by Sprint. */
   negativePrompt?: string | string[]
-  /** Output height in pixels. Defaults to the model's native size (`sample_size · 32`, 1024 for Sana 1024px). */
+  /** Output height in pixels. Defaults to the model's native size (`sample_size · 32`), or the input image's height. */
   height?: number
-  /** Output width in pixels. Defaults to the model's native size. */
+  /** Output width in pixels. Defaults to the model's native size, or the input image's width. */
   width?: number
   /** Denoising steps. Defaults to 20 (Sana) or 2 (Sprint). */
   numInferenceSteps?: number
@@ -33,13 +35,14 @@ export interface GenerateOptions extends PromptOptions {
    * on CPU (see `TorchGenerator`), so it matches diffusers on CPU. Defaults to a random seed (reported in the result).
    */
   seed?: number
-  /** Starting latents [B·numImagesPerPrompt, C, H/32, W/32]; overrides `seed`. */
+  /** Starting latents [B·numImagesPerPrompt, C, H/32, W/32] for text-to-image; overrides `seed`. */
   latents?: Tensor
   /** N(0,1) noise for each step of the stochastic SCM scheduler (Sprint), overriding the seeded draws. */
   schedulerNoise?: Tensor[]
   /**
    * Snap the requested size to the nearest trained aspect-ratio bin, generate there, then resize and center-crop
-   * back to exactly the requested size. Defaults to true.
+   * back to exactly the requested size. Defaults to true for text-to-image and false with an `image`
+   * (image inputs are resized to a multiple of 32 instead; binning them is not supported).
    */
   useResolutionBinning?: boolean
   /** `'image'` (SanaImage objects), `'tensor'` ([B,3,H,W] in [0,1]) or `'latent'`. Defaults to `'image'`. */
@@ -51,62 +54,147 @@ export interface GenerateOptions extends PromptOptions {
    * Defaults to `pipe.scheduler` (built from scheduler_config.json).
    */
   scheduler?: Scheduler
-  /** Called after every step (awaited). */
+  /** Called after every step (awaited). If it throws, `generate` rejects with that error and the pipeline stays usable. */
   onStep?: (event: StepEvent) => void | Promise<void>
-  /** Aborts between steps with an `AbortError` (code `ABORT_ERR`); the pipeline stays usable. */
+  /**
+   * Aborts with an `AbortError` (code `ABORT_ERR`): between steps, or at once while the call still waits for its
+   * turn (calls on one pipeline run one after another). The pipeline stays usable.
+   */
   signal?: AbortSignal
   /** Sprint: first TrigFlow angle. Defaults to 1.5708. */
   maxTimesteps?: number
   /** Sprint: middle angle of a 2-step schedule. Defaults to 1.3. */
   intermediateTimesteps?: number | null
+
+  /**
+   * img2img: start from this image instead of pure noise (a file path, PNG/JPEG/WebP bytes, a SanaImage, or a
+   * Tensor [1, 3, H, W] in [0, 1]). It is resized to `width`×`height` when given, else down to a multiple of 32.
+   * Sana: encoded, noised to the first kept timestep (SD3-img2img); Sprint: SanaSprintImg2ImgPipeline. Defaults to none.
+   */
+  image?: ImageInput
+  /** Inpainting (base Sana, with `image`): white = repaint, black = keep; the image's size. Defaults to none. */
+  maskImage?: ImageInput
+  /**
+   * How much of the schedule runs on the image, in (0, 1]: 1 starts from (almost) pure noise, small values stay
+   * close to the image. Skips the first `numInferenceSteps − ⌊numInferenceSteps·strength⌋`-ish steps exactly as
+   * diffusers computes it. Defaults to 0.6.
+   */
+  strength?: number
+  /** img2img/inpainting: the N(0,1) noise [B, C, H/32, W/32] mixed into the image latents; overrides `seed`. */
+  noise?: Tensor
+  /** ControlNet conditioning image (needs a pipeline loaded with `controlnet`). Defaults to none. */
+  controlImage?: ImageInput
+  /** ControlNet residual scale. Defaults to 1.0. */
+  controlnetConditioningScale?: number
+  /** Perturbed-attention guidance scale (SanaPAGPipeline); 0 turns PAG off. Defaults to 0. */
+  pagScale?: number
+  /** PAG: lower the scale by this much per timestep unit below 1000 (`max(s − a·(1000 − t), 0)`). Defaults to 0. */
+  pagAdaptiveScale?: number
+  /**
+   * PAG layers: diffusers' regexes searched in `transformer_blocks.{i}` (so `'transformer_blocks.1'` also selects
+   * 10–19), or block indices. Defaults to `'transformer_blocks.0'` (diffusers' default).
+   */
+  pagAppliedLayers?: string | string[] | number[]
+  /** LoRA scale for this call (diffusers' `attention_kwargs={"scale": s}`). Defaults to the adapters' weights. */
+  loraScale?: number
+  /** Attach a decoded preview (`event.previewImage`) to every k-th step event. Defaults to none. */
+  previewEvery?: number
+  /** Longest side of the attached previews, in pixels. Defaults to 512. */
+  previewMaxSize?: number
 }
 
 /** One denoising step, as reported to `onStep` and yielded by `stream`. */
 export interface StepEvent {
   /** 0-based step index. */
   step: number
+  /** Steps this call runs (fewer than `numInferenceSteps` for img2img). */
   numSteps: number
   /** The scheduler timestep of this step. */
   timestep: number
   /** Latents after this step (native; copy with `toFloat32Array()` only if needed). */
   latents: Tensor
+  /** The step's prediction of the final latents (x0), what a preview shows. */
+  denoised: Tensor
+  /**
+   * Decode `denoised` into a small image: the latents are downscaled first so the longest side is at most
+   * `maxSize` (default 512), so a 1024² image previews at 512² for a quarter of the decode cost.
+   * @example onStep: async (e) => (await e.preview({ maxSize: 256 })).save('preview.png')
+   */
+  preview(options?: { maxSize?: number }): Promise<SanaImage>
+  /** The decoded preview, on every `previewEvery`-th event. */
+  previewImage?: SanaImage
 }
 
-/** Everything the loop needs from the pipeline. */
-export interface LoopParts {
-  sprint: boolean
-  scheduler: Scheduler
-  sampleSize: number
-  latentChannels: number
-  transformer: {
-    forward(input: {
-      hiddenStates: Tensor
-      encoderHiddenStates: Tensor
-      timestep: number[]
-      encoderAttentionMask?: Tensor
-      guidance?: number[]
-    }): Promise<Tensor>
-  }
-  guidanceEmbedsScale: number
-  /** transformer.config.timestep_scale (SanaPipeline multiplies the timestep by it). */
-  timestepScale: number
-}
-
-/** Checked and defaulted options. */
+/** Checked and defaulted options (sizes of image inputs are known only after decoding: see `pipeline.ts`). */
 export interface ResolvedOptions {
   prompts: string[]
   negative: string[]
-  requested: ImageSize
-  size: ImageSize
+  /** The requested size, when given or implied (text-to-image); undefined with an image and no size given. */
+  requested?: ImageSize
+  /** The size generated at (the bin, with binning). */
+  size?: ImageSize
+  binning: boolean
   steps: number
   guidance: number
   perPrompt: number
   seed: number
   outputType: OutputType
   doCfg: boolean
+  strength: number
+  controlnetScale: number
+  pag?: { scale: number; adaptiveScale: number; spec: string | string[] | number[] }
+  previewEvery?: number
+  previewMaxSize: number
 }
 
 const VAE_SCALE = 32
+
+/** Every key `generate` reads; anything else is a typo or an option of another library. */
+const KNOWN_KEYS = [
+  'prompt', 'negativePrompt', 'height', 'width', 'numInferenceSteps', 'guidanceScale', 'numImagesPerPrompt', 'seed',
+  'latents', 'schedulerNoise', 'useResolutionBinning', 'outputType', 'scheduler', 'onStep', 'signal', 'maxTimesteps',
+  'intermediateTimesteps', 'image', 'maskImage', 'strength', 'noise', 'controlImage', 'controlnetConditioningScale',
+  'pagScale', 'pagAdaptiveScale', 'pagAppliedLayers', 'loraScale', 'previewEvery', 'previewMaxSize',
+  'complexHumanInstruction', 'maxSequenceLength',
+] as const satisfies readonly (keyof GenerateOptions)[]
+// Compile-time check that the list names every option: a new option without an entry fails to build.
+type Unlisted = Exclude<keyof GenerateOptions, (typeof KNOWN_KEYS)[number]>
+const everyOptionListed: Unlisted extends never ? true : never = true
+void everyOptionListed
+
+/** Levenshtein distance, for "did you mean". */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]
+    d[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = d[j]
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1].toLowerCase() === b[j - 1].toLowerCase() ? 0 : 1))
+      prev = tmp
+    }
+  }
+  return d[b.length]
+}
+
+/**
+ * Reject keys a call does not know (diffusers' `__call__` rejects unexpected keyword arguments too), naming the
+ * closest known one.
+ * @example rejectUnknownKeys({ numInferenceStep: 4 }, ['numInferenceSteps'], 'generate')
+ */
+export function rejectUnknownKeys(o: object, known: readonly string[], what: string): void {
+  for (const key of Object.keys(o)) {
+    if (known.includes(key) || (o as Record<string, unknown>)[key] === undefined) continue
+    const closest = [...known].sort((a, b) => editDistance(key, a) - editDistance(key, b))[0]
+    const hint = closest && editDistance(key, closest) <= Math.max(2, key.length / 3) ? `; did you mean "${closest}"?` : ''
+    throw new SanaError('SANA_INVALID_ARGUMENT', `${what}: unknown option "${key}"${hint}`)
+  }
+}
+
+/** An option that does not fit with the others: a SANA_INVALID_ARGUMENT naming it. */
+function conflict(name: string, why: string): SanaError {
+  return new SanaError('SANA_INVALID_ARGUMENT', `${name} ${why}`)
+}
 
 function positiveInt(name: string, v: unknown, fallback: number): number {
   const x = v ?? fallback
@@ -114,7 +202,17 @@ function positiveInt(name: string, v: unknown, fallback: number): number {
   return x as number
 }
 
-/** Samplers each pipeline kind can drive (`denoise` has one loop per kind). */
+function finiteNumber(name: string, v: unknown, fallback: number, { min = -Infinity, max = Infinity, minExclusive = false } = {}): number {
+  const x = v ?? fallback
+  const low = minExclusive ? (x as number) <= min : (x as number) < min
+  if (typeof x !== 'number' || !Number.isFinite(x) || low || x > max) {
+    const range = max === Infinity ? `${minExclusive ? '>' : '≥'} ${min}` : `in ${minExclusive ? '(' : '['}${min}, ${max}]`
+    throw invalidArgument(name, `a finite number ${min === -Infinity && max === Infinity ? '' : range}`.trim(), v)
+  }
+  return x
+}
+
+/** Samplers each pipeline kind can drive. */
 const SCHEDULERS_FOR = {
   sana: ['DPMSolverMultistepScheduler', 'FlowMatchEulerDiscreteScheduler'],
   sprint: ['SCMScheduler'],
@@ -129,28 +227,44 @@ function checkScheduler(s: unknown, sprint: boolean): void {
   }
 }
 
-/** Validate every argument before any work (diffusers' `check_inputs`, plus types). */
-export function resolveOptions(o: GenerateOptions, parts: Pick<LoopParts, 'sprint' | 'sampleSize'>): ResolvedOptions {
-  if (!o || typeof o !== 'object') throw invalidArgument('options', 'an options object', o)
-  const prompts = promptList(o.prompt)
-  const native = parts.sampleSize * VAE_SCALE
-  const height = positiveInt('height', o.height, native)
-  const width = positiveInt('width', o.width, native)
-  const binning = o.useResolutionBinning ?? true
-  if (typeof binning !== 'boolean') throw invalidArgument('useResolutionBinning', 'a boolean', binning)
+/** What `resolveOptions` needs to know about the pipeline. */
+export interface PipelineTraits {
+  sprint: boolean
+  sampleSize: number
+  /** Whether the pipeline was loaded with a ControlNet. */
+  controlnet: boolean
+}
+
+/** Check and default the size: binning for text-to-image, exact multiples of 32 otherwise. */
+function resolveSize(o: GenerateOptions, t: PipelineTraits, binning: boolean): { requested?: ImageSize; size?: ImageSize } {
+  const native = t.sampleSize * VAE_SCALE
+  const fromImage = o.image !== undefined
+  const height = o.height === undefined && fromImage ? undefined : positiveInt('height', o.height, native)
+  const width = o.width === undefined && fromImage ? undefined : positiveInt('width', o.width, native)
+  if (!binning) {
+    if (height !== undefined && height % VAE_SCALE) throw invalidArgument('height', 'a multiple of 32 (or useResolutionBinning: true)', height)
+    if (width !== undefined && width % VAE_SCALE) throw invalidArgument('width', 'a multiple of 32 (or useResolutionBinning: true)', width)
+  }
+  if (height === undefined || width === undefined) {
+    if (height !== width) throw conflict(height === undefined ? 'width' : 'height', 'needs the other side too when an image is passed (or neither: the image size is used)')
+    return {}
+  }
   const requested = { height, width }
-  let size = requested
-  if (binning) {
-    size = classifyHeightWidthBin(height, width, aspectRatioTableFor(parts.sampleSize))
-  } else {
-    if (height % VAE_SCALE) throw invalidArgument('height', 'a multiple of 32 (or useResolutionBinning: true)', height)
-    if (width % VAE_SCALE) throw invalidArgument('width', 'a multiple of 32 (or useResolutionBinning: true)', width)
-  }
-  const steps = positiveInt('numInferenceSteps', o.numInferenceSteps, parts.sprint ? 2 : 20)
-  const guidance = o.guidanceScale ?? 4.5
-  if (typeof guidance !== 'number' || !Number.isFinite(guidance) || guidance < 0) {
-    throw invalidArgument('guidanceScale', 'a finite number ≥ 0', o.guidanceScale)
-  }
+  return { requested, size: binning ? classifyHeightWidthBin(height, width, aspectRatioTableFor(t.sampleSize)) : requested }
+}
+
+/** Validate every argument before any work (diffusers' `check_inputs`, plus types and unknown keys). */
+export function resolveOptions(o: GenerateOptions, t: PipelineTraits): ResolvedOptions {
+  if (!o || typeof o !== 'object') throw invalidArgument('options', 'an options object', o)
+  rejectUnknownKeys(o, KNOWN_KEYS, 'generate')
+  const prompts = promptList(o.prompt)
+  const fromImage = o.image !== undefined
+  const binning = o.useResolutionBinning ?? !fromImage
+  if (typeof binning !== 'boolean') throw invalidArgument('useResolutionBinning', 'a boolean', binning)
+  if (binning && fromImage) throw conflict('useResolutionBinning', 'is not supported with image: the image is resized to a multiple of 32 instead')
+  const { requested, size } = resolveSize(o, t, binning)
+  const steps = positiveInt('numInferenceSteps', o.numInferenceSteps, t.sprint ? 2 : 20)
+  const guidance = finiteNumber('guidanceScale', o.guidanceScale, 4.5, { min: 0 })
   const perPrompt = positiveInt('numImagesPerPrompt', o.numImagesPerPrompt, 1)
   const seed = o.seed ?? Math.floor(Math.random() * 2 ** 32)
   if (!Number.isSafeInteger(seed) || seed < 0) throw invalidArgument('seed', 'a non-negative integer', o.seed)
@@ -158,7 +272,7 @@ export function resolveOptions(o: GenerateOptions, parts: Pick<LoopParts, 'sprin
   if (!['image', 'tensor', 'latent'].includes(outputType)) {
     throw invalidArgument('outputType', "'image', 'tensor' or 'latent'", outputType)
   }
-  const doCfg = !parts.sprint && guidance > 1
+  const doCfg = !t.sprint && guidance > 1
   let negative: string[] = []
   if (doCfg) {
     negative = promptList(o.negativePrompt ?? '', 'negativePrompt')
@@ -168,23 +282,69 @@ export function resolveOptions(o: GenerateOptions, parts: Pick<LoopParts, 'sprin
     }
   }
   const batch = prompts.length * perPrompt
-  const latentShape = [batch, -1, size.height / VAE_SCALE, size.width / VAE_SCALE]
-  if (o.latents !== undefined) {
-    if (!(o.latents instanceof Tensor)) throw invalidArgument('latents', 'a Tensor', o.latents)
-    const s = o.latents.shape
-    if (s.length !== 4 || s[0] !== batch || s[2] !== latentShape[2] || s[3] !== latentShape[3]) {
-      throw invalidArgument('latents', `a Tensor of shape [${batch}, C, ${latentShape[2]}, ${latentShape[3]}]`, `shape [${s}]`)
-    }
-  }
-  if (o.schedulerNoise !== undefined) {
-    if (!Array.isArray(o.schedulerNoise) || o.schedulerNoise.length < steps || !o.schedulerNoise.every((t) => t instanceof Tensor)) {
-      throw invalidArgument('schedulerNoise', `an array of ${steps} Tensors (one per step)`, o.schedulerNoise)
-    }
-  }
-  if (o.scheduler !== undefined) checkScheduler(o.scheduler, parts.sprint)
+  checkNoiseTensor('latents', o.latents, batch, size)
+  checkNoiseTensor('noise', o.noise, batch, size)
+
+  if (o.scheduler !== undefined) checkScheduler(o.scheduler, t.sprint)
   if (o.onStep !== undefined && typeof o.onStep !== 'function') throw invalidArgument('onStep', 'a function', o.onStep)
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidArgument('signal', 'an AbortSignal', o.signal)
-  return { prompts, negative, requested, size, steps, guidance, perPrompt, seed, outputType, doCfg }
+
+  // Image conditioning.
+  if (fromImage) {
+    checkImageInput('image', o.image)
+    if (o.latents !== undefined) throw conflict('latents', 'replaces the image as the start; with image, pass noise to fix the starting noise')
+  } else {
+    for (const key of ['maskImage', 'strength', 'noise'] as const) {
+      if (o[key] !== undefined) throw conflict(key, 'is used only with image (img2img / inpainting); pass image too')
+    }
+  }
+  const strength = finiteNumber('strength', o.strength, 0.6, { min: 0, max: 1, minExclusive: true })
+  const stepsRun = fromImage ? steps - startIndex(steps, strength) : steps
+  if (o.schedulerNoise !== undefined) {
+    if (!Array.isArray(o.schedulerNoise) || o.schedulerNoise.length < stepsRun || !o.schedulerNoise.every((x) => x instanceof Tensor)) {
+      throw invalidArgument('schedulerNoise', `an array of ${stepsRun} Tensors (one per step run)`, o.schedulerNoise)
+    }
+  }
+  if (o.maskImage !== undefined) {
+    if (t.sprint) throw conflict('maskImage', 'is not supported by Sprint pipelines: inpainting is available for base Sana')
+    checkImageInput('maskImage', o.maskImage, { mask: true })
+  }
+  if (o.controlImage !== undefined) {
+    if (!t.controlnet) throw conflict('controlImage', 'needs a pipeline loaded with a controlnet: SanaPipeline.load(dir, { controlnet })')
+    checkImageInput('controlImage', o.controlImage)
+  } else if (t.controlnet) {
+    throw conflict('controlImage', 'is required: this pipeline was loaded with a ControlNet')
+  }
+  const controlnetScale = finiteNumber('controlnetConditioningScale', o.controlnetConditioningScale, 1)
+
+  // Perturbed-attention guidance.
+  const pagScale = finiteNumber('pagScale', o.pagScale, 0, { min: 0 })
+  const pagAdaptive = finiteNumber('pagAdaptiveScale', o.pagAdaptiveScale, 0, { min: 0 })
+  if (pagScale > 0 && t.sprint) throw conflict('pagScale', 'is not supported by Sprint pipelines: PAG is available for base Sana')
+  const spec = o.pagAppliedLayers ?? 'transformer_blocks.0'
+  const specOk = typeof spec === 'string' || (Array.isArray(spec) && spec.length > 0 && (spec.every((x) => typeof x === 'string') || spec.every((x) => Number.isInteger(x))))
+  if (!specOk) throw invalidArgument('pagAppliedLayers', 'a regex string, an array of them, or an array of block indices', spec)
+  if (o.loraScale !== undefined) finiteNumber('loraScale', o.loraScale, 1)
+
+  // Previews.
+  const previewEvery = o.previewEvery === undefined ? undefined : positiveInt('previewEvery', o.previewEvery, 1)
+  const previewMaxSize = positiveInt('previewMaxSize', o.previewMaxSize, 512)
+  return {
+    prompts, negative, requested, size, binning, steps, guidance, perPrompt, seed, outputType, doCfg, strength,
+    controlnetScale, previewEvery, previewMaxSize,
+    pag: pagScale > 0 ? { scale: pagScale, adaptiveScale: pagAdaptive, spec } : undefined,
+  }
+}
+
+function checkNoiseTensor(name: 'latents' | 'noise', v: Tensor | undefined, batch: number, size: ImageSize | undefined): void {
+  if (v === undefined) return
+  if (!(v instanceof Tensor)) throw invalidArgument(name, 'a Tensor', v)
+  const s = v.shape
+  const [h, w] = size ? [size.height / VAE_SCALE, size.width / VAE_SCALE] : [s[2], s[3]]
+  if (s.length !== 4 || s[0] !== batch || s[2] !== h || s[3] !== w) {
+    const binned = size && name === 'latents' ? ` (the generation size ${size.width}×${size.height}, after resolution binning)` : ''
+    throw invalidArgument(name, `a Tensor of shape [${batch}, C, ${h}, ${w}]${binned}`, `shape [${s}]`)
+  }
 }
 
 /** Repeat each row `k` times, consecutively (diffusers' `repeat(1, k, 1).view(B·k, …)`). */
@@ -192,95 +352,6 @@ export function repeatRows(t: Tensor, k: number): Tensor {
   if (k === 1) return t
   const idx = Array.from({ length: t.shape[0] * k }, (_, i) => Math.floor(i / k))
   return t.indexSelect(idx, 0)
-}
-
-function rowsOf(t: Tensor, start: number, count: number): Tensor {
-  return t.indexSelect(
-    Array.from({ length: count }, (_, i) => start + i),
-    0,
-  )
-}
-
-/** Starting noise: given latents (as float32), or seeded torch-compatible N(0,1). */
-export function initialLatents(o: GenerateOptions, r: ResolvedOptions, channels: number, rng: TorchGenerator): Tensor {
-  if (o.latents) return Tensor.linearCombination([o.latents], [1]) // a float32 copy, as diffusers' `.to(float32)`
-  const shape = [r.prompts.length * r.perPrompt, channels, r.size.height / VAE_SCALE, r.size.width / VAE_SCALE]
-  return Tensor.fromFloat32Array(rng.randn(shape.reduce((a, b) => a * b, 1)), shape)
-}
-
-/**
- * The denoising loop. Yields a StepEvent after each step and returns the latents to decode
- * (already divided by σ_d for Sprint).
- */
-export async function* denoise(
-  parts: LoopParts,
-  o: GenerateOptions,
-  r: ResolvedOptions,
-  text: { embeds: Tensor; mask: Tensor },
-  rng: TorchGenerator,
-): AsyncGenerator<StepEvent, Tensor> {
-  const { scheduler, transformer } = parts
-  let latents = initialLatents(o, r, parts.latentChannels, rng)
-  if (parts.sprint) {
-    const scm = scheduler as SCMScheduler
-    scm.setTimesteps(r.steps, { maxTimesteps: o.maxTimesteps, intermediateTimesteps: o.intermediateTimesteps })
-    const sigmaData = scm.config.sigma_data
-    latents = Tensor.linearCombination([latents], [sigmaData])
-    const batch = latents.shape[0]
-    // float32 like diffusers: torch.full([1], g, float32) * guidance_embeds_scale
-    const guidance = new Array(batch).fill(Math.fround(Math.fround(r.guidance) * Math.fround(parts.guidanceEmbedsScale)))
-    let denoised = latents
-    const ts = scheduler.timesteps.slice(0, r.steps)
-    for (const [step, t] of ts.entries()) {
-      throwIfAborted(o.signal)
-      // 1. TrigFlow angle → the transformer's timestep and input scale (SanaSprintPipeline).
-      const s = scm.trigflowScales(t)
-      const input = Tensor.linearCombination([latents], [s.inputScale])
-      const out = await transformer.forward({
-        hiddenStates: input,
-        encoderHiddenStates: text.embeds,
-        encoderAttentionMask: text.mask,
-        timestep: new Array(batch).fill(s.timestep),
-        guidance,
-      })
-      // 2. Model output → TrigFlow prediction (× σ_d folded into the coefficients), then the sCM step.
-      const flow = Tensor.linearCombination([input, out], [s.inputCoeff, s.outputCoeff])
-      const noise = o.schedulerNoise?.[step] ?? Tensor.fromFloat32Array(rng.randn(latents.size), latents.shape)
-      const res = await scheduler.step(flow, t, latents, { noise })
-      latents = res.prevSample
-      denoised = res.denoised
-      yield { step, numSteps: r.steps, timestep: t, latents }
-    }
-    return Tensor.linearCombination([denoised], [1 / sigmaData])
-  }
-
-  scheduler.setTimesteps(r.steps)
-  const ts = scheduler.timesteps.slice(0, r.steps)
-  const batch = latents.shape[0]
-  for (const [step, t] of ts.entries()) {
-    throwIfAborted(o.signal)
-    // 1. CFG batch: [latents, latents] against [negative, positive] embeddings.
-    const input = r.doCfg ? Tensor.cat([latents, latents], 0) : latents
-    // SanaPipeline: t.expand(B) * transformer.config.timestep_scale (float32); the model itself does not scale.
-    const tt = Math.fround(scheduler.transformerTimestep(t) * parts.timestepScale)
-    const out = await transformer.forward({
-      hiddenStates: input,
-      encoderHiddenStates: text.embeds,
-      encoderAttentionMask: text.mask,
-      timestep: new Array(input.shape[0]).fill(tt),
-    })
-    // 2. Guidance: uncond + g·(text − uncond), in float32.
-    let noisePred = out
-    if (r.doCfg) {
-      const uncond = rowsOf(out, 0, batch)
-      const diff = Tensor.linearCombination([rowsOf(out, batch, batch), uncond], [1, -1])
-      noisePred = Tensor.linearCombination([uncond, diff], [1, Math.fround(r.guidance)]) // same rounding order as torch
-    }
-    // 3. Scheduler update.
-    latents = (await scheduler.step(noisePred, t, latents)).prevSample
-    yield { step, numSteps: r.steps, timestep: t, latents }
-  }
-  return latents
 }
 
 export { SanaError }

@@ -14,12 +14,12 @@
  * files, and each model component's safetensors weights, chosen like the native loader chooses them
  * (`crates/sana-core/src/weights.rs`), so the folder returned loads as it is.
  */
-import { existsSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import * as fs from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { invalidArgument, SanaError, throwIfAborted } from './errors'
 import { COMMIT_HASH, fileSize, hubCacheDir, isSafeRelPath, readJson, RepoCache } from './hub/cache'
-import { downloadBlob, fileMetadata, oneAtATime, repoInfo, type HubContext } from './hub/download'
+import { downloadBlob, fileMetadata, hubTimeouts, oneAtATime, repoInfo, type HubContext } from './hub/download'
 import { planPipeline, shardsOf } from './hub/plan'
 
 // ─── Public types ───────────────────────────────────────────────────────────────────────────────
@@ -90,6 +90,12 @@ export interface ResolveModelOptions extends CacheOptions {
    * complete cached snapshot is used without any request, as when offline.
    */
   refresh?: boolean
+  /**
+   * How long to wait for the Hub, in ms: for an API/HEAD request's whole answer, and for a download's next bytes
+   * (a stalled download is retried from where it stopped, 4 attempts in all). Defaults to `HF_HUB_ETAG_TIMEOUT`
+   * and `HF_HUB_DOWNLOAD_TIMEOUT` (seconds, as in huggingface_hub), else 10 s each.
+   */
+  timeoutMs?: number
   /** Cancels the download; the call rejects with `ABORT_ERR` and the partial file is resumed next time. Defaults to none. */
   signal?: AbortSignal
   /** Called as files arrive (and once for each file found in the cache). Defaults to none. */
@@ -129,11 +135,38 @@ const DEFAULT_ENDPOINT = 'https://huggingface.co'
 const REPO_ID = /^[\w.-]{1,96}\/[\w.-]{1,96}$/
 const PROGRESS_INTERVAL_MS = 100
 
+/** Where to go from a cache miss while offline. */
+function offlineNextSteps(repoId: string): string {
+  return `download it first while online (sana pull ${repoId}, or without offline), or pass a local diffusers folder (--model <folder>)`
+}
+
 function truthyEnv(name: string): boolean {
   return ['1', 'ON', 'YES', 'TRUE'].includes((process.env[name] ?? '').toUpperCase())
 }
 
 // ─── Resolving a pipeline ───────────────────────────────────────────────────────────────────────
+
+/** huggingface_hub's `validate_repo_id`, with an org: no `--` or `..`, no part starting or ending with `.` or `-`. */
+function isRepoId(id: string): boolean {
+  return REPO_ID.test(id) && !id.includes('--') && !id.includes('..') && id.split('/').every((p) => !/^[.-]|[.-]$/.test(p))
+}
+
+/**
+ * `p` as a local pipeline folder: the folder itself, or the folder of a `model_index.json` path (a common slip).
+ * Undefined when nothing exists there; `SANA_IO_ERROR` / `SANA_INVALID_ARGUMENT` when what exists cannot be one.
+ */
+function localPipeline(p: string): string | undefined {
+  const abs = resolve(p)
+  const st = statSync(abs, { throwIfNoEntry: false })
+  if (!st) return undefined
+  if (st.isFile() && basename(abs) === 'model_index.json') return dirname(abs)
+  if (!st.isDirectory()) {
+    throw new SanaError('SANA_INVALID_ARGUMENT', `${abs} is a file: pass the pipeline folder, the one holding model_index.json`)
+  }
+  const index = statSync(join(abs, 'model_index.json'), { throwIfNoEntry: false })
+  if (index && !index.isFile()) throw new SanaError('SANA_IO_ERROR', `${join(abs, 'model_index.json')} is not a file (a folder?)`)
+  return abs
+}
 
 /** Progress reporter for one file: the first and the complete value once, others at most every 100 ms. */
 function fileReporter(options: ResolveModelOptions, file: string, fileIndex: number, fileCount: number) {
@@ -222,6 +255,9 @@ function checkOptions(options: ResolveModelOptions): void {
   if (options.variant !== undefined && !/^[\w-]+$/.test(options.variant)) {
     throw invalidArgument('variant', "a variant name such as 'fp16'", options.variant)
   }
+  if (options.timeoutMs !== undefined && !(typeof options.timeoutMs === 'number' && options.timeoutMs > 0 && Number.isFinite(options.timeoutMs))) {
+    throw invalidArgument('timeoutMs', 'a positive number of milliseconds', options.timeoutMs)
+  }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw invalidArgument('signal', 'an AbortSignal', options.signal)
   }
@@ -238,9 +274,13 @@ function checkOptions(options: ResolveModelOptions): void {
  * where a component has it, else plain; sharded weights with all their shards). Interrupted and
  * aborted downloads resume where they stopped.
  *
+ * A path to a folder's `model_index.json` stands for the folder. A path-looking argument (`./x`, `../x`, `/x`)
+ * that does not exist is `SANA_NOT_FOUND` naming the path, never a Hub request.
+ *
  * Rejects with `SANA_NOT_FOUND` for a missing folder, repo, revision or file, or for a cache miss
- * when offline; `SANA_HUB_ERROR` for network and HTTP failures (401/403: set `HF_TOKEN` and accept
- * the license); `ABORT_ERR` when `signal` aborts.
+ * when offline; `SANA_HUB_ERROR` for network and HTTP failures and timeouts (401/403: set `HF_TOKEN` and
+ * accept the license); `SANA_IO_ERROR` for cache write failures or too little disk space; `ABORT_ERR` when
+ * `signal` aborts.
  *
  * @param repoIdOrPath A folder path, or a repo id such as `'Efficient-Large-Model/Sana_600M_1024px_diffusers'`.
  * @returns The absolute path of the folder (for a repo: `…/models--org--name/snapshots/<commit>`).
@@ -257,11 +297,17 @@ export async function resolveModel(repoIdOrPath: string, options: ResolveModelOp
   }
   checkOptions(options)
   throwIfAborted(options.signal)
-  // 1. A local folder.
-  const local = resolve(repoIdOrPath)
-  if (existsSync(local) && statSync(local).isDirectory()) return local
-  if (!REPO_ID.test(repoIdOrPath) || repoIdOrPath.includes('--') || repoIdOrPath.includes('..')) {
-    throw new SanaError('SANA_NOT_FOUND', `${repoIdOrPath} is neither a folder (${local} does not exist) nor a Hub repo id (org/name)`)
+  // 1. A local folder, or its model_index.json.
+  const local = localPipeline(repoIdOrPath)
+  if (local) return local
+  if (!isRepoId(repoIdOrPath)) {
+    const abs = resolve(repoIdOrPath)
+    // "./x", "../x", "/x", "~/x" are paths: sending them to the Hub as repo ids would only confuse.
+    const path = /^(\.{1,2}|~)?\//.test(repoIdOrPath) || repoIdOrPath.startsWith('~') || repoIdOrPath.includes('\\')
+    throw new SanaError(
+      'SANA_NOT_FOUND',
+      path ? `Folder not found: ${abs}` : `${repoIdOrPath} is neither a folder (${abs} does not exist) nor a Hub repo id (org/name)`,
+    )
   }
   // 2. The cache, when it holds a complete snapshot for this revision (and variant).
   const revision = options.revision ?? 'main'
@@ -276,14 +322,15 @@ export async function resolveModel(repoIdOrPath: string, options: ResolveModelOp
       throw new SanaError(
         'SANA_NOT_FOUND',
         `${repoIdOrPath} (revision ${revision}) is only partly cached in ${cache.dir} and offline mode is on ` +
-          `(HF_HUB_OFFLINE / offline): missing ${missing.join(', ')}`,
+          `(HF_HUB_OFFLINE / offline): missing ${missing.join(', ')}; ${offlineNextSteps(repoIdOrPath)}`,
       )
     }
   }
   if (offline) {
     throw new SanaError(
       'SANA_NOT_FOUND',
-      `${repoIdOrPath} (revision ${revision}) is not in the cache ${cache.dir} and offline mode is on (HF_HUB_OFFLINE / offline)`,
+      `${repoIdOrPath} (revision ${revision}) is not in the cache ${cache.dir} and offline mode is on ` +
+        `(HF_HUB_OFFLINE / offline); ${offlineNextSteps(repoIdOrPath)}`,
     )
   }
   // 3. The Hub.
@@ -292,7 +339,8 @@ export async function resolveModel(repoIdOrPath: string, options: ResolveModelOp
     throw invalidArgument(options.endpoint ? 'endpoint' : 'HF_ENDPOINT', 'an http(s) URL', endpoint)
   }
   const token = options.token ?? (process.env.HF_TOKEN || undefined)
-  return download({ endpoint, repoId: repoIdOrPath, revision, token, signal: options.signal }, cache, options)
+  const timeouts = hubTimeouts(options.timeoutMs)
+  return download({ endpoint, repoId: repoIdOrPath, revision, token, signal: options.signal, timeouts }, cache, options)
 }
 
 /**

@@ -6,14 +6,17 @@ export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
 export {
   SanaTransformer2DModel,
+  SanaControlNetModel,
   AutoencoderDC,
   Gemma2TextEncoder,
   type LoadOptions,
   type TensorInfo,
   type TransformerInput,
+  type PagInput,
+  type ControlNetInput,
   type TilingOptions,
 } from './components'
-export type { SanaTransformerConfig, AutoencoderDCConfig, Gemma2Config } from './config'
+export type { SanaTransformerConfig, SanaControlNetConfig, AutoencoderDCConfig, Gemma2Config } from './config'
 export {
   SanaPipeline,
   type PipelineLoadOptions,
@@ -23,10 +26,31 @@ export {
   type EncodePromptOptions,
   type PromptEmbeddings,
 } from './pipeline'
+export { pagLayerIndices } from './pag'
 export { GemmaTokenizer, type Encoding, type EncodeOptions } from './tokenizer'
 export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions } from './prompt'
 export { parsePythonJson } from './json'
 export * from './schedulers'
 export * from './postprocess'
 export { resolveModel, listCachedModels, type ResolveModelOptions, type CacheOptions, type DownloadProgress, type CachedModel, type CachedRevision } from './hub'
-export { SanaImage, type PngMetadata, type SanaImageInit } from './png'
+export { imageFormatOf, SanaImage, type ImageEncodeOptions, type ImageFormat, type PngMetadata, type SanaImageInit } from './png'
+export type { GenerateOptions, StepEvent, OutputType } from './generate'
+export type { GenerateResult } from './pipeline'
+export { prepareImage, prepareMask, type ImageInput, type PreparedMask } from './preprocess'
+export { decodePreview, type PreviewOptions } from './preview'
+export { startIndex } from './sampling/loop'
+export {
+  estimateMemory,
+  availableMemory,
+  assertFits,
+  transformerActivations,
+  textEncoderActivations,
+  MODEL_PRESETS,
+  type ModelPreset,
+  type ModelConfigs,
+  type MemoryDType,
+  type MemoryEstimateOptions,
+  type MemoryEstimate,
+  type AvailableMemory,
+  type AssertFitsOptions,
+} from './memory'

@@ -52,9 +52,51 @@ function load(): { binding: typeof Binding; backend: NativeBackend } {
     // Converted into a SanaError by callNative / callNativeSync, like any native error.
     throw new Error(`[SANA_DEVICE_UNAVAILABLE] SANA_NODE_BINARY=cuda, but the CUDA binary is unusable: ${cuda.reason}`)
   } else {
-    cached = { binding: require('../index.js') as typeof Binding, backend: { kind: 'cpu', cudaUnavailable: cuda.reason } }
+    cached = { binding: loadCpu(), backend: { kind: 'cpu', cudaUnavailable: cuda.reason } }
   }
   return cached
+}
+
+/** The CPU binding package, and the file `index.js` tries first (a local `npm run build` output). */
+const CPU_FILE = 'sana.linux-x64-gnu.node'
+const CPU_PACKAGE = 'sana-node-linux-x64-gnu'
+
+/**
+ * The CPU binding through napi's generated loader. Its own error blames an npm bug with optional
+ * dependencies; say instead which file and package were looked for and how to get them.
+ */
+function loadCpu(): typeof Binding {
+  try {
+    return require('../index.js') as typeof Binding
+  } catch (e) {
+    const cause = e instanceof Error ? ((e.cause as Error | undefined)?.message ?? e.message) : String(e)
+    const local = join(__dirname, '..', CPU_FILE)
+    const supported = process.platform === 'linux' && process.arch === 'x64' && isGlibc()
+    if (!supported) {
+      throw new Error(
+        `[SANA_NOT_FOUND] sana-node has no prebuilt binary for ${process.platform}-${process.arch}${process.platform === 'linux' && !isGlibc() ? ' (musl)' : ''}; ` +
+          'build it from source in a clone of the repository (`npm run build`, needs Rust ≥ 1.85)',
+      )
+    }
+    if (existsSync(local) || resolves(CPU_PACKAGE)) {
+      // The binary is there but does not load (a wrong glibc, a damaged file): dlopen's message is the news.
+      throw new Error(`[SANA_INTERNAL_ERROR] the native binary failed to load: ${cause}`)
+    }
+    throw new Error(
+      `[SANA_NOT_FOUND] the native binary is not installed: looked for ${local} and the ${CPU_PACKAGE} package. ` +
+        `npm installs ${CPU_PACKAGE} with sana-node unless optional dependencies are omitted (--omit=optional, --no-optional): ` +
+        `run \`npm i ${CPU_PACKAGE}\`, or build from source with \`npm run build\` (needs Rust)`,
+    )
+  }
+}
+
+function resolves(pkg: string): boolean {
+  try {
+    require.resolve(pkg)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The CUDA binding if it is installed, loads and sees a GPU; otherwise why not. */
@@ -85,11 +127,7 @@ function loadCuda(): { binding: typeof Binding } | { reason: string } {
 function findCudaBinary(): string | undefined {
   const local = join(__dirname, '..', CUDA_FILE)
   if (existsSync(local)) return local
-  try {
-    return require.resolve(CUDA_PACKAGE)
-  } catch {
-    return undefined
-  }
+  return resolves(CUDA_PACKAGE) ? require.resolve(CUDA_PACKAGE) : undefined
 }
 
 /** dlopen's message, in words: which library is missing and what provides it. */

@@ -4,18 +4,24 @@
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaTransformer2DModel, type LoadOptions } from './components'
+import { AutoencoderDC, checkDir, Gemma2TextEncoder, SanaControlNetModel, SanaTransformer2DModel, type LoadOptions } from './components'
 import { SanaError, throwIfAborted } from './errors'
-import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, selectIndex, type PromptOptions } from './prompt'
+import { chiLines, checkMaxSequenceLength, preprocessPrompt, promptList, promptTokenBudget, selectIndex, type PromptOptions } from './prompt'
 import { Tensor } from './tensor'
 import { GemmaTokenizer, type Encoding } from './tokenizer'
-import { denoise, repeatRows, resolveOptions, type GenerateOptions, type OutputType, type StepEvent } from './generate'
+import { repeatRows, resolveOptions, type GenerateOptions, type OutputType, type ResolvedOptions, type StepEvent } from './generate'
 import { parsePythonJson } from './json'
-import { denormalize, resizeAndCropTensor, type PlanarImage } from './postprocess'
+import { denormalize, resizeAndCropTensor, type ImageSize, type PlanarImage } from './postprocess'
 import { SanaImage } from './png'
 import { TorchGenerator } from './random'
 import { schedulerFromConfig, type Scheduler } from './schedulers'
 import { resolveModel, type ResolveModelOptions } from './hub'
+import { assertFits, type MemoryDType } from './memory'
+import { defaultSize, imageSize } from './preprocess'
+import { decodePreview } from './preview'
+import { buildRecipe, type PromptRows } from './sampling/build'
+import { sample } from './sampling/loop'
+import { Turns } from './turns'
 
 /** The component slots of a Sana pipeline, in model_index.json's names. */
 export const COMPONENT_SLOTS = ['tokenizer', 'text_encoder', 'transformer', 'vae', 'scheduler'] as const
@@ -51,6 +57,11 @@ export interface PipelineComponents {
 export interface PipelineLoadOptions extends LoadOptions, Omit<ResolveModelOptions, 'variant'> {
   /** Components to use as given rather than loading them (e.g. Sprint reusing a pipeline's text encoder). Defaults to none. */
   components?: PipelineComponents
+  /**
+   * A ControlNet for `generate({ controlImage })`: a loaded {@link SanaControlNetModel} (kept by the caller), or its
+   * folder (loaded with this pipeline's device and dtype, and freed by `dispose`). Defaults to none.
+   */
+  controlnet?: SanaControlNetModel | string
 }
 
 function readJsonFile(path: string, what: string): unknown {
@@ -148,13 +159,14 @@ export interface GenerateResult<O extends OutputType = 'image'> {
 }
 
 /** NaN/Inf latents decode to a grey or black image; say so instead (the classic fp16 failure). */
-function throwIfNotFinite(values: Float32Array): void {
+function throwIfNotFinite(values: Float32Array, dtype: string): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i])) {
-      throw new SanaError(
-        'SANA_COMPUTE_ERROR',
-        'the denoised latents contain NaN or Inf values (numerical overflow; try dtype: "float32" or "bfloat16" instead of "float16")',
-      )
+      // float16 overflows are the classic cause; in float32 or bfloat16 suspect the inputs or the weights.
+      const hint = dtype === 'float16'
+        ? 'numerical overflow; try dtype: "bfloat16" or "float32" instead of "float16"'
+        : `computed in ${dtype}: check the inputs (latents, noise, images) and the checkpoint's weights for NaN/Inf`
+      throw new SanaError('SANA_COMPUTE_ERROR', `the denoised latents contain NaN or Inf values (${hint})`)
     }
   }
 }
@@ -176,8 +188,12 @@ export class SanaPipeline {
   readonly scheduler: Scheduler
   /** scheduler_config.json as written (Python's -Infinity etc. read as numbers). */
   readonly schedulerConfig: Record<string, unknown>
+  /** The ControlNet `generate({ controlImage })` uses, if the pipeline was loaded with one. */
+  readonly controlnet?: SanaControlNetModel
+  /** Whether `dispose` frees the ControlNet (loaded by `load` from a folder, not passed in). */
+  readonly #ownsControlnet: boolean
   /** Serialises generations: a scheduler holds per-generation state. */
-  private queue: Promise<unknown> = Promise.resolve()
+  readonly #turns = new Turns()
 
   /** @internal */
   protected constructor(parts: {
@@ -189,7 +205,11 @@ export class SanaPipeline {
     transformer: SanaTransformer2DModel
     vae: AutoencoderDC
     textEncoder: Gemma2TextEncoder
+    controlnet?: SanaControlNetModel
+    ownsControlnet?: boolean
   }) {
+    this.controlnet = parts.controlnet
+    this.#ownsControlnet = parts.ownsControlnet ?? false
     this.dir = parts.dir
     this.modelIndex = parts.modelIndex
     this.tokenizer = parts.tokenizer
@@ -206,9 +226,9 @@ export class SanaPipeline {
    * @example const pipe = await SanaPipeline.load('Efficient-Large-Model/Sana_600M_1024px_diffusers', { device: 'auto' })
    */
   static async load(dirOrRepoId: string, options: PipelineLoadOptions = {}): Promise<SanaPipeline> {
-    const { revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir } = options
+    const { revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, timeoutMs } = options
     const local = await resolveModel(dirOrRepoId, {
-      revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, variant: options.variant,
+      revision, endpoint, token, offline, refresh, signal, onProgress, cacheDir, timeoutMs, variant: options.variant,
     })
     const root = checkDir(local, 'pipeline')
     const modelIndex = readModelIndex(root)
@@ -235,28 +255,40 @@ export class SanaPipeline {
       }
       scheduler = schedulerFromConfig(schedulerConfig)
     }
+    const cn = options.controlnet
+    if (cn !== undefined && typeof cn !== 'string' && !(cn instanceof SanaControlNetModel)) {
+      throw new SanaError('SANA_INVALID_ARGUMENT', `Expected a SanaControlNetModel or a folder for controlnet but received ${typeof cn}`)
+    }
+    if (cn !== undefined && modelIndex.className === 'SanaSprintPipeline') {
+      throw new SanaError('SANA_INVALID_ARGUMENT', 'controlnet: ControlNet is available for base Sana pipelines, not Sprint')
+    }
     const loaded = await Promise.allSettled([
       given.tokenizer ?? GemmaTokenizer.load(dirs.tokenizer),
       given.transformer ?? SanaTransformer2DModel.load(dirs.transformer, loadOpts),
       given.vae ?? AutoencoderDC.load(dirs.vae, loadOpts),
       given.textEncoder ?? Gemma2TextEncoder.load(dirs.text_encoder, loadOpts),
+      typeof cn === 'string' ? SanaControlNetModel.load(cn, loadOpts) : cn,
     ] as const)
     const failed = loaded.find((r) => r.status === 'rejected')
     if (failed) {
       // No partial object: free what did load (but never the caller's components).
       for (const [i, r] of loaded.entries()) {
-        const mine = [false, !given.transformer, !given.vae, !given.textEncoder][i]
+        const mine = [false, !given.transformer, !given.vae, !given.textEncoder, typeof cn === 'string'][i]
         if (r.status === 'fulfilled' && mine) (r.value as { dispose(): void }).dispose()
       }
       throw (failed as PromiseRejectedResult).reason
     }
-    const [tokenizer, transformer, vae, textEncoder] = loaded.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
+    const [tokenizer, transformer, vae, textEncoder, controlnet] = loaded.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
       GemmaTokenizer,
       SanaTransformer2DModel,
       AutoencoderDC,
       Gemma2TextEncoder,
+      SanaControlNetModel | undefined,
     ]
-    return new SanaPipeline({ dir: root, modelIndex, scheduler, schedulerConfig, tokenizer, transformer, vae, textEncoder })
+    return new SanaPipeline({
+      dir: root, modelIndex, scheduler, schedulerConfig, tokenizer, transformer, vae, textEncoder,
+      controlnet, ownsControlnet: typeof cn === 'string',
+    })
   }
 
   /** model_index plus each component's parsed config (camelCase keys). */
@@ -284,13 +316,14 @@ export class SanaPipeline {
     const texts = promptList(prompt).map(preprocessPrompt)
     const maxSequenceLength = checkMaxSequenceLength(options.maxSequenceLength)
     const chi = chiLines(options.complexHumanInstruction)
-    if (!chi) return this.tokenizer.encodeSync(texts, { maxLength: maxSequenceLength, padding: true })
+    const maxPositions = this.textEncoder.config.maxPositionEmbeddings
+    if (!chi) return this.tokenizer.encodeSync(texts, { maxLength: promptTokenBudget(maxSequenceLength, 0, maxPositions), padding: true })
     const chiPrompt = chi.join('\n')
     // diffusers: len(tokenizer.encode(chi_prompt)) counts <bos>; the budget keeps maxSequenceLength − 2 more.
     const numChi = this.tokenizer.encodeSync([chiPrompt]).inputIds[0].length
     return this.tokenizer.encodeSync(
       texts.map((t) => chiPrompt + t),
-      { maxLength: numChi + maxSequenceLength - 2, padding: true },
+      { maxLength: promptTokenBudget(maxSequenceLength, numChi, maxPositions), padding: true },
     )
   }
 
@@ -342,59 +375,73 @@ export class SanaPipeline {
    */
   async generate<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): Promise<GenerateResult<O>> {
     const it = this.stream(options)
-    for (;;) {
-      const { value, done } = await it.next()
-      if (done) return value
-      await options.onStep?.(value)
+    let finished = false
+    try {
+      for (;;) {
+        const { value, done } = await it.next()
+        if (done) {
+          finished = true
+          return value
+        }
+        await options.onStep?.(value)
+      }
+    } finally {
+      // A throwing onStep leaves the generator suspended at a yield: close it so its turn is released.
+      if (!finished) await it.return(undefined as never)
     }
   }
 
   /**
    * Like {@link generate}, as an async iterator: yields a {@link StepEvent} after each denoising step, then
-   * returns the result (`for await` sees the steps; the iterator's final `value` is the result).
+   * returns the result (`for await` sees the steps; the iterator's final `value` is the result). Calls on one
+   * pipeline run one at a time, in order; breaking out of the loop ends the generation and frees its turn.
    * @example for await (const ev of pipe.stream({ prompt })) bar.update(ev.step + 1)
    */
   async *stream<O extends OutputType = 'image'>(options: GenerateOptions & { outputType?: O }): AsyncGenerator<StepEvent, GenerateResult<O>> {
     const sampleSize = this.transformer.config.sampleSize
-    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize })
-    // One generation at a time per pipeline (the scheduler is stateful); later calls wait their turn.
-    const previous = this.queue
-    let release!: () => void
-    this.queue = new Promise<void>((res) => (release = res))
-    await previous.catch(() => undefined)
+    const r = resolveOptions(options, { sprint: this.isSprint, sampleSize, controlnet: this.controlnet !== undefined })
+    const release = await this.#turns.acquire(options.signal)
     try {
       const started = performance.now()
-      // 1. Text: positive (and negative, for CFG) embeddings, repeated per image, negative first.
-      const enc = await this.encodePrompt(r.prompts, {
-        negativePrompt: r.negative.length ? r.negative : undefined,
-        doClassifierFreeGuidance: r.doCfg,
-        complexHumanInstruction: options.complexHumanInstruction,
+      // 1. Image inputs decide the size when none is given (rounded down to a multiple of 32).
+      const size = await this.#resolveSize(options, r)
+      // 2. Will it fit? Checked against free memory before any model work (the weights are already resident).
+      assertFits({
+        model: this.config,
+        device: this.device,
+        dtype: this.transformer.dtype as MemoryDType,
+        width: size.width,
+        height: size.height,
+        batch: r.prompts.length * r.perPrompt,
+        prompts: r.prompts.length,
+        guidance: r.doCfg || r.pag !== undefined,
         maxSequenceLength: options.maxSequenceLength,
+        decode: this.vae.tilingOptions,
+        weightsLoaded: true,
       })
-      let embeds = repeatRows(enc.promptEmbeds, r.perPrompt)
-      let mask = repeatRows(enc.promptAttentionMask, r.perPrompt)
-      if (r.doCfg) {
-        embeds = Tensor.cat([repeatRows(enc.negativePromptEmbeds!, r.perPrompt), embeds], 0)
-        mask = Tensor.cat([repeatRows(enc.negativePromptAttentionMask!, r.perPrompt), mask], 0)
-      }
-      // 2. Denoise.
+      // 3. Text: positive (and negative, for CFG) embeddings, one row per image.
+      const text = await this.#encodeRows(options, r)
+      // 4. Denoise.
       const rng = new TorchGenerator(r.seed)
       const scheduler = options.scheduler ?? this.scheduler
-      const loop = denoise(
+      const tc = this.transformer.config
+      const recipe = await buildRecipe(
         {
           sprint: this.isSprint,
           scheduler,
-          sampleSize,
-          latentChannels: this.transformer.config.inChannels,
-          transformer: this.transformer,
-          guidanceEmbedsScale: this.transformer.config.guidanceEmbedsScale ?? 0.1,
-          timestepScale: this.transformer.config.timestepScale ?? 1,
+          vae: this.vae,
+          controlnet: this.controlnet,
+          latentChannels: tc.inChannels,
+          numLayers: tc.numLayers,
+          timestepScale: tc.timestepScale ?? 1,
+          guidanceEmbedsScale: tc.guidanceEmbedsScale ?? 0.1,
         },
         options,
-        r,
-        { embeds, mask },
+        { ...r, size },
+        text,
         rng,
       )
+      const loop = sample(recipe, scheduler, this.transformer, options.signal)
       let latents: Tensor
       const stepTimes: number[] = []
       let t0 = performance.now()
@@ -406,22 +453,25 @@ export class SanaPipeline {
         }
         await value.latents.synchronize() // on CUDA: the step's time, not its launch time
         stepTimes.push(performance.now() - t0)
-        yield value
+        const event: StepEvent = { ...value, preview: (o) => decodePreview(this.vae, value.denoised, o) }
+        if (r.previewEvery && (value.step + 1) % r.previewEvery === 0) {
+          event.previewImage = await event.preview({ maxSize: r.previewMaxSize })
+        }
+        yield event
         t0 = performance.now()
       }
       const meta = { seed: r.seed, stepTimesMs: stepTimes }
       if (r.outputType === 'latent') {
         return { images: latents, ...meta, totalMs: performance.now() - started } as GenerateResult<O>
       }
-      // 3. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
+      // 5. Decode (latents / scaling_factor), then resize/crop back from the bin and denormalise.
       throwIfAborted(options.signal)
-      throwIfNotFinite(await latents.toFloat32Array())
+      throwIfNotFinite(await latents.toFloat32Array(), this.transformer.dtype)
       const z = Tensor.linearCombination([latents], [1 / this.vae.config.scalingFactor])
       const raw = await this.vae.decode(z)
       let image: PlanarImage = { data: await raw.toFloat32Array(), shape: raw.shape as [number, number, number, number] }
-      if (r.size.height !== r.requested.height || r.size.width !== r.requested.width) {
-        image = resizeAndCropTensor(image, r.requested)
-      }
+      const requested = r.requested ?? size
+      if (size.height !== requested.height || size.width !== requested.width) image = resizeAndCropTensor(image, requested)
       image = denormalize(image)
       const totalMs = performance.now() - started
       if (r.outputType === 'tensor') {
@@ -438,6 +488,7 @@ export class SanaPipeline {
             scheduler: scheduler.className,
             model: this.dir,
             software: 'sana-node',
+            ...(options.image !== undefined ? { strength: r.strength } : {}),
           },
         }),
       )
@@ -447,11 +498,34 @@ export class SanaPipeline {
     }
   }
 
+  /** The generation size: as resolved, or from the image input (its size rounded down to a multiple of 32). */
+  async #resolveSize(o: GenerateOptions, r: ResolvedOptions): Promise<ImageSize> {
+    if (r.size) return r.size
+    const { width, height } = await imageSize('image', o.image!)
+    return defaultSize(width, height, {})
+  }
+
+  /** Prompt embeddings and masks repeated per image (diffusers' `repeat(1, num_images_per_prompt, 1)`). */
+  async #encodeRows(o: GenerateOptions, r: ResolvedOptions): Promise<PromptRows> {
+    const enc = await this.encodePrompt(r.prompts, {
+      negativePrompt: r.negative.length ? r.negative : undefined,
+      doClassifierFreeGuidance: r.doCfg,
+      complexHumanInstruction: o.complexHumanInstruction,
+      maxSequenceLength: o.maxSequenceLength,
+    })
+    const rows = (embeds: Tensor, mask: Tensor) => ({ embeds: repeatRows(embeds, r.perPrompt), mask: repeatRows(mask, r.perPrompt) })
+    return {
+      positive: rows(enc.promptEmbeds, enc.promptAttentionMask),
+      negative: r.doCfg ? rows(enc.negativePromptEmbeds!, enc.negativePromptAttentionMask!) : undefined,
+    }
+  }
+
   /** Free every component's weights. */
   dispose(): void {
     this.transformer.dispose()
     this.vae.dispose()
     this.textEncoder.dispose()
+    if (this.#ownsControlnet) this.controlnet?.dispose()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,11 +1,12 @@
 /**
- * Generated images: {@link SanaImage} (8-bit RGB pixels) and a dependency-free PNG encoder that stores the
- * generation parameters as text chunks (`tEXt`, or `iTXt` for text outside Latin-1).
+ * Generated images: {@link SanaImage} (8-bit RGB pixels), a dependency-free PNG encoder that stores the
+ * generation parameters as text chunks (`tEXt`, or `iTXt` for text outside Latin-1), and JPEG/WebP through sharp.
  */
 import { writeFile } from 'node:fs/promises'
+import { extname } from 'node:path'
 import { crc32, deflateSync } from 'node:zlib'
 
-import { invalidArgument } from './errors'
+import { invalidArgument, io } from './errors'
 import { type PlanarImage, toRgb8 } from './postprocess'
 
 /**
@@ -65,6 +66,34 @@ function encodePng(width: number, height: number, rgb: Uint8Array, metadata: Png
     chunk('IDAT', deflateSync(raw)),
     chunk('IEND', new Uint8Array(0)),
   ])
+}
+
+/** The file formats {@link SanaImage.save} writes. */
+export type ImageFormat = 'png' | 'jpeg' | 'webp'
+
+/** Extensions (lower case) and the format each means. */
+const FORMAT_OF_EXTENSION: Readonly<Record<string, ImageFormat>> = { '.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.webp': 'webp' }
+
+/**
+ * The format a file name asks for, by its extension (`.png`, `.jpg`/`.jpeg`, `.webp`, any case); throws
+ * `SANA_INVALID_ARGUMENT` for any other, rather than writing bytes the name does not promise.
+ * @example imageFormatOf('out/cat.JPG') // 'jpeg'
+ */
+export function imageFormatOf(path: string): ImageFormat {
+  const format = FORMAT_OF_EXTENSION[extname(path).toLowerCase()]
+  if (!format) throw invalidArgument('path', 'a file name ending in .png, .jpg, .jpeg or .webp', path)
+  return format
+}
+
+/**
+ * Options of {@link SanaImage.encode}.
+ * @example image.encode('webp', { quality: 90 })
+ */
+export interface ImageEncodeOptions {
+  /** JPEG/WebP quality, 1–100 (ignored for PNG, which is lossless). Defaults to 95. */
+  quality?: number
+  /** PNG text chunks added to the image's own metadata (JPEG/WebP carry none). Defaults to none. */
+  metadata?: PngMetadata
 }
 
 /** Constructor fields of {@link SanaImage}. */
@@ -136,11 +165,30 @@ export class SanaImage {
   }
 
   /**
-   * Write the PNG (see {@link SanaImage.toPng}) to `path`, replacing any existing file.
-   * @example await image.save('out/cat.png')
+   * The image file in `format`: PNG by the encoder above (with the text metadata), JPEG or WebP through sharp
+   * (pixels only: those formats get no text metadata; JPEG keeps full-resolution colour, 4:4:4).
+   * @example const jpeg = await image.encode('jpeg', { quality: 90 })
+   */
+  async encode(format: ImageFormat, options: ImageEncodeOptions = {}): Promise<Buffer> {
+    const { quality = 95, metadata = {} } = options ?? {}
+    if (!Number.isInteger(quality) || quality < 1 || quality > 100) throw invalidArgument('quality', 'an integer from 1 to 100', quality)
+    if (format === 'png') return this.toPng(metadata)
+    if (format !== 'jpeg' && format !== 'webp') throw invalidArgument('format', "'png', 'jpeg' or 'webp'", format)
+    // Loaded on first use: PNG-only callers never load libvips.
+    const { default: sharp } = await import('sharp')
+    const raw = sharp(this.data, { raw: { width: this.width, height: this.height, channels: 3 } })
+    return format === 'jpeg' ? raw.jpeg({ quality, chromaSubsampling: '4:4:4' }).toBuffer() : raw.webp({ quality }).toBuffer()
+  }
+
+  /**
+   * Write the image to `path`, replacing any existing file, in the format its extension names (`.png` with
+   * `this.metadata` and then `extra` as text chunks; `.jpg`/`.jpeg`, `.webp` at quality 95). Any other extension
+   * is `SANA_INVALID_ARGUMENT`; a failed write is `SANA_IO_ERROR`.
+   * @example await image.save('out/cat.png'); await image.save('out/cat.webp')
    */
   async save(path: string, extra: PngMetadata = {}): Promise<void> {
     if (typeof path !== 'string' || path.length === 0) throw invalidArgument('path', 'a file path', path)
-    await writeFile(path, this.toPng(extra))
+    const bytes = await this.encode(imageFormatOf(path), { metadata: extra })
+    await io(`Could not write ${path}`, () => writeFile(path, bytes))
   }
 }

@@ -54,10 +54,31 @@ export function promptList(prompt: unknown, name = 'prompt'): string[] {
   throw invalidArgument(name, 'a string or a non-empty array of strings', prompt)
 }
 
+/** transformers' `Gemma2Config.max_position_embeddings` default, for a config.json without the key. */
+const GEMMA2_MAX_POSITIONS = 8192
+
+/** `maxSequenceLength` (default 300), an integer ≥ 2; {@link promptTokenBudget} checks it against the text encoder. */
 export function checkMaxSequenceLength(n: unknown): number {
   const v = n ?? DEFAULT_MAX_SEQUENCE_LENGTH
   if (!Number.isInteger(v) || (v as number) < 2) throw invalidArgument('maxSequenceLength', 'an integer ≥ 2', n)
   return v as number
+}
+
+/**
+ * The tokens each prompt row holds, as diffusers pads it: `chiTokens + maxSequenceLength − 2` with a CHI prefix
+ * (its token count includes `<bos>`), `maxSequenceLength` without (`chiTokens` 0). The row is one Gemma sequence,
+ * so it must fit the text encoder's `max_position_embeddings`; a longer one would also need quadratic attention
+ * memory (1e6 tokens: terabytes), so it is refused here, before any work.
+ * @example promptTokenBudget(300, 208, 8192) // 506; promptTokenBudget(1e6, 208, 8192) throws SANA_INVALID_ARGUMENT
+ */
+export function promptTokenBudget(maxSequenceLength: number, chiTokens: number, maxPositions = GEMMA2_MAX_POSITIONS): number {
+  const budget = chiTokens > 0 ? chiTokens + maxSequenceLength - 2 : maxSequenceLength
+  if (budget > maxPositions) {
+    const most = chiTokens > 0 ? maxPositions - chiTokens + 2 : maxPositions
+    const why = chiTokens > 0 ? ` (max_position_embeddings ${maxPositions} minus the ${chiTokens - 2} it adds for the complex human instruction)` : ' (max_position_embeddings)'
+    throw invalidArgument('maxSequenceLength', `an integer from 2 to ${most}, the text encoder's limit${why}`, maxSequenceLength)
+  }
+  return budget
 }
 
 /** The CHI lines to use, or null when disabled. */

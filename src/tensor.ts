@@ -11,9 +11,12 @@ export type DeviceRequest = 'cpu' | 'cuda' | `cuda:${number}` | 'auto'
 /** Element type of a tensor. */
 export type TensorDType = 'float32' | 'bfloat16' | 'float16' | 'float64' | 'int64' | 'uint32' | 'uint8' | 'other'
 
+/** The largest dimension the native side takes (a u32; napi would silently wrap a larger one modulo 2³²). */
+const MAX_DIM = 2 ** 32 - 1
+
 function checkShape(shape: readonly number[]): number[] {
-  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
-    throw invalidArgument('shape', 'an array of non-negative integers', shape)
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0 || d > MAX_DIM)) {
+    throw invalidArgument('shape', 'an array of integers from 0 to 2³² − 1', Array.isArray(shape) ? `[${shape.join(', ')}]` : shape)
   }
   return [...shape]
 }
@@ -55,6 +58,15 @@ export class Tensor {
     return new Tensor(
       callNativeSync(() => native().NativeTensor.linearCombination(tensors.map((t) => t.native), [...coeffs])),
     )
+  }
+
+  /**
+   * `(1 − mask)·keep + mask·repaint` in float32, `mask` [1 or B, 1, H, W] broadcast over batch and channels
+   * (the inpainting blend: keep the known region, take the new latents where the mask is 1).
+   * @example latents = Tensor.maskedBlend(renoisedSource, latents, maskLatent)
+   */
+  static maskedBlend(keep: Tensor, repaint: Tensor, mask: Tensor): Tensor {
+    return new Tensor(callNativeSync(() => native().NativeTensor.maskedBlend(keep.native, repaint.native, mask.native)))
   }
 
   /**

@@ -20,3 +20,4 @@ export function copyFixture(t, src, { filter } = {}) {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
 }
+export const WAVE2 = join(FIXTURES, 'wave2')

@@ -4,37 +4,47 @@ import { join } from 'node:path'
 import { SANA_TINY } from './paths.mjs'
 import { decodeTensor, readSafetensors } from './safetensors.mjs'
 
-const REF_DIR = join(SANA_TINY, 'reference')
-let manifestCache, fileCache
-
-/** reference.json (strict JSON: non-finite numbers appear as strings). */
-export function manifest() {
-  manifestCache ??= JSON.parse(readFileSync(join(REF_DIR, 'reference.json'), 'utf8'))
-  return manifestCache
+/**
+ * One reference set: a manifest (reference.json, strict JSON: non-finite numbers appear as strings) and
+ * its reference.safetensors, both read once.
+ */
+export function referenceSet(refDir) {
+  let manifestCache, fileCache
+  const set = {
+    manifest() {
+      manifestCache ??= JSON.parse(readFileSync(join(refDir, 'reference.json'), 'utf8'))
+      return manifestCache
+    },
+    caseOf(name) {
+      const c = set.manifest().cases.find((x) => x.name === name)
+      if (!c) throw new Error(`no fixture case ${name}`)
+      return c
+    },
+    /** A reference tensor by key: { shape, data } with Float32Array data, or number[] for int64. */
+    ref(key) {
+      fileCache ??= readSafetensors(join(refDir, 'reference.safetensors'))
+      const info = fileCache.header[key]
+      if (!info) throw new Error(`no reference tensor ${key}`)
+      const data = decodeTensor(fileCache, key)
+      return { shape: info.shape, data: data instanceof BigInt64Array ? Array.from(data, Number) : data }
+    },
+    /** The tensor of `role` in a case's `tensors` (or `intermediates`). */
+    caseTensor(caseName, role) {
+      const c = set.caseOf(caseName)
+      const entry = c.tensors?.[role] ?? c.intermediates?.[role]
+      if (!entry) throw new Error(`case ${caseName} has no tensor ${role}`)
+      return set.ref(entry.key)
+    },
+  }
+  return set
 }
 
-export function caseOf(name) {
-  const c = manifest().cases.find((x) => x.name === name)
-  if (!c) throw new Error(`no fixture case ${name}`)
-  return c
-}
-
-/** A reference tensor by key: { shape, data } with Float32Array data, or number[] for int64. */
-export function ref(key) {
-  fileCache ??= readSafetensors(join(REF_DIR, 'reference.safetensors'))
-  const info = fileCache.header[key]
-  if (!info) throw new Error(`no reference tensor ${key}`)
-  const data = decodeTensor(fileCache, key)
-  return { shape: info.shape, data: data instanceof BigInt64Array ? Array.from(data, Number) : data }
-}
-
-/** The tensor of `role` in a case's `tensors` (or `intermediates`). */
-export function caseTensor(caseName, role) {
-  const c = caseOf(caseName)
-  const entry = c.tensors?.[role] ?? c.intermediates?.[role]
-  if (!entry) throw new Error(`case ${caseName} has no tensor ${role}`)
-  return ref(entry.key)
-}
+/** The wave-1 reference (sana-tiny/reference). */
+const wave1 = referenceSet(join(SANA_TINY, 'reference'))
+export const manifest = wave1.manifest
+export const caseOf = wave1.caseOf
+export const ref = wave1.ref
+export const caseTensor = wave1.caseTensor
 
 /** Rows of an int64 [B, L] reference as number[][]. */
 export function rows(t) {

@@ -1,10 +1,11 @@
 /**
  * `sana generate "<prompt>"`: load a pipeline (downloading it on first use), generate, save PNGs.
  */
-import { mkdir } from 'node:fs/promises'
-import { dirname, extname, resolve } from 'node:path'
+import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { basename, dirname, extname, join, resolve } from 'node:path'
 import { throwIfAborted } from '../errors'
-import { SanaPipeline } from '../pipeline'
+import { SanaPipeline, type PipelineLoadOptions } from '../pipeline'
+import type { SanaImage } from '../png'
 import { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler, type Scheduler } from '../schedulers'
 import type { DeviceRequest } from '../tensor'
 import {
@@ -19,6 +20,7 @@ import {
   type OptionSpec,
   type ParsedArgs,
 } from './command'
+import { prepareOutputs } from './output'
 import { DownloadProgressView, formatMs, StepProgress } from './progress'
 
 /** The model `sana generate` uses without `--model`. */
@@ -90,7 +92,7 @@ export function loadOptions(args: ParsedArgs) {
  * Load a pipeline with download progress and a "loaded … in …" line on stderr (downloading into the Hugging Face
  * cache when needed).
  */
-export async function loadWithProgress(model: string, load: ReturnType<typeof loadOptions>, signal?: AbortSignal): Promise<SanaPipeline> {
+export async function loadWithProgress(model: string, load: PipelineLoadOptions, signal?: AbortSignal): Promise<SanaPipeline> {
   const err = process.stderr
   const download = new DownloadProgressView(err)
   const loadStart = performance.now()
@@ -117,7 +119,7 @@ function readArgs(args: ParsedArgs) {
   return {
     model: modelOption(args),
     output: stringOption(args, 'output'),
-    load: loadOptions(args),
+    load: { ...loadOptions(args), controlnet: stringOption(args, 'controlnet') },
     scheduler: choiceOption(args, 'scheduler', SCHEDULER_NAMES),
     generate: {
       negativePrompt: stringOption(args, 'negative'),
@@ -127,17 +129,57 @@ function readArgs(args: ParsedArgs) {
       guidanceScale: numberOption(args, 'guidance', 0),
       numImagesPerPrompt: intOption(args, 'num-images', 1),
       useResolutionBinning: noBinning ? false : undefined,
+      // Image conditioning: paths go straight to generate(), which reads and checks them.
+      image: stringOption(args, 'image'),
+      maskImage: stringOption(args, 'mask'),
+      strength: numberOption(args, 'strength', 0),
+      controlImage: stringOption(args, 'control'),
+      controlnetConditioningScale: numberOption(args, 'control-scale', -Infinity),
+      pagScale: numberOption(args, 'pag-scale', 0),
+      pagAppliedLayers: pagLayers(stringOption(args, 'pag-layers')),
     },
+    preview: stringOption(args, 'preview'),
+  }
+}
+
+/** `--pag-layers 8,9` → block indices; anything else is one diffusers-style pattern (`transformer_blocks.8`). */
+function pagLayers(v: string | undefined): string | number[] | undefined {
+  if (v === undefined) return undefined
+  return /^\d+(,\d+)*$/.test(v) ? v.split(',').map(Number) : v
+}
+
+/** Check the options that only make sense together, in CLI terms. */
+function checkCombinations(a: ReturnType<typeof readArgs>): void {
+  if (a.generate.image === undefined) {
+    if (a.generate.maskImage !== undefined) throw new UsageError('--mask needs --image (the picture to repaint)')
+    if (a.generate.strength !== undefined) throw new UsageError('--strength needs --image')
+  }
+  if ((a.generate.controlImage === undefined) !== (a.load.controlnet === undefined)) {
+    throw new UsageError('--control and --controlnet go together: the ControlNet folder and its conditioning image')
+  }
+  if (a.generate.controlnetConditioningScale !== undefined && a.generate.controlImage === undefined) throw new UsageError('--control-scale needs --control')
+  if (a.generate.pagAppliedLayers !== undefined && !a.generate.pagScale) throw new UsageError('--pag-layers needs --pag-scale > 0')
+}
+
+/** `--preview out.png`: rewrite one file with each step's preview, atomically (write a temp file, rename). */
+function previewWriter(path: string | undefined) {
+  if (!path) return undefined
+  const target = resolve(path)
+  const temp = join(dirname(target), `.${basename(target)}.part`)
+  return async (image: SanaImage) => {
+    await mkdir(dirname(target), { recursive: true })
+    await writeFile(temp, image.toPng())
+    await rename(temp, target)
   }
 }
 
 export const generate: Command = {
   name: 'generate',
-  summary: 'Generate images from a text prompt and save them as PNG.',
+  summary: 'Generate images from a text prompt and save them as PNG, JPEG or WebP.',
   usage: 'sana generate "<prompt>" [options]',
   positionals: ['prompt'],
   options: {
-    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output PNG; several images → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
+    output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output image (.png, .jpg/.jpeg or .webp); several → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
     steps: { type: 'string', valueName: 'N', description: 'Denoising steps. Defaults to 20 (Sana) or 2 (Sprint).' },
     seed: { type: 'string', valueName: 'N', description: 'Seed of the starting noise (torch-compatible). Defaults to a random one, printed.' },
     width: { type: 'string', valueName: 'N', description: "Width in pixels. Defaults to the model's native size." },
@@ -148,11 +190,24 @@ export const generate: Command = {
     scheduler: { type: 'string', valueName: 'dpm|euler|scm', description: "Sampler (Sana: dpm or euler; Sprint: scm). Defaults to the model's scheduler_config.json." },
     ...MODEL_OPTIONS,
     'no-binning': { type: 'boolean', description: 'Generate at exactly width×height (multiples of 32) instead of the nearest trained aspect ratio.' },
+    image: { type: 'string', valueName: 'in.png', description: 'img2img: start from this PNG/JPEG/WebP (resized to --width/--height, else to a multiple of 32).' },
+    mask: { type: 'string', valueName: 'mask.png', description: "Inpainting (with --image): white = repaint, black = keep; the image's size." },
+    strength: { type: 'string', valueName: 'X', description: 'img2img/inpainting strength in (0, 1]: how much of the schedule runs. Defaults to 0.6.' },
+    controlnet: { type: 'string', valueName: 'dir', description: 'A SanaControlNetModel folder (config.json + safetensors), used with --control.' },
+    control: { type: 'string', valueName: 'c.png', description: 'ControlNet conditioning image (with --controlnet), e.g. an edge map at the output size.' },
+    'control-scale': { type: 'string', valueName: 'X', description: 'ControlNet conditioning scale. Defaults to 1.' },
+    'pag-scale': { type: 'string', valueName: 'X', description: 'Perturbed-attention guidance scale (e.g. 2 or 3; base Sana). Defaults to 0 (off).' },
+    'pag-layers': { type: 'string', valueName: 'i,j|pattern', description: 'PAG blocks: indices, or a diffusers pattern like transformer_blocks.8. Defaults to transformer_blocks.0.' },
+    preview: { type: 'string', valueName: 'file.png', description: 'Rewrite this PNG with a preview after every step (≤ 512 px). Defaults to none.' },
   },
   epilog: [
     'Examples:',
     '  sana generate "a red fox in snow, golden hour" -o fox.png --seed 42',
     '  sana generate "a lighthouse at dusk" --model ./Sana_600M_1024px_diffusers --steps 20 --width 1024 --height 768',
+    '  sana generate "a cabin in winter, oil painting" --image cabin.png --strength 0.6 -o winter.png',
+    '  sana generate "a red hot air balloon" --image sky.png --mask balloon-mask.png --strength 1 -o balloon.png',
+    '  sana generate "a cute panda eating bamboo, ink drawing" --pag-scale 2 --pag-layers 8 -o panda.png',
+    '  sana generate "a city street at night" --controlnet ./sana-controlnet-hed --control edges.png --control-scale 0.7',
     '',
     'Progress goes to stderr; the summary line (time per step, total, files, seed) to stdout. Ctrl-C stops after the current step.',
   ].join('\n'),
@@ -160,6 +215,11 @@ export const generate: Command = {
   async run(args) {
     const [prompt] = positionalArgs(this, args)
     const a = readArgs(args)
+    checkCombinations(a)
+    const writePreview = previewWriter(a.preview)
+    // Before loading: a bad output path must not cost a whole generation (the seed-named default goes to the cwd).
+    await prepareOutputs(outputPaths(a.output ?? 'sana.png', a.generate.numImagesPerPrompt ?? 1))
+    if (a.preview) await prepareOutputs([a.preview])
     const err = process.stderr
     return withInterrupt(async (signal) => {
       // 1. Load (downloading into the Hugging Face cache when needed).
@@ -171,16 +231,23 @@ export const generate: Command = {
         const bar = new StepProgress(err)
         let result
         try {
-          result = await pipe.generate({ prompt, ...a.generate, scheduler, signal, onStep: (e) => bar.step(e.numSteps) })
+          result = await pipe.generate({
+            prompt,
+            ...a.generate,
+            scheduler,
+            signal,
+            previewEvery: writePreview ? 1 : undefined,
+            onStep: async (e) => {
+              bar.step(e.numSteps)
+              if (writePreview && e.previewImage) await writePreview(e.previewImage)
+            },
+          })
         } finally {
           bar.finish()
         }
         // 3. Save.
         const paths = outputPaths(a.output ?? `sana-${result.seed}.png`, result.images.length)
-        for (const [i, image] of result.images.entries()) {
-          await mkdir(dirname(resolve(paths[i])), { recursive: true })
-          await image.save(paths[i])
-        }
+        for (const [i, image] of result.images.entries()) await image.save(paths[i])
         const steps = result.stepTimesMs.length
         const perStep = steps ? result.stepTimesMs.reduce((x, y) => x + y, 0) / steps : 0
         process.stdout.write(

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
-import { SanaError } from '../errors'
+import { io, SanaError } from '../errors'
 import { planPipeline, shardsOf } from './plan'
 
 export const COMMIT_HASH = /^[0-9a-f]{40}$/
@@ -22,15 +22,6 @@ export function hubCacheDir(cacheDir: string | undefined): string {
 /** A repo-relative path that stays inside the folder it is joined to. */
 export function isSafeRelPath(p: string): boolean {
   return p.length > 0 && !p.includes('\\') && !p.includes('\0') && p.split('/').every((s) => s !== '' && s !== '.' && s !== '..')
-}
-
-/** Run a filesystem operation, turning its errors into `SANA_IO_ERROR`. */
-export async function io<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn()
-  } catch (e) {
-    throw new SanaError('SANA_IO_ERROR', `${what}: ${(e as Error).message}`, { cause: e })
-  }
 }
 
 /** Size of a file (following symlinks), or undefined when it does not exist. */

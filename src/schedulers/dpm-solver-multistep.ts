@@ -5,13 +5,15 @@
  *
  * Flow parameterisation: x_σ = (1 − σ)·x0 + σ·ε, so α = 1 − σ and λ = log α − log σ.
  */
-import { invalidConfig } from '../errors'
+import { invalidArgument, invalidConfig } from '../errors'
 import { Tensor } from '../tensor'
 import {
   type Scheduler,
   type SchedulerStepOptions,
   type SchedulerStepOutput,
+  checkBeginIndex,
   checkStepCount,
+  flowNoise,
   flowShift,
   indexForTimestep,
   notReady,
@@ -172,6 +174,25 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.#x0History = new Array<Tensor | null>(this.config.solver_order).fill(null)
     this.#lowerOrderNums = 0
     this.#stepIndex = null
+  }
+
+  /**
+   * Start at `timesteps[index]` instead of the first (diffusers' `set_begin_index`, used by img2img).
+   * @example scheduler.setTimesteps(5); scheduler.setBeginIndex(1) // the first step runs at timesteps[1]
+   */
+  setBeginIndex(index: number): void {
+    this.#stepIndex = checkBeginIndex(NAME, index, this.#timesteps.length)
+  }
+
+  /**
+   * Noise `original` to `sigmas[index]`: (1 − σ)·original + σ·noise in float32 (diffusers' `add_noise` once a
+   * begin index is set, which then reads the sigma by index, not by timestep value).
+   * @example const start = scheduler.addNoise(z0, noise, tStart)
+   */
+  addNoise(original: Tensor, noise: Tensor, index: number): Tensor {
+    const sigma = this.#sigmas[index]
+    if (sigma === undefined) throw invalidArgument('index', `an integer from 0 to ${this.#sigmas.length - 1} (call setTimesteps first)`, index)
+    return flowNoise(original, noise, sigma)
   }
 
   /**

@@ -2,13 +2,15 @@
  * FlowMatchEulerDiscreteScheduler: the Euler method on flow-matching sigmas, reproducing diffusers'
  * `schedulers/scheduling_flow_match_euler_discrete.py` with a static shift (no dynamic shifting).
  */
-import { invalidConfig } from '../errors'
+import { invalidArgument, invalidConfig } from '../errors'
 import { Tensor } from '../tensor'
 import {
   type Scheduler,
   type SchedulerStepOptions,
   type SchedulerStepOutput,
+  checkBeginIndex,
   checkStepCount,
+  flowNoise,
   flowShift,
   indexForTimestep,
   notReady,
@@ -140,6 +142,25 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
     this.#timesteps = sigmas.map((s) => Math.fround(s * T))
     this.#sigmas = [...sigmas, 0]
     this.#stepIndex = null
+  }
+
+  /**
+   * Start at `timesteps[index]` instead of the first (diffusers' `set_begin_index`, used by img2img).
+   * @example scheduler.setTimesteps(5); scheduler.setBeginIndex(1) // the first step runs at timesteps[1]
+   */
+  setBeginIndex(index: number): void {
+    this.#stepIndex = checkBeginIndex(NAME, index, this.#timesteps.length)
+  }
+
+  /**
+   * Noise `original` to `sigmas[index]`: (1 − σ)·original + σ·noise in float32 (diffusers' `scale_noise` once a
+   * begin index is set, which then reads the sigma by index, not by timestep value).
+   * @example const start = scheduler.addNoise(z0, noise, tStart)
+   */
+  addNoise(original: Tensor, noise: Tensor, index: number): Tensor {
+    const sigma = this.#sigmas[index]
+    if (sigma === undefined) throw invalidArgument('index', `an integer from 0 to ${this.#sigmas.length - 1} (call setTimesteps first)`, index)
+    return flowNoise(original, noise, sigma)
   }
 
   /**

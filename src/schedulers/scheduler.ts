@@ -7,7 +7,7 @@
  * {@link Tensor.linearCombination} (float32 on the tensors' device), as diffusers does in float32.
  */
 import { SanaError, invalidArgument, invalidConfig } from '../errors'
-import type { Tensor } from '../tensor'
+import { Tensor } from '../tensor'
 
 /** `_class_name` values understood by {@link schedulerFromConfig}. */
 export type SchedulerClassName = 'DPMSolverMultistepScheduler' | 'FlowMatchEulerDiscreteScheduler' | 'SCMScheduler'
@@ -60,6 +60,11 @@ export interface Scheduler {
   readonly sigmas: number[]
   /** Build the schedule for `numInferenceSteps` steps and reset the per-generation state. */
   setTimesteps(numInferenceSteps: number): void
+  /**
+   * diffusers' `set_begin_index`: the first `step` of this generation runs at `timesteps[index]` (img2img skips the
+   * first `index` steps of the schedule). Call after `setTimesteps`.
+   */
+  setBeginIndex(index: number): void
   /** The value the transformer receives as `timestep` for scheduler timestep `t`. */
   transformerTimestep(t: number): number
   /**
@@ -150,6 +155,24 @@ export function indexForTimestep(timesteps: readonly number[], t: number): numbe
   timesteps.forEach((v, i) => v === t && hits.push(i))
   if (hits.length === 0) throw invalidArgument('timestep', 'one of scheduler.timesteps', t)
   return hits.length > 1 ? hits[1] : hits[0]
+}
+
+/** Validate a begin index against a schedule of `n` steps (see {@link Scheduler.setBeginIndex}). */
+export function checkBeginIndex(owner: string, index: unknown, n: number): number {
+  if (n === 0) throw notReady(owner, 'call setTimesteps(n) before setBeginIndex()')
+  if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= n) {
+    throw invalidArgument('beginIndex', `an integer from 0 to ${n - 1}`, index)
+  }
+  return index
+}
+
+/**
+ * A flow-matching forward process: (1 − σ)·original + σ·noise in float32 — diffusers'
+ * `DPMSolverMultistepScheduler.add_noise` and `FlowMatchEulerDiscreteScheduler.scale_noise` (equal elementwise:
+ * each product is rounded once and the sum commutes).
+ */
+export function flowNoise(original: Tensor, noise: Tensor, sigma: number): Tensor {
+  return Tensor.linearCombination([original, noise], [Math.fround(1 - sigma), sigma])
 }
 
 /** Error for `step` before `setTimesteps`, or past the last step. */

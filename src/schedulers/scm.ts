@@ -9,6 +9,7 @@ import {
   type Scheduler,
   type SchedulerStepOptions,
   type SchedulerStepOutput,
+  checkBeginIndex,
   checkStepCount,
   indexForTimestep,
   notReady,
@@ -135,6 +136,14 @@ export class SCMScheduler implements Scheduler {
     }
     this.#timesteps = mid === null ? torchLinspaceF32(max, 0, n + 1) : [max, mid, 0].map(f32)
     this.#stepIndex = null
+  }
+
+  /**
+   * Start at `timesteps[index]` (diffusers' `set_begin_index`, used by SanaSprintImg2ImgPipeline).
+   * @example scheduler.setTimesteps(2); scheduler.setBeginIndex(1) // one step, from 1.3 to 0
+   */
+  setBeginIndex(index: number): void {
+    this.#stepIndex = checkBeginIndex(NAME, index, this.numInferenceSteps)
   }
 
   /**

@@ -10,6 +10,6 @@
  */
 export { createServer, type ServerOptions } from './app'
 export { redisRunner, startWorker, QUEUE_NAME, type RedisRunner, type RedisRunnerOptions, type WorkerOptions, type SanaWorker } from './bullmq'
-export { requestLimits, checkRequest, defaultMemoryBudget, type RequestLimits } from './limits'
+export { requestLimits, checkRequest, type RequestLimits } from './limits'
 export { pipelineRunner, runOnPipeline, type JobParams, type JobResult, type JobRunner, type StepProgress } from './runner'
 export { JobQueue, type Job, type JobEvent, type JobQueueOptions } from './queue'

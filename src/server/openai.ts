@@ -88,6 +88,8 @@ export function jobParams(body: SanaBody, limits: RequestLimits): JobParams {
 /** HTTP status for each of our error codes (anything else is a 500). */
 const STATUS: Partial<Record<string, number>> = {
   SANA_INVALID_ARGUMENT: 400,
+  // The request is larger than this server's memory allows (the message says what fits): the client's to change.
+  SANA_OUT_OF_MEMORY: 400,
   SANA_UNAUTHORIZED: 401,
   SANA_NOT_FOUND: 404,
   SANA_QUEUE_FULL: 429,

@@ -10,10 +10,11 @@ import { sendError, type ServerContext } from './app'
 import { errorFrom, generationsBody, jobParams, streamBody, type SanaBody } from './openai'
 import type { JobEvent } from './queue'
 import type { JobParams, JobResult } from './runner'
+import { registerEdits } from './edits'
 import { openEventStream } from './sse'
 
 /** An AbortSignal that fires when the client closes the connection before the response is complete. */
-function disconnectSignal(reply: FastifyReply): AbortSignal {
+export function disconnectSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController()
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) controller.abort()
@@ -22,7 +23,7 @@ function disconnectSignal(reply: FastifyReply): AbortSignal {
 }
 
 /** Queue a job, wait for it, count it. Throws `SANA_QUEUE_FULL` at once when the queue is full. */
-function runJob(ctx: ServerContext, params: JobParams, options: { signal: AbortSignal; onEvent?: (e: JobEvent) => void }) {
+export function runJob(ctx: ServerContext, params: JobParams, options: { signal: AbortSignal; onEvent?: (e: JobEvent) => void }) {
   let started = 0
   let lastStep = 0
   const onEvent = (e: JobEvent) => {
@@ -50,7 +51,7 @@ function runJob(ctx: ServerContext, params: JobParams, options: { signal: AbortS
 }
 
 /** 429 with Retry-After when the queue is full; other errors as usual. */
-function refuse(ctx: ServerContext, reply: FastifyReply, e: unknown): FastifyReply {
+export function refuse(ctx: ServerContext, reply: FastifyReply, e: unknown): FastifyReply {
   if (e instanceof SanaError && e.code === 'SANA_QUEUE_FULL') reply.header('retry-after', String(ctx.queue.retryAfterSeconds(ctx.lastJobMs)))
   return sendError(reply, ctx.metrics, e)
 }
@@ -120,6 +121,8 @@ export function registerRoutes(app: FastifyInstance, ctx: ServerContext): void {
     }
   })
 
+  registerEdits(app, ctx)
+
   app.delete<{ Params: { id: string } }>('/api/jobs/:id', async (req) => {
     const job = ctx.queue.get(req.params.id)
     if (!job) throw new SanaError('SANA_NOT_FOUND', `no job ${JSON.stringify(req.params.id)} waiting or running`)
@@ -137,7 +140,7 @@ function sendEvent(sse: ReturnType<typeof openEventStream>, e: JobEvent): void {
 }
 
 /** OpenAI's `data` array: base64 PNGs, or URLs to fetch them from (kept for a while, see ResultStore). */
-function imageData(ctx: ServerContext, req: FastifyRequest, result: JobResult, format: 'b64_json' | 'url') {
+export function imageData(ctx: ServerContext, req: FastifyRequest, result: JobResult, format: 'b64_json' | 'url') {
   if (format === 'b64_json') return result.images.map((png) => ({ b64_json: png.toString('base64') }))
   return result.images.map((png) => ({ url: `${origin(req)}/v1/images/results/${ctx.results.put(png)}.png` }))
 }

@@ -2,7 +2,6 @@
  * One generation job, as the server and the Redis worker both run it: plain-JSON parameters in (so a job can
  * cross Redis), PNG bytes and progress events out. The only code in `src/server/` that touches a pipeline.
  */
-import sharp from 'sharp'
 import { schedulerFor, type SchedulerName } from '../cli/generate'
 import type { SanaPipeline } from '../pipeline'
 import type { SanaImage } from '../png'
@@ -23,6 +22,12 @@ export interface JobParams {
   resolutionBinning?: boolean
   /** Send a preview every this many steps; 0 for none. Defaults to 0. */
   previewEvery?: number
+  /** img2img / inpainting (`/v1/images/edits`): the encoded input image, base64 (JSON, so it can cross Redis). */
+  image?: string
+  /** Inpainting: the encoded mask, base64 (white = repaint). */
+  mask?: string
+  /** How much of the schedule runs from the image, (0, 1]. Defaults to `generate`'s 0.6. */
+  strength?: number
 }
 
 /** Progress of a running job. `preview` is a small JPEG of the image forming, when one was made. */
@@ -52,26 +57,6 @@ export interface JobRunner {
 /** Previews are capped at this side (pixels): enough to watch the image form, cheap to send. */
 const PREVIEW_MAX_SIZE = 256
 
-/** A JPEG of a preview, encoded on libuv's pool (sharp), not on the event loop. */
-async function previewJpeg(image: SanaImage): Promise<Buffer> {
-  return sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), {
-    raw: { width: image.width, height: image.height, channels: 3 },
-  })
-    .jpeg({ quality: 70 })
-    .toBuffer()
-}
-
-/**
- * The step event's preview when the pipeline offers one: `event.previewImage` (attached every `previewEvery`
- * steps), or the event's `preview()` method. Undefined on pipelines without previews.
- */
-async function stepPreview(ev: unknown, step: number, every: number): Promise<SanaImage | undefined> {
-  if (every <= 0 || (step + 1) % every !== 0) return undefined
-  const e = ev as { previewImage?: SanaImage; preview?: (o: { maxSize: number }) => Promise<SanaImage> }
-  if (e.previewImage) return e.previewImage
-  return typeof e.preview === 'function' ? e.preview({ maxSize: PREVIEW_MAX_SIZE }) : undefined
-}
-
 /**
  * Run one job on `pipe`. The pipeline serialises calls itself; callers queue in front of it (see `queue.ts`).
  * @example const { images } = await runOnPipeline(pipe, { prompt: 'a fox', width: 256, height: 256, n: 1 }, { signal, onStep })
@@ -93,11 +78,14 @@ export async function runOnPipeline(
     seed: p.seed,
     useResolutionBinning: p.resolutionBinning,
     scheduler: p.scheduler ? schedulerFor(p.scheduler, pipe) : undefined,
+    // Only ever decoded bytes from the request body: a string here would be read as a file path.
+    image: p.image === undefined ? undefined : Buffer.from(p.image, 'base64'),
+    maskImage: p.mask === undefined ? undefined : Buffer.from(p.mask, 'base64'),
+    strength: p.strength,
     signal: options.signal,
-    ...(every > 0 ? { previewEvery: every } : {}),
+    ...(every > 0 ? { previewEvery: every, previewMaxSize: PREVIEW_MAX_SIZE } : {}),
     onStep: async (ev) => {
-      const image = await stepPreview(ev, ev.step, every)
-      options.onStep({ step: ev.step, numSteps: ev.numSteps, preview: image ? await previewJpeg(image) : undefined })
+      options.onStep({ step: ev.step, numSteps: ev.numSteps, preview: ev.previewImage ? await ev.previewImage.encode('jpeg', { quality: 70 }) : undefined })
     },
   })
   return {

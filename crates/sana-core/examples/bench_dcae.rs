@@ -109,7 +109,7 @@ fn main() -> sana_core::Result<()> {
     let model = AutoencoderDC::build(&component)?;
     drop(component); // the model holds its own references to the weights
     println!("loaded random dc-ae-f32c32 from {} in {:.1}s; RSS after load {}", dir.display(), t0.elapsed().as_secs_f64(), proc_status("VmRSS:"));
-    let est = decode_activation_bytes(&cfg, 1, n, n);
+    let est = decode_activation_bytes(&cfg, sana_core::DType::F32, 1, n, n);
     println!("latent {n}×{n} → image {}², activation estimate {:.2} GB", n * 32, est as f64 / 1e9);
     let z = Tensor::randn(0f32, 1.0, (1, 32, n, n), &Device::Cpu)?;
     let opts = match mode {
@@ -120,10 +120,10 @@ fn main() -> sana_core::Result<()> {
     let out = if mode == "tile" {
         // The Auto plan's tile size for this latent (largest within the default budget), decoded once.
         let mut t = n;
-        while t > 8 && decode_activation_bytes(&cfg, 1, t, t) > sana_core::models::autoencoder_dc::DEFAULT_MEMORY_BUDGET {
+        while t > 8 && decode_activation_bytes(&cfg, sana_core::DType::F32, 1, t, t) > sana_core::models::autoencoder_dc::DEFAULT_MEMORY_BUDGET {
             t -= 1;
         }
-        println!("one Auto tile: {t}×{t} latent (estimate {:.2} GB)", decode_activation_bytes(&cfg, 1, t, t) as f64 / 1e9);
+        println!("one Auto tile: {t}×{t} latent (estimate {:.2} GB)", decode_activation_bytes(&cfg, sana_core::DType::F32, 1, t, t) as f64 / 1e9);
         model.decode(&z.narrow(2, 0, t)?.narrow(3, 0, t)?, &DecodeOptions { tiling: sana_core::models::autoencoder_dc::Tiling::Off, ..Default::default() })?
     } else {
         model.decode(&z, &opts)?

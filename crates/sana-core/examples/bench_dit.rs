@@ -1,6 +1,6 @@
 //! CPU benchmark of SanaTransformer2DModel with random weights at the released sizes.
 //!
-//! `cargo run --release -p sana-core --example bench_dit [-- 600m|1600m]`
+//! `cargo run --release -p sana-core --example bench_dit [-- 600m|1600m [latent size]]`
 //! Without an argument it runs each model in its own child process, so that each peak RSS
 //! (VmHWM) is that model's alone. Weights are random (names and shapes as in the checkpoints).
 //! The 1.6B model's 20 blocks share one block's weight tensors (6.2 GB of distinct f32 weights would
@@ -109,6 +109,7 @@ fn input(cfg: &SanaTransformerConfig, size: usize) -> Result<TransformerInput> {
         encoder_attention_mask: Some(Tensor::from_vec(mask, (b, s), &dev)?),
         guidance: None,
         controlnet_block_samples: None,
+        pag: None,
     })
 }
 
@@ -144,7 +145,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench(name: &str) -> Result<()> {
+/// `only`: one latent size, a single run without warm-up (a peak-RSS measurement, see benches/RESULTS.md).
+fn bench(name: &str, only: Option<usize>) -> Result<()> {
     // (latent size, warm-up run first, timed runs): the shared 2-core machine makes a run take minutes.
     let (cfg, share, sizes): (SanaTransformerConfig, bool, &[(usize, bool, usize)]) = match name {
         "600m" => (config(28, 36, 16, 72), false, &[(32, true, 3), (64, false, 1)]),
@@ -160,7 +162,8 @@ fn bench(name: &str) -> Result<()> {
     println!("== Sana {name}: {} layers, inner {}, {:.2}B params ({:.2} GB f32){}; random weights built in {:.1}s, RSS {:.0} MB",
         cfg.num_layers, cfg.inner_dim(), params as f64 / 1e9, params as f64 * 4.0 / 1e9,
         if share { ", blocks share one set of weights" } else { "" }, t0.elapsed().as_secs_f64(), vm_hwm_mb());
-    for &(size, warm_up, reps) in sizes {
+    let single = only.map(|n| [(n, false, 1)]);
+    for &(size, warm_up, reps) in single.as_ref().map(|s| &s[..]).unwrap_or(sizes) {
         let inp = input(&cfg, size)?;
         let warm = if warm_up { time_forward(&model, &inp, 1)?[0] } else { f64::NAN };
         let times = time_forward(&model, &inp, reps)?;
@@ -179,7 +182,7 @@ fn bench(name: &str) -> Result<()> {
 
 fn main() -> Result<()> {
     match std::env::args().nth(1) {
-        Some(name) => bench(&name),
+        Some(name) => bench(&name, std::env::args().nth(2).and_then(|s| s.parse().ok())),
         None => {
             println!("CPU threads: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let exe = std::env::current_exe().map_err(|e| sana_core::SanaError::Io { path: "current_exe".into(), source: e })?;

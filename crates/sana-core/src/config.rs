@@ -12,8 +12,12 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
         std::io::ErrorKind::NotFound => SanaError::not_found("file", path),
         _ => SanaError::Io { path: path.to_path_buf(), source: e },
     })?;
-    let text = replace_nonfinite(&text);
-    serde_json::from_str(&text).map_err(|e| SanaError::InvalidJson { path: path.to_path_buf(), msg: e.to_string() })
+    parse_json_str(&text, &path.display().to_string())
+}
+
+/// [`read_json`] for JSON text from elsewhere (`what` names it in errors).
+pub fn parse_json_str(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(&replace_nonfinite(text)).map_err(|e| SanaError::InvalidJson { path: what.into(), msg: e.to_string() })
 }
 
 /// Replace bare NaN / Infinity / -Infinity outside strings with `null`.
@@ -72,10 +76,15 @@ pub fn load_config<T: for<'de> Deserialize<'de> + ValidateConfig>(dir: &Path, ex
             });
         }
     }
+    parse_config(json, &path)
+}
+
+/// A parsed config value → `T`, validated; `path` names the source in errors (a file, or e.g. `<vae config>`).
+pub fn parse_config<T: for<'de> Deserialize<'de> + ValidateConfig>(json: serde_json::Value, path: &Path) -> Result<T> {
     // serde_path_to_error names the offending key ("decoder_block_out_channels: invalid type …").
     let cfg: T = serde_path_to_error::deserialize(json)
-        .map_err(|e| SanaError::InvalidConfig { path: path.clone(), msg: format!("{}: {}", e.path(), e.inner()) })?;
-    cfg.validate(&path)
+        .map_err(|e| SanaError::InvalidConfig { path: path.to_path_buf(), msg: format!("{}: {}", e.path(), e.inner()) })?;
+    cfg.validate(path)
 }
 
 fn default_true() -> bool {
@@ -173,6 +182,78 @@ impl SanaTransformerConfig {
     }
 }
 
+/// `SanaControlNetModel` config: the transformer's keys without qk-norm, guidance embedding or
+/// timestep scale (its blocks are Sana 1.0 blocks), and 7 layers by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SanaControlNetConfig {
+    #[serde(default = "d_in_channels")]
+    pub in_channels: usize,
+    #[serde(default)]
+    pub out_channels: Option<usize>,
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_head_dim")]
+    pub attention_head_dim: usize,
+    #[serde(default = "d_controlnet_layers")]
+    pub num_layers: usize,
+    #[serde(default = "d_cross_heads")]
+    pub num_cross_attention_heads: Option<usize>,
+    #[serde(default = "d_cross_head_dim")]
+    pub cross_attention_head_dim: Option<usize>,
+    #[serde(default = "d_cross_dim")]
+    pub cross_attention_dim: Option<usize>,
+    #[serde(default = "d_caption")]
+    pub caption_channels: usize,
+    #[serde(default = "d_mlp_ratio")]
+    pub mlp_ratio: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default = "d_sample_size")]
+    pub sample_size: usize,
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    #[serde(default)]
+    pub norm_elementwise_affine: bool,
+    #[serde(default = "d_norm_eps")]
+    pub norm_eps: f64,
+    /// `None` (absent or null) means no positional embedding.
+    #[serde(default)]
+    pub interpolation_scale: Option<f64>,
+}
+fn d_controlnet_layers() -> usize { 7 }
+
+impl SanaControlNetConfig {
+    /// The same widths as a transformer config, so the ControlNet is built from the transformer's
+    /// blocks and embeddings.
+    pub fn transformer_config(&self) -> SanaTransformerConfig {
+        SanaTransformerConfig {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            num_attention_heads: self.num_attention_heads,
+            attention_head_dim: self.attention_head_dim,
+            num_layers: self.num_layers,
+            num_cross_attention_heads: self.num_cross_attention_heads,
+            cross_attention_head_dim: self.cross_attention_head_dim,
+            cross_attention_dim: self.cross_attention_dim,
+            caption_channels: self.caption_channels,
+            mlp_ratio: self.mlp_ratio,
+            dropout: self.dropout,
+            attention_bias: self.attention_bias,
+            sample_size: self.sample_size,
+            patch_size: self.patch_size,
+            norm_elementwise_affine: self.norm_elementwise_affine,
+            norm_eps: self.norm_eps,
+            interpolation_scale: self.interpolation_scale,
+            guidance_embeds: false,
+            guidance_embeds_scale: d_guidance_scale(),
+            qk_norm: None,
+            timestep_scale: d_timestep_scale(),
+        }
+    }
+}
+
 /// A string-or-list config value (diffusers lets per-block options be a single value or a tuple).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -225,6 +306,60 @@ pub struct AutoencoderDCConfig {
     #[serde(default = "d_scaling")]
     pub scaling_factor: f64,
 }
+
+/// Values `AutoencoderDC` implements for each string key (diffusers' `get_block`, `get_normalization`,
+/// `get_activation`, `DCUpBlock2d`/`DCDownBlock2d`).
+pub const VAE_BLOCK_TYPES: [&str; 2] = ["ResBlock", "EfficientViTBlock"];
+pub const VAE_NORM_TYPES: [&str; 2] = ["rms_norm", "batch_norm"];
+pub const VAE_ACTIVATIONS: [&str; 4] = ["silu", "swish", "relu", "gelu"];
+
+impl AutoencoderDCConfig {
+    /// Structural checks, each message starting with the offending key (run at load and when a model is
+    /// built), so that an unsupported variant fails here instead of as a confusing shape error.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        fn ensure(cond: bool, msg: impl FnOnce() -> String) -> std::result::Result<(), String> {
+            if cond { Ok(()) } else { Err(msg()) }
+        }
+        // `fold_case`: diffusers' `get_activation` lower-cases its name; the other keys are matched exactly.
+        fn one_of(key: &str, v: &OneOrMany<String>, n: usize, allowed: &[&str], fold_case: bool) -> std::result::Result<(), String> {
+            let values = match v {
+                OneOrMany::One(x) => std::slice::from_ref(x),
+                OneOrMany::Many(xs) => xs.as_slice(),
+            };
+            ensure(matches!(v, OneOrMany::One(_)) || values.len() == n, || format!("{key}: expected one value or {n} (one per block), got {}", values.len()))?;
+            let ok = |x: &String| allowed.contains(&if fold_case { x.to_ascii_lowercase() } else { x.clone() }.as_str());
+            match values.iter().find(|x| !ok(x)) {
+                Some(bad) => Err(format!("{key}: unsupported value \"{bad}\" (expected {})", allowed.join(", "))),
+                None => Ok(()),
+            }
+        }
+        for (side, ch, layers, scales) in [
+            ("encoder", &self.encoder_block_out_channels, &self.encoder_layers_per_block, &self.encoder_qkv_multiscales),
+            ("decoder", &self.decoder_block_out_channels, &self.decoder_layers_per_block, &self.decoder_qkv_multiscales),
+        ] {
+            let n = ch.len();
+            ensure(n >= 2, || format!("{side}_block_out_channels: expected at least 2 stages, got {n}"))?;
+            ensure(layers.len() == n, || format!("{side}_layers_per_block: expected {n} entries (one per stage), got {}", layers.len()))?;
+            ensure(scales.len() == n, || format!("{side}_qkv_multiscales: expected {n} entries (one per stage), got {}", scales.len()))?;
+            ensure(ch.iter().all(|&c| c > 0), || format!("{side}_block_out_channels: every width must be > 0"))?;
+            ensure(ch[n - 1] % self.latent_channels.max(1) == 0,
+                || format!("{side}_block_out_channels: last width {} is not a multiple of latent_channels {}", ch[n - 1], self.latent_channels))?;
+            ensure(scales.iter().flatten().all(|k| k % 2 == 1), || format!("{side}_qkv_multiscales: kernels must be odd"))?;
+            ensure(layers[0] > 0 || layers[1] > 0, || format!("{side}_layers_per_block: the first two stages cannot both be empty"))?;
+        }
+        let n = self.decoder_block_out_channels.len();
+        one_of("encoder_block_types", &self.encoder_block_types, self.encoder_block_out_channels.len(), &VAE_BLOCK_TYPES, false)?;
+        one_of("decoder_block_types", &self.decoder_block_types, n, &VAE_BLOCK_TYPES, false)?;
+        one_of("decoder_norm_types", &self.decoder_norm_types, n, &VAE_NORM_TYPES, false)?;
+        one_of("decoder_act_fns", &self.decoder_act_fns, n, &VAE_ACTIVATIONS, true)?;
+        one_of("decoder_conv_act_fn", &OneOrMany::One(self.decoder_conv_act_fn.clone()), 1, &VAE_ACTIVATIONS, true)?;
+        one_of("upsample_block_type", &OneOrMany::One(self.upsample_block_type.clone()), 1, &["interpolate", "pixel_shuffle"], false)?;
+        one_of("downsample_block_type", &OneOrMany::One(self.downsample_block_type.clone()), 1, &["conv", "pixel_unshuffle"], false)?;
+        ensure(self.in_channels > 0 && self.latent_channels > 0, || "in_channels and latent_channels must be > 0".into())?;
+        ensure(self.attention_head_dim > 0, || "attention_head_dim must be > 0".into())
+    }
+}
+
 fn d_vae_in() -> usize { 3 }
 fn d_latent() -> usize { 32 }
 fn d_vae_head_dim() -> usize { 32 }
@@ -283,7 +418,18 @@ impl ValidateConfig for SanaTransformerConfig {
         Ok(self)
     }
 }
-impl ValidateConfig for AutoencoderDCConfig {}
+impl ValidateConfig for SanaControlNetConfig {
+    fn validate(self, path: &Path) -> Result<Self> {
+        self.transformer_config().check().map_err(|msg| SanaError::InvalidConfig { path: path.to_path_buf(), msg })?;
+        Ok(self)
+    }
+}
+impl ValidateConfig for AutoencoderDCConfig {
+    fn validate(self, path: &Path) -> Result<Self> {
+        self.check().map_err(|msg| SanaError::InvalidConfig { path: path.to_path_buf(), msg })?;
+        Ok(self)
+    }
+}
 impl ValidateConfig for Gemma2Config {
     fn validate(self, path: &Path) -> Result<Self> {
         self.normalize(path)

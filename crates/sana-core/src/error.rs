@@ -30,8 +30,9 @@ pub enum SanaError {
     #[error("tensor \"{name}\" missing from {}", path.display())]
     WeightMissing { path: PathBuf, name: String },
 
-    #[error("tensor \"{name}\" in {} has shape {got:?}, expected {expected:?}", path.display())]
-    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
+    /// `hint` (empty, or starting with a space) says what may explain it, e.g. config keys that were defaulted.
+    #[error("tensor \"{name}\" in {} has shape {got:?}, expected {expected:?}{hint}", path.display())]
+    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize>, hint: String },
 
     #[error("tensor \"{name}\" in {} has unsupported dtype {dtype}", path.display())]
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },

@@ -6,6 +6,7 @@
 //! - [`models`]: one file per checkpoint component.
 //! - [`tokenizer`]: the Gemma tokenizer (tokenizer.json + tokenizer_config.json) as the pipeline calls it.
 
+pub mod alloc;
 pub mod config;
 pub mod device;
 pub mod error;

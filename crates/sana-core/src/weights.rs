@@ -466,6 +466,7 @@ impl Vb {
                 name: full,
                 expected: vec![shape.0, shape.1],
                 got: m.dims().to_vec(),
+                hint: String::new(),
             });
         }
         self.store.used.lock().expect("poisoned").insert(full);
@@ -483,6 +484,7 @@ impl Vb {
                 name: full,
                 expected: shape.dims().to_vec(),
                 got: t.dims().to_vec(),
+                hint: String::new(),
             });
         }
         Ok(t)

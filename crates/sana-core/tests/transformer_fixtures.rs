@@ -23,6 +23,7 @@ fn input(case_name: &str) -> TransformerInput {
         encoder_attention_mask: Some(case_tensor(case_name, "encoder_attention_mask")),
         guidance: has_guidance.then(|| case_tensor(case_name, "guidance")),
         controlnet_block_samples: None,
+        pag: None,
     }
 }
 
@@ -204,9 +205,85 @@ fn spatial_size_must_be_a_multiple_of_the_patch() {
         encoder_attention_mask: None,
         guidance: None,
         controlnet_block_samples: None,
+        pag: None,
     };
     let out = model.forward(&inp).unwrap();
     assert_eq!(out.dims(), &[1, 4, 6, 4]);
     inp.hidden_states = Tensor::randn(0f32, 1.0, (1, 4, 6, 5), &dev).unwrap();
     expect_invalid(&model, &inp, "hiddenStates");
+}
+
+/// PAG arguments are checked and named `pag`.
+#[test]
+fn pag_arguments_are_checked() {
+    use sana_core::models::sana_transformer::PagInput;
+    let model = load("transformer_square"); // 2 blocks, batch 2
+    let mut inp = input("transformer_square");
+    for (layers, perturbed_rows) in [(vec![2], 1), (vec![], 1), (vec![1], 0), (vec![1], 2)] {
+        inp.pag = Some(PagInput { layers, perturbed_rows });
+        expect_invalid(&model, &inp, "pag");
+    }
+}
+
+/// diffusers' PAG processors skip norm_q/norm_k: on a qk-norm model (Sana 1.5) a PAG layer changes the
+/// unperturbed row too, on a model without qk-norm that row is the plain forward.
+#[test]
+fn pag_skips_qk_norm_like_diffusers() {
+    use sana_core::models::sana_transformer::PagInput;
+    let unperturbed_change = |case_name: &str| {
+        let model = load(case_name);
+        let mut inp = input(case_name);
+        let plain = model.forward(&inp).unwrap().narrow(0, 0, 1).unwrap();
+        inp.pag = Some(PagInput { layers: vec![1], perturbed_rows: 1 });
+        let pag = model.forward(&inp).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let perturbed = diff(&pag.narrow(0, 1, 1).unwrap(), &model.forward(&input(case_name)).unwrap().narrow(0, 1, 1).unwrap());
+        assert!(perturbed > 1e-2, "{case_name}: the perturbed row did not change ({perturbed})");
+        diff(&pag.narrow(0, 0, 1).unwrap(), &plain)
+    };
+    let plain_model = unperturbed_change("transformer_square");
+    assert!(plain_model < 1e-5, "no qk-norm: unperturbed row changed by {plain_model}");
+    let qk_norm_model = unperturbed_change("transformer_sana15_square");
+    assert!(qk_norm_model > 1e-3, "qk-norm: unperturbed row should lose norm_q/norm_k, changed by only {qk_norm_model}");
+/// Sana 1.5 4.8B is the 1.6B architecture at 60 layers: nothing may assume ≤ 28. The tiny fixture's blocks,
+/// repeated to 60 layers, must load (every block's tensors used), run every block, and stay finite.
+#[test]
+fn sixty_layers_load_and_run() {
+    use std::collections::BTreeMap;
+    let name = "transformer_square";
+    let dir = fixtures().join(case(name)["model_dir"].as_str().expect("model_dir"));
+    let c = Component::<SanaTransformerConfig>::load(ComponentKind::Transformer, &dir, &LoadOptions::default()).expect("load");
+    let layers = c.config.num_layers;
+    let mut tensors = BTreeMap::new();
+    for (n, _, _) in c.store.infos() {
+        let t = c.store.tensor(&n).unwrap().unwrap();
+        match n.strip_prefix("transformer_blocks.").and_then(|r| r.split_once('.')) {
+            // Block i of 60 takes block (i mod layers)'s weights.
+            Some((i, rest)) => {
+                let i: usize = i.parse().unwrap();
+                for j in (i..60).step_by(layers) {
+                    tensors.insert(format!("transformer_blocks.{j}.{rest}"), t.clone());
+                }
+            }
+            None => {
+                tensors.insert(n, t);
+            }
+        }
+    }
+    let mut cfg = c.config.clone();
+    cfg.num_layers = 60;
+    let store = std::sync::Arc::new(sana_core::weights::ParamStore::from_tensors(tensors));
+    let deep = SanaTransformer2DModel::new(&cfg, store.root()).expect("60-layer model");
+    assert!(store.unused().is_empty(), "unused: {:?}", store.unused());
+    let (out, caps) = deep.forward_with_intermediates(&input(name)).expect("forward");
+    let blocks: Vec<_> = caps.iter().filter(|(n, _)| n.starts_with("block_")).map(|(n, _)| n.clone()).collect();
+    assert_eq!(blocks.len(), 60);
+    assert_eq!(blocks.last().map(String::as_str), Some("block_59"));
+    let v: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()));
+    // The depth is real: the 60-layer output is not the fixture model's.
+    let shallow = SanaTransformer2DModel::build(&c).unwrap().forward(&input(name)).unwrap();
+    assert_eq!(shallow.dims(), out.dims());
+    let d = (shallow - &out).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d > 1e-3, "60 layers changed nothing ({d})");
 }

@@ -90,7 +90,7 @@ macro_rules! component_class {
                 ::napi::bindgen_prelude::AsyncTask::new($crate::job::Job::new(
                     move || {
                         let c = sana_core::models::component::Component::<$cfg>::load($kind, &::std::path::PathBuf::from(dir), &opts)?;
-                        let m = <$model as sana_core::models::component::BuildModel<$cfg>>::build(&c)?;
+                        let m = c.build::<$model>()?;
                         Ok((c, m))
                     },
                     |(c, m)| Ok($rust { state: ::std::sync::RwLock::new(Some((::std::sync::Arc::new(c), ::std::sync::Arc::new(m)))) }),

@@ -2,6 +2,7 @@
 //! mapping. Tensor math lives in sana-core; orchestration (pipeline, schedulers, hub, CLI) in `src/*.ts`.
 
 mod component;
+mod controlnet;
 mod job;
 mod tensor;
 mod text_encoder;
@@ -10,6 +11,7 @@ mod transformer;
 mod vae;
 
 pub use component::*;
+pub use controlnet::*;
 pub use text_encoder::*;
 pub use tokenizer::*;
 pub use transformer::*;

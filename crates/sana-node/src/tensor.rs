@@ -19,14 +19,17 @@ impl JsTensor {
     }
 }
 
-fn check_shape(len: usize, shape: &[u32]) -> Result<Vec<usize>> {
-    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let numel: usize = dims.iter().product();
-    if numel != len {
-        return Err(js_err(SanaError::invalid_arg(
-            "shape",
-            format!("shape {dims:?} holds {numel} elements but the data has {len}"),
-        )));
+/// JS dimensions as usize. They arrive as i64 (not u32, which napi would wrap modulo 2³²: [2³² + 2, 2]
+/// would become [2, 2]); each must fit, and so must their product, which must equal the data's length.
+fn check_shape(len: usize, shape: &[i64]) -> Result<Vec<usize>> {
+    let dims = shape.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d <= u32::MAX as usize)).collect::<Option<Vec<_>>>();
+    let Some(dims) = dims else {
+        return Err(js_err(SanaError::invalid_arg("shape", format!("expected dimensions from 0 to 2³² − 1, got {shape:?}"))));
+    };
+    let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if numel != Some(len) {
+        let holds = numel.map_or("more elements than can be addressed".to_string(), |n| format!("{n} elements"));
+        return Err(js_err(SanaError::invalid_arg("shape", format!("shape {dims:?} holds {holds} but the data has {len}"))));
     }
     Ok(dims)
 }
@@ -35,7 +38,7 @@ fn check_shape(len: usize, shape: &[u32]) -> Result<Vec<usize>> {
 impl JsTensor {
     /// A float32 tensor from JS data (copied once, then moved to `device`).
     #[napi(factory)]
-    pub fn from_float32_array(data: &[f32], shape: Vec<u32>, device: Option<String>) -> Result<Self> {
+    pub fn from_float32_array(data: &[f32], shape: Vec<i64>, device: Option<String>) -> Result<Self> {
         let dims = check_shape(data.len(), &shape)?;
         let dev = resolve_device(device.as_deref().unwrap_or("cpu")).map_err(js_err)?;
         let t = Tensor::from_slice(data, dims, &dev).map_err(candle_err)?;
@@ -44,7 +47,7 @@ impl JsTensor {
 
     /// An int64 tensor (token ids, masks) from int32 JS data.
     #[napi(factory)]
-    pub fn from_int32_array(data: &[i32], shape: Vec<u32>, device: Option<String>) -> Result<Self> {
+    pub fn from_int32_array(data: &[i32], shape: Vec<i64>, device: Option<String>) -> Result<Self> {
         let dims = check_shape(data.len(), &shape)?;
         let dev = resolve_device(device.as_deref().unwrap_or("cpu")).map_err(js_err)?;
         let v: Vec<i64> = data.iter().map(|&x| x as i64).collect();
@@ -61,6 +64,13 @@ impl JsTensor {
             &coeffs,
         )
         .map_err(js_err)?;
+        Ok(JsTensor::new(out))
+    }
+
+    /// `(1 − mask)·keep + mask·repaint` in f32, mask [1|B, 1, H, W] broadcast (the inpainting blend).
+    #[napi(factory)]
+    pub fn masked_blend(keep: &JsTensor, repaint: &JsTensor, mask: &JsTensor) -> Result<Self> {
+        let out = sana_core::ops::blend::masked_blend(&keep.inner, &repaint.inner, &mask.inner).map_err(js_err)?;
         Ok(JsTensor::new(out))
     }
 

@@ -18,7 +18,7 @@ use crate::{ensure_arg, Result, SanaError};
 use candle_core::{Tensor, D};
 
 mod tiling;
-pub use tiling::{decode_activation_bytes, DecodeOptions, Tiling, DEFAULT_MEMORY_BUDGET};
+pub use tiling::{decode_activation_bytes, decode_memory, DecodeMemory, DecodeOptions, Tiling, DEFAULT_MEMORY_BUDGET};
 
 /// Norm eps of every DC-AE norm (`get_normalization` default and `RMSNorm(…, 1e-5)`).
 const NORM_EPS: f64 = 1e-5;
@@ -310,7 +310,7 @@ impl Block {
         match kind {
             "ResBlock" => Ok(Block::Res(ResBlock::new(c, norm, act, vb)?)),
             "EfficientViTBlock" => {
-                ensure_cfg(c % head_dim == 0, || format!("EfficientViTBlock width {c} is not a multiple of attention_head_dim {head_dim}"))?;
+                ensure_cfg(c % head_dim == 0, || format!("attention_head_dim: {head_dim} does not divide the EfficientViTBlock width {c}"))?;
                 Ok(Block::Vit(LiteMla::new(c, head_dim, scales, norm, &vb.pp("attn"))?, GluMbConv::new(c, &vb.pp("conv_out"))?))
             }
             other => Err(bad_config(format!("unsupported block type \"{other}\" (expected ResBlock or EfficientViTBlock)"))),
@@ -470,7 +470,7 @@ pub struct AutoencoderDC {
 
 impl AutoencoderDC {
     pub fn new(cfg: &AutoencoderDCConfig, vb: &Vb) -> Result<Self> {
-        validate(cfg)?;
+        cfg.check().map_err(bad_config)?;
         Ok(AutoencoderDC {
             config: cfg.clone(),
             encoder: Encoder::new(cfg, &vb.pp("encoder"))?,
@@ -493,7 +493,7 @@ impl AutoencoderDC {
         ensure_arg!(dims.iter().all(|&d| d > 0), "z", "has a zero-size dimension (shape {dims:?})");
         let w = &self.decoder.conv_in.weight;
         let z = z.to_device(w.device())?.to_dtype(w.dtype())?;
-        match tiling::plan(&self.config, dims[0], dims[2], dims[3], opts)? {
+        match tiling::plan(&self.config, z.dtype(), dims[0], dims[2], dims[3], opts)? {
             None => self.decoder.forward(&z),
             Some(plan) => tiling::tiled_decode(&z, &plan, self.spatial_compression(), |t| self.decoder.forward(t)),
         }
@@ -512,28 +512,6 @@ impl AutoencoderDC {
         let w = &self.decoder.conv_in.weight;
         self.encoder.forward(&x.to_device(w.device())?.to_dtype(w.dtype())?)
     }
-}
-
-/// Structural checks that would otherwise surface as confusing shape errors.
-fn validate(cfg: &AutoencoderDCConfig) -> Result<()> {
-    for (side, ch, layers, scales) in [
-        ("encoder", &cfg.encoder_block_out_channels, &cfg.encoder_layers_per_block, &cfg.encoder_qkv_multiscales),
-        ("decoder", &cfg.decoder_block_out_channels, &cfg.decoder_layers_per_block, &cfg.decoder_qkv_multiscales),
-    ] {
-        let n = ch.len();
-        ensure_cfg(n >= 2 && layers.len() == n && scales.len() == n, || {
-            format!("{side}: block_out_channels ({n}), layers_per_block ({}) and qkv_multiscales ({}) must have the same length ≥ 2",
-                layers.len(), scales.len())
-        })?;
-        ensure_cfg(ch[n - 1] % cfg.latent_channels == 0, || format!("{side}: last width {} is not a multiple of latent_channels", ch[n - 1]))?;
-        ensure_cfg(scales.iter().flatten().all(|k| k % 2 == 1), || format!("{side}: qkv_multiscales kernels must be odd"))?;
-        ensure_cfg(layers[0] > 0 || layers[1] > 0, || format!("{side}: the first two stages cannot both be empty"))?;
-    }
-    ensure_cfg(matches!(cfg.upsample_block_type.as_str(), "interpolate" | "pixel_shuffle"),
-        || format!("unsupported upsample_block_type \"{}\"", cfg.upsample_block_type))?;
-    ensure_cfg(matches!(cfg.downsample_block_type.as_str(), "conv" | "pixel_unshuffle"),
-        || format!("unsupported downsample_block_type \"{}\"", cfg.downsample_block_type))?;
-    ensure_cfg(cfg.attention_head_dim > 0, || "attention_head_dim must be > 0".into())
 }
 
 impl BuildModel<AutoencoderDCConfig> for AutoencoderDC {

@@ -6,7 +6,7 @@ use crate::device::{resolve_device, resolve_dtype};
 use crate::weights::{ParamStore, Vb, WeightFiles};
 use crate::{Result, SanaError};
 use candle_core::{DType, Device};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComponentKind {
     Transformer,
+    ControlNet,
     Vae,
     TextEncoder,
 }
@@ -40,6 +41,7 @@ impl ComponentKind {
     pub fn classes(self) -> &'static [&'static str] {
         match self {
             ComponentKind::Transformer => &["SanaTransformer2DModel"],
+            ComponentKind::ControlNet => &["SanaControlNetModel"],
             ComponentKind::Vae => &["AutoencoderDC"],
             // transformers configs carry `architectures` instead of `_class_name`.
             ComponentKind::TextEncoder => &["Gemma2Model", "Gemma2ForCausalLM"],
@@ -47,7 +49,7 @@ impl ComponentKind {
     }
     fn weight_bases(self) -> &'static [&'static str] {
         match self {
-            ComponentKind::Transformer | ComponentKind::Vae => &["diffusion_pytorch_model"],
+            ComponentKind::Transformer | ComponentKind::ControlNet | ComponentKind::Vae => &["diffusion_pytorch_model"],
             ComponentKind::TextEncoder => &["model"],
         }
     }
@@ -85,6 +87,33 @@ impl<C: for<'de> Deserialize<'de> + ValidateConfig> Component<C> {
 
     pub fn vb(&self) -> Vb {
         self.store.root()
+    }
+}
+
+impl<C: Serialize> Component<C> {
+    /// Numeric config keys that config.json lacks, with the defaults used for them (`num_attention_heads = 70`):
+    /// the usual cause when a checkpoint's shapes disagree with its config.
+    pub fn defaulted_keys(&self) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(used)), Some(given)) = (serde_json::to_value(&self.config), self.config_json.as_object()) else {
+            return Vec::new();
+        };
+        used.iter().filter(|(k, v)| v.is_number() && !given.contains_key(*k)).map(|(k, v)| format!("{k} = {v}")).collect()
+    }
+
+    /// Build the model `M` on this component; a shape mismatch then names the config keys that were defaulted.
+    pub fn build<M: BuildModel<C>>(&self) -> Result<M> {
+        M::build(self).map_err(|e| match e {
+            SanaError::ShapeMismatch { path, name, expected, got, hint } if hint.is_empty() => {
+                let defaulted = self.defaulted_keys();
+                let hint = if defaulted.is_empty() {
+                    hint
+                } else {
+                    format!(" ({} lacks {}: defaults were used, and a wrong one explains a shape mismatch)", self.dir.join("config.json").display(), defaulted.join(", "))
+                };
+                SanaError::ShapeMismatch { path, name, expected, got, hint }
+            }
+            e => e,
+        })
     }
 }
 

@@ -2,5 +2,6 @@
 
 pub mod component;
 pub mod gemma2;
+pub mod sana_controlnet;
 pub mod sana_transformer;
 pub mod autoencoder_dc;

@@ -20,9 +20,9 @@ use crate::ops::softmax::scaled_softmax;
 use crate::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, rms_norm, silu_depthwise_conv2d_glu};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-mod layers;
+pub(crate) mod layers;
 use layers::{CaptionProjection, Linear, PatchEmbed, TimeEmbed};
 
 /// diffusers `Attention(qk_norm="rms_norm_across_heads")` builds `RMSNorm(heads·dim_head, eps=1e-5)`.
@@ -80,13 +80,30 @@ impl LinearSelfAttention {
     }
 
     /// x [B, N, D] → [B, N, D]. No mask: the self-attention sees every latent token.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let q = apply_norm(self.to_q.forward(x)?, &self.norm_q)?;
-        let k = apply_norm(self.to_k.forward(x)?, &self.norm_k)?;
-        let v = self.to_v.forward(x)?;
-        let o = self.to_out.forward(&relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
+    /// `perturbed_rows` > 0 is a PAG layer (see [`PagInput`]).
+    fn forward(&self, x: &Tensor, perturbed_rows: usize) -> Result<Tensor> {
+        let o = if perturbed_rows == 0 {
+            let q = apply_norm(self.to_q.forward(x)?, &self.norm_q)?;
+            let k = apply_norm(self.to_k.forward(x)?, &self.norm_k)?;
+            self.to_out.forward(&relu_linear_attention(&q, &k, &self.to_v.forward(x)?, self.heads, LINEAR_ATTN_EPS)?)?
+        } else {
+            self.forward_pag(x, perturbed_rows)?
+        };
         // diffusers clips to the f16 range after the out projection, for f16 only.
         Ok(if o.dtype() == DType::F16 { o.clamp(-65504f32, 65504f32)? } else { o })
+    }
+
+    /// diffusers' `PAGCFGSanaLinearAttnProcessor2_0` / `PAGIdentitySanaLinearAttnProcessor2_0`: the first
+    /// B − p rows get the linear attention as one batch, the last p rows identity attention
+    /// `to_out(to_v(x))`. Like diffusers' PAG processors this skips `norm_q`/`norm_k` on every row
+    /// (so PAG on a qk-norm model, Sana 1.5 / Sprint, also changes the unperturbed rows).
+    fn forward_pag(&self, x: &Tensor, p: usize) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let (xo, xp) = (x.narrow(0, 0, b - p)?, x.narrow(0, b - p, p)?);
+        let (q, k, v) = (self.to_q.forward(&xo)?, self.to_k.forward(&xo)?, self.to_v.forward(&xo)?);
+        let o = self.to_out.forward(&relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
+        let ptb = self.to_out.forward(&self.to_v.forward(&xp)?)?;
+        Ok(Tensor::cat(&[o, ptb], 0)?)
     }
 }
 
@@ -175,8 +192,22 @@ impl GluMbConv {
     }
 }
 
+/// What every block of one forward shares.
+#[derive(Clone, Copy)]
+pub(crate) struct BlockShared<'a> {
+    /// Caption tokens after caption_norm [B, S, D].
+    pub ctx: &'a Tensor,
+    /// Additive caption-mask bias [B, 1, 1, S] (f32).
+    pub bias: Option<&'a Tensor>,
+    /// Modulation [B, 6D] from the time embedding.
+    pub temb: &'a Tensor,
+    /// Patch-grid height and width.
+    pub h: usize,
+    pub w: usize,
+}
+
 /// `SanaTransformerBlock`.
-struct SanaTransformerBlock {
+pub(crate) struct SanaTransformerBlock {
     attn1: LinearSelfAttention,
     attn2: CrossAttention,
     ff: GluMbConv,
@@ -187,7 +218,7 @@ struct SanaTransformerBlock {
 }
 
 impl SanaTransformerBlock {
-    fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+    pub(crate) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
         let d = cfg.inner_dim();
         let norm2_affine = if cfg.norm_elementwise_affine {
             Some((vb.pp("norm2").get(d, "weight")?, vb.pp("norm2").get(d, "bias")?))
@@ -204,8 +235,9 @@ impl SanaTransformerBlock {
         })
     }
 
-    /// x [B, N, D], ctx [B, S, D], temb [B, 6D] → [B, N, D].
-    fn forward(&self, x: &Tensor, ctx: &Tensor, bias: Option<&Tensor>, temb: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    /// x [B, N, D] → [B, N, D]; `perturbed_rows` > 0 makes attn1 a PAG layer for the last rows.
+    pub(crate) fn forward(&self, x: &Tensor, shared: &BlockShared, perturbed_rows: usize) -> Result<Tensor> {
+        let BlockShared { ctx, bias, temb, h, w } = *shared;
         let (b, _, d) = x.dims3()?;
         // 1. Modulation: table[None] + temb.reshape(B, 6, D) → shift/scale/gate for attention and FFN.
         let m = temb.reshape((b, 6, d))?.broadcast_add(&self.scale_shift_table)?;
@@ -214,7 +246,7 @@ impl SanaTransformerBlock {
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(3)?, chunk(4)?, chunk(5)?);
         // 2. Self-attention: x += gate_msa · attn1(norm1(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(x, &shift_msa, &scale_msa, self.norm_eps, None)?;
-        let x = gated_residual(x, &self.attn1.forward(&nx)?, &gate_msa)?;
+        let x = gated_residual(x, &self.attn1.forward(&nx, perturbed_rows)?, &gate_msa)?;
         // 3. Cross-attention, no pre-norm: x += attn2(x, ctx).
         let x = (&x + self.attn2.forward(&x, ctx, bias)?)?;
         // 4. Mix-FFN on the grid: x += gate_mlp · ff(norm2(x)·(1+scale)+shift).
@@ -242,6 +274,20 @@ pub struct TransformerInput {
     pub guidance: Option<Tensor>,
     /// ControlNet residuals [B, N, D]: sample j is added after block j + 1 (diffusers' indexing).
     pub controlnet_block_samples: Option<Vec<Tensor>>,
+    /// Perturbed-attention guidance for this call. `None`: every block runs normally.
+    pub pag: Option<PagInput>,
+}
+
+/// Perturbed-attention guidance (diffusers' `SanaPAGPipeline`): in each listed block, `attn1` runs
+/// normally on rows [0, B − perturbed_rows) and as identity attention `to_out(to_v(x))` on the last
+/// `perturbed_rows` rows (the perturbed copies of the batch). diffusers' PAG processors skip
+/// `norm_q`/`norm_k`, so in those blocks no row gets the qk RMSNorm (matters for Sana 1.5 / Sprint).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PagInput {
+    /// 0-based indices into `transformer_blocks`.
+    pub layers: Vec<usize>,
+    /// How many trailing batch rows are perturbed; 0 < perturbed_rows < B.
+    pub perturbed_rows: usize,
 }
 
 pub struct SanaTransformer2DModel {
@@ -307,20 +353,14 @@ impl SanaTransformer2DModel {
         let (b, h, w) = self.check_input(input)?;
         let p = self.cfg.patch_size;
         let (hp, wp) = (h / p, w / p);
-        // Inputs come from JS on the CPU (latents, timesteps, masks): move them to the weights' device.
         let dev = self.scale_shift_table.device();
-        let x = input.hidden_states.to_device(dev)?.to_dtype(self.dtype)?;
-        let ctx = input.encoder_hidden_states.to_device(dev)?.to_dtype(self.dtype)?;
-        let timestep = input.timestep.to_device(dev)?;
+        let DeviceInputs { x, ctx, timestep, bias } = DeviceInputs::new(
+            [&input.hidden_states, &input.encoder_hidden_states, &input.timestep],
+            input.encoder_attention_mask.as_ref(),
+            dev,
+            self.dtype,
+        )?;
         let guidance = input.guidance.as_ref().map(|g| g.to_device(dev)).transpose()?;
-        // Mask → additive bias [B, 1, 1, S] (f32, added to f32 logits).
-        let bias = match &input.encoder_attention_mask {
-            Some(m) => {
-                let s = m.dim(1)?;
-                Some(m.to_device(dev)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
-            }
-            None => None,
-        };
 
         // 1. Input: patch tokens, timestep (+guidance) modulation, caption tokens.
         let mut x = self.patch_embed.forward(&x)?; // [B, N, D]
@@ -333,8 +373,13 @@ impl SanaTransformer2DModel {
 
         // 2. Transformer blocks (+ ControlNet residuals after blocks 1..=len).
         let control = input.controlnet_block_samples.as_deref().unwrap_or(&[]);
+        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: hp, w: wp };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
-            x = block.forward(&x, &ctx, bias.as_ref(), &temb, hp, wp)?;
+            let perturbed = match &input.pag {
+                Some(pag) if pag.layers.contains(&i) => pag.perturbed_rows,
+                _ => 0,
+            };
+            x = block.forward(&x, &shared, perturbed)?;
             if i > 0 && i <= control.len() {
                 x = (x + control[i - 1].to_device(dev)?.to_dtype(self.dtype)?)?;
             }
@@ -355,22 +400,9 @@ impl SanaTransformer2DModel {
     /// Shape checks with the argument names of the JS API. Returns (B, H, W).
     fn check_input(&self, input: &TransformerInput) -> Result<(usize, usize, usize)> {
         let cfg = &self.cfg;
-        let x = &input.hidden_states;
-        ensure_arg!(x.rank() == 4, "hiddenStates", "expected [batch, {}, height, width], got shape {:?}", cfg.in_channels, x.dims());
-        let (b, c, h, w) = x.dims4()?;
-        ensure_arg!(c == cfg.in_channels, "hiddenStates", "expected {} channels, got {c} (shape {:?})", cfg.in_channels, x.dims());
+        let mask = input.encoder_attention_mask.as_ref();
+        let (b, h, w) = check_dit_inputs(cfg, &input.hidden_states, &input.encoder_hidden_states, mask, &input.timestep)?;
         let p = cfg.patch_size;
-        ensure_arg!(h % p == 0 && w % p == 0 && h > 0 && w > 0, "hiddenStates",
-            "height and width must be positive multiples of the patch size {p}, got {h}×{w}");
-        let e = &input.encoder_hidden_states;
-        ensure_arg!(e.rank() == 3 && e.dim(0)? == b && e.dim(2)? == cfg.caption_channels, "encoderHiddenStates",
-            "expected [{b}, seq_len, {}] (batch of hiddenStates, caption_channels), got shape {:?}", cfg.caption_channels, e.dims());
-        let s = e.dim(1)?;
-        if let Some(m) = &input.encoder_attention_mask {
-            ensure_arg!(m.dims() == [b, s], "encoderAttentionMask", "expected shape [{b}, {s}], got {:?}", m.dims());
-        }
-        let t = &input.timestep;
-        ensure_arg!(t.dims() == [b], "timestep", "expected one timestep per batch item, shape [{b}], got {:?}", t.dims());
         match (&input.guidance, cfg.guidance_embeds) {
             (Some(g), true) => ensure_arg!(g.dims() == [b], "guidance", "expected shape [{b}], got {:?}", g.dims()),
             (None, true) => return Err(SanaError::invalid_arg("guidance", "this model has guidance_embeds: a guidance tensor [batch] is required")),
@@ -383,7 +415,72 @@ impl SanaTransformer2DModel {
                 ensure_arg!(t.dims() == want, "controlnetBlockSamples", "sample {i} has shape {:?}, expected {want:?}", t.dims());
             }
         }
+        if let Some(pag) = &input.pag {
+            let n = cfg.num_layers;
+            ensure_arg!(!pag.layers.is_empty(), "pag", "expected at least one layer index");
+            if let Some(bad) = pag.layers.iter().find(|&&l| l >= n) {
+                return Err(SanaError::invalid_arg("pag", format!("layer {bad} out of range: the model has {n} blocks (0..{n})")));
+            }
+            ensure_arg!(pag.perturbed_rows > 0 && pag.perturbed_rows < b, "pag",
+                "perturbedRows must be in 1..{b} (batch {b} minus at least one unperturbed row), got {}", pag.perturbed_rows);
+        }
         Ok((b, h, w))
+    }
+}
+
+/// Checks of the inputs every Sana DiT takes (the transformer and its ControlNet), with the argument
+/// names of the JS API. Returns (B, H, W).
+pub(crate) fn check_dit_inputs(
+    cfg: &SanaTransformerConfig,
+    x: &Tensor,
+    e: &Tensor,
+    mask: Option<&Tensor>,
+    t: &Tensor,
+) -> Result<(usize, usize, usize)> {
+    ensure_arg!(x.rank() == 4, "hiddenStates", "expected [batch, {}, height, width], got shape {:?}", cfg.in_channels, x.dims());
+    let (b, c, h, w) = x.dims4()?;
+    ensure_arg!(c == cfg.in_channels, "hiddenStates", "expected {} channels, got {c} (shape {:?})", cfg.in_channels, x.dims());
+    let p = cfg.patch_size;
+    ensure_arg!(h % p == 0 && w % p == 0 && h > 0 && w > 0, "hiddenStates",
+        "height and width must be positive multiples of the patch size {p}, got {h}×{w}");
+    ensure_arg!(e.rank() == 3 && e.dim(0)? == b && e.dim(2)? == cfg.caption_channels, "encoderHiddenStates",
+        "expected [{b}, seq_len, {}] (batch of hiddenStates, caption_channels), got shape {:?}", cfg.caption_channels, e.dims());
+    let s = e.dim(1)?;
+    if let Some(m) = mask {
+        ensure_arg!(m.dims() == [b, s], "encoderAttentionMask", "expected shape [{b}, {s}], got {:?}", m.dims());
+    }
+    ensure_arg!(t.dims() == [b], "timestep", "expected one timestep per batch item, shape [{b}], got {:?}", t.dims());
+    Ok((b, h, w))
+}
+
+/// Inputs moved to the weights' device (they come from JS on the CPU): latents and caption embeddings
+/// in the model dtype, the timestep as given, the 1/0 mask as the additive bias diffusers uses.
+pub(crate) struct DeviceInputs {
+    /// [B, C, H, W].
+    pub x: Tensor,
+    /// [B, S, caption_channels].
+    pub ctx: Tensor,
+    /// [B].
+    pub timestep: Tensor,
+    /// (1 − mask) · −10000 as f32 [B, 1, 1, S] (added to f32 logits).
+    pub bias: Option<Tensor>,
+}
+
+impl DeviceInputs {
+    pub(crate) fn new([x, ctx, timestep]: [&Tensor; 3], mask: Option<&Tensor>, dev: &Device, dtype: DType) -> Result<Self> {
+        let bias = match mask {
+            Some(m) => {
+                let (b, s) = m.dims2()?;
+                Some(m.to_device(dev)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
+            }
+            None => None,
+        };
+        Ok(DeviceInputs {
+            x: x.to_device(dev)?.to_dtype(dtype)?,
+            ctx: ctx.to_device(dev)?.to_dtype(dtype)?,
+            timestep: timestep.to_device(dev)?,
+            bias,
+        })
     }
 }
 

@@ -44,6 +44,8 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_mask: &[bool], p
         "expected k and v [{b}, Hkv, {l}, {d}] with Hkv dividing {h}, got {:?} and {:?}", k.dims(), v.dims());
     ensure_arg!(key_mask.len() == b * l, "attentionMask", "expected {} mask entries, got {}", b * l, key_mask.len());
     let g = h / hkv;
+    // Logits and probabilities, [Hkv, G·L, L] f32 each: quadratic in L, so checked before candle allocates.
+    crate::alloc::ensure_allocatable("inputIds", "attention logits and probabilities [2, H, L, L]", &[2, h, l, l], 4)?;
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let mut outs = Vec::with_capacity(b);
     for bi in 0..b {
@@ -119,6 +121,18 @@ fn masked_softmax_fallback(logits: &Tensor, key_mask: &[bool], p: &CausalAttenti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_too_long_for_its_logits_is_an_error_not_an_abort() -> Result<()> {
+        // L = 2²⁰: q, k, v are 4 MiB each, but the [2, H, L, L] f32 logits would be 8 TiB.
+        let l = 1 << 20;
+        let q = Tensor::zeros((1, 1, l, 1), DType::F32, &Device::Cpu)?;
+        let p = CausalAttention { scale: 1.0, softcap: None, window: None };
+        let e = causal_attention(&q, &q, &q, &vec![true; l], &p).unwrap_err();
+        assert_eq!(e.code(), "SANA_INVALID_ARGUMENT");
+        assert!(e.to_string().contains("attention logits"), "{e}");
+        Ok(())
+    }
 
     /// Naive f64 reference with repeat_kv and an explicit additive min-float mask.
     fn naive(q: &[f32], k: &[f32], v: &[f32], dims: (usize, usize, usize, usize, usize), mask: &[bool], p: &CausalAttention) -> Vec<f64> {

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod blend;
 pub mod channel_ops;
 pub mod conv2d;
 #[cfg(feature = "cuda")]

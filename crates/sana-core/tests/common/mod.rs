@@ -15,27 +15,50 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
 }
 
-pub fn manifest() -> &'static serde_json::Value {
-    static M: OnceLock<serde_json::Value> = OnceLock::new();
-    M.get_or_init(|| {
-        let p = fixtures().join("sana-tiny/reference/reference.json");
-        serde_json::from_str(&std::fs::read_to_string(&p).expect("reference.json")).expect("valid JSON")
+/// The two reference sets: wave 1 (`sana-tiny/reference`) and wave 2 (`wave2/reference`).
+const REFERENCES: [&str; 2] = ["sana-tiny/reference", "wave2/reference"];
+
+struct Reference {
+    manifest: serde_json::Value,
+    files: WeightFiles,
+}
+
+fn reference(i: usize) -> &'static Reference {
+    static R: [OnceLock<Reference>; 2] = [OnceLock::new(), OnceLock::new()];
+    R[i].get_or_init(|| {
+        let dir = fixtures().join(REFERENCES[i]);
+        let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+        Reference {
+            manifest: serde_json::from_str(&text).expect("valid JSON"),
+            files: WeightFiles::open(&[dir.join("reference.safetensors")]).expect("reference.safetensors"),
+        }
     })
 }
 
-fn reference_files() -> &'static WeightFiles {
-    static F: OnceLock<WeightFiles> = OnceLock::new();
-    F.get_or_init(|| WeightFiles::open(&[fixtures().join("sana-tiny/reference/reference.safetensors")]).expect("reference.safetensors"))
+/// The wave-1 manifest.
+pub fn manifest() -> &'static serde_json::Value {
+    &reference(0).manifest
 }
 
-/// The manifest entry of case `name`.
+/// Which reference set holds case `name`, and its manifest entry.
+fn find_case(name: &str) -> (usize, &'static serde_json::Value) {
+    (0..REFERENCES.len())
+        .find_map(|i| reference(i).manifest["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).map(|c| (i, c)))
+        .unwrap_or_else(|| panic!("no case {name}"))
+}
+
+/// The manifest entry of case `name` (wave 1 or wave 2).
 pub fn case(name: &str) -> &'static serde_json::Value {
-    manifest()["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no case {name}"))
+    find_case(name).1
 }
 
-/// A reference tensor by its key in reference.safetensors, as f32 (ids/masks as i64 tensors).
+/// A wave-1 reference tensor by its key in reference.safetensors, as f32 (ids/masks as i64 tensors).
 pub fn tensor(key: &str) -> Tensor {
-    let files = reference_files();
+    tensor_in(0, key)
+}
+
+fn tensor_in(set: usize, key: &str) -> Tensor {
+    let files = &reference(set).files;
     let e = files.index.get(key).unwrap_or_else(|| panic!("no reference tensor {key}"));
     let bytes = files.bytes(e);
     let shape = e.shape.clone();
@@ -50,9 +73,9 @@ pub fn tensor(key: &str) -> Tensor {
 
 /// The reference tensor of `role` in a case's `tensors` (or `intermediates`) map.
 pub fn case_tensor(case_name: &str, role: &str) -> Tensor {
-    let c = case(case_name);
+    let (set, c) = find_case(case_name);
     let entry = c["tensors"].get(role).or_else(|| c.get("intermediates").and_then(|i| i.get(role)));
-    tensor(entry.unwrap_or_else(|| panic!("case {case_name} has no tensor {role}"))["key"].as_str().unwrap())
+    tensor_in(set, entry.unwrap_or_else(|| panic!("case {case_name} has no tensor {role}"))["key"].as_str().unwrap())
 }
 
 pub fn tolerance(case_name: &str) -> (f64, f64) {

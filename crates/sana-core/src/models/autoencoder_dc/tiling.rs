@@ -12,12 +12,13 @@
 use crate::config::AutoencoderDCConfig;
 use crate::ops::conv2d::BAND_BYTES;
 use crate::{ensure_arg, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// Whether to decode in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Tiling {
-    /// Tile when [`decode_activation_bytes`] of the whole latent exceeds `memory_budget_bytes`.
+    /// Tile when [`decode_activation_bytes`] of the whole latent (in the model's dtype) exceeds
+    /// `memory_budget_bytes`.
     #[default]
     Auto,
     On,
@@ -44,34 +45,71 @@ impl Default for DecodeOptions {
 pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 const MIN_AUTO_TILE: usize = 8;
 
-/// Estimated peak activation bytes of one f32 decoder pass on a [batch, latent, h, w] latent
-/// (weights not included). With P_i = h·w·4^(n−1−i) the pixels of stage i and C_i its width:
+/// Estimated peak activation bytes of one decoder pass on a [batch, latent, h, w] latent in `dtype`
+/// (weights not included). With P_i = h·w·4^(n−1−i) the pixels of stage i and C_i its width, over the
+/// stages that have layers:
 ///
 /// ```text
-/// bytes = 4·batch·max_i( K_i·C_i·P_i,  (C_{i+1}/4 + 3·C_i)·P_i )  +  4·batch·3·P_0  +  2·BAND_BYTES
+/// bytes = e·batch·( max_i( K_i·C_i·P_i,  (C_{i+1}/4 + 3·C_i)·P_i )  +  O )  +  2·BAND_BYTES
 /// ```
-/// - K = 3 for a ResBlock stage (residual + two live intermediates, as `ResBlock::forward` frees them),
-///   K = 17 for an EfficientViT stage (the GLU conv's 8·C expansion twice, plus the residual);
+/// - e the element size; K = 3 for a ResBlock stage (residual + two live intermediates, as
+///   `ResBlock::forward` frees them), K = 17 for an EfficientViT stage (the GLU conv's 8·C expansion
+///   twice, plus the residual);
 /// - the second term is the up block entering stage i (its half-resolution input, conv output, shortcut
 ///   and sum — the ×2 nearest upsample is never materialised);
-/// - then the output image and the conv's im2col band plus its GEMM result.
+/// - O the output image, 3·P_0; 6·P_0 when stage 0 is empty (DC-AE-Lite) and `conv_out` is an up block
+///   (its 12-channel conv output at P_1 and the shuffled image);
+/// - then the CPU conv's im2col band plus its GEMM result.
 ///
-/// For dc-ae-f32c32 at 1024² (h = w = 32) the stage-0 up block dominates: ≈ 1.9 GB; it scales with h·w.
-pub fn decode_activation_bytes(cfg: &AutoencoderDCConfig, batch: usize, h: usize, w: usize) -> u64 {
+/// For dc-ae-f32c32 at 1024² (h = w = 32) in f32 the stage-0 up block dominates: ≈ 1.9 GB; it scales with h·w.
+pub fn decode_activation_bytes(cfg: &AutoencoderDCConfig, dtype: DType, batch: usize, h: usize, w: usize) -> u64 {
+    // u128, saturated to u64::MAX: callers ask about absurd sizes too (to refuse them).
     let ch = &cfg.decoder_block_out_channels;
+    let layers = &cfg.decoder_layers_per_block;
     let n = ch.len();
-    let mut peak = 0u64;
-    for i in 0..n {
-        let p = (h * w) as u64 * (1u64 << (2 * (n - 1 - i)));
+    let pixels = |i: usize| (h as u128 * w as u128) << (2 * (n - 1 - i));
+    let mut peak = 0u128;
+    for i in (0..n).filter(|&i| layers[i] > 0) {
+        let p = pixels(i);
         let k = if cfg.decoder_block_types.get(i) == "EfficientViTBlock" { 17 } else { 3 };
-        let mut floats = k * ch[i] as u64 * p;
+        let mut floats = k * ch[i] as u128 * p;
         if i + 1 < n {
-            floats = floats.max((ch[i + 1] as u64 / 4 + 3 * ch[i] as u64) * p);
+            floats = floats.max((ch[i + 1] as u128 / 4 + 3 * ch[i] as u128) * p);
         }
         peak = peak.max(floats);
     }
-    let p0 = (h * w) as u64 * (1u64 << (2 * (n - 1)));
-    4 * batch as u64 * (peak + 3 * p0) + 2 * BAND_BYTES as u64
+    let out = if layers[0] > 0 { 3 } else { 6 } * pixels(0);
+    let bytes = dtype.size_in_bytes() as u128 * batch as u128 * (peak + out) + 2 * BAND_BYTES as u128;
+    u64::try_from(bytes).unwrap_or(u64::MAX)
+}
+
+/// What a decode will do and need: see [`decode_memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeMemory {
+    /// [`decode_activation_bytes`] of the whole latent in one pass.
+    pub untiled_bytes: u64,
+    /// Tile side in latent pixels when the options make the decode tiled, else `None`.
+    pub tile_latent_size: Option<usize>,
+    /// Peak activation bytes of the decode as planned: `untiled_bytes` when untiled; when tiled, one tile's
+    /// pass plus the f32 blend buffers (Σ w·tile and Σ w over the whole image) and the output image.
+    pub peak_bytes: u64,
+}
+
+/// The decode plan for a [batch, latent, h, w] latent in `dtype` under `opts` (the same decision
+/// `AutoencoderDC::decode` makes), with its activation-memory estimate.
+pub fn decode_memory(cfg: &AutoencoderDCConfig, dtype: DType, batch: usize, h: usize, w: usize, opts: &DecodeOptions) -> Result<DecodeMemory> {
+    let untiled_bytes = decode_activation_bytes(cfg, dtype, batch, h, w);
+    Ok(match plan(cfg, dtype, batch, h, w, opts)? {
+        None => DecodeMemory { untiled_bytes, tile_latent_size: None, peak_bytes: untiled_bytes },
+        Some(p) => {
+            let tile = decode_activation_bytes(cfg, dtype, batch, p.tile.min(h), p.tile.min(w));
+            let f = 1u64 << (cfg.decoder_block_out_channels.len() - 1);
+            let image = (h as u64 * w as u64).saturating_mul(f * f); // pixels
+            let c = cfg.in_channels as u64;
+            let buffers = image.saturating_mul(4 * (batch as u64 * c + 1) + dtype.size_in_bytes() as u64 * batch as u64 * c);
+            DecodeMemory { untiled_bytes, tile_latent_size: Some(p.tile), peak_bytes: tile.saturating_add(buffers) }
+        }
+    })
 }
 
 /// Tile side and overlap, in latent pixels.
@@ -82,17 +120,17 @@ pub(super) struct TilePlan {
 }
 
 /// `None`: decode in one pass.
-pub(super) fn plan(cfg: &AutoencoderDCConfig, b: usize, h: usize, w: usize, o: &DecodeOptions) -> Result<Option<TilePlan>> {
+pub(super) fn plan(cfg: &AutoencoderDCConfig, dtype: DType, b: usize, h: usize, w: usize, o: &DecodeOptions) -> Result<Option<TilePlan>> {
     let budget = o.memory_budget_bytes.unwrap_or(DEFAULT_MEMORY_BUDGET);
     ensure_arg!(budget > 0, "memory_budget_bytes", "must be > 0");
     if let Some(t) = o.tile_latent_size {
         ensure_arg!(t >= 1, "tile_latent_size", "must be ≥ 1, got {t}");
     }
-    let fits = |t: usize| decode_activation_bytes(cfg, b, t.min(h), t.min(w)) <= budget;
+    let fits = |t: usize| decode_activation_bytes(cfg, dtype, b, t.min(h), t.min(w)) <= budget;
     let tiled = match o.tiling {
         Tiling::Off => false,
         Tiling::On => true,
-        Tiling::Auto => decode_activation_bytes(cfg, b, h, w) > budget,
+        Tiling::Auto => decode_activation_bytes(cfg, dtype, b, h, w) > budget,
     };
     if !tiled {
         return Ok(None);
@@ -151,7 +189,8 @@ pub(super) fn tiled_decode(z: &Tensor, p: &TilePlan, f: usize, decode: impl Fn(&
     let (th, tw) = (p.tile.min(h), p.tile.min(w));
     let (hp, wp, thp, twp) = (h * f, w * f, th * f, tw * f);
     let mut acc: Vec<f32> = Vec::new();
-    let mut wsum = vec![0f32; hp * wp];
+    // The blended output lives in host memory: fallible allocations, so an absurd size is an error, not an abort.
+    let mut wsum = crate::alloc::try_zeros_f32("latents", "tiled decode weights", &[hp, wp])?;
     let mut channels = 0;
     for (iy, &y0) in ys.iter().enumerate() {
         let wy = ramp(&ys, iy, p.tile, h, f);
@@ -163,7 +202,7 @@ pub(super) fn tiled_decode(z: &Tensor, p: &TilePlan, f: usize, decode: impl Fn(&
             let c = tile.dim(1)?;
             if acc.is_empty() {
                 channels = c;
-                acc = vec![0f32; b * c * hp * wp];
+                acc = crate::alloc::try_zeros_f32("latents", "tiled decode output", &[b, c, hp, wp])?;
             }
             let tv = tile.flatten_all()?.to_vec1::<f32>()?;
             // 2. Accumulate weighted pixels and weights.

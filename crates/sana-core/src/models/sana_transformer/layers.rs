@@ -13,13 +13,13 @@ const CAPTION_NORM_EPS: f64 = 1e-5;
 const TIME_PROJ_DIM: usize = 256;
 
 /// `nn.Linear` (and 1×1 convs, whose weight [out, in, 1, 1] is reshaped to [out, in]).
-pub(super) struct Linear {
+pub(crate) struct Linear {
     weight: Tensor,       // [out, in]
     bias: Option<Tensor>, // [out]
 }
 
 impl Linear {
-    pub(super) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
+    pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
         Ok(Linear { weight, bias })
@@ -32,8 +32,13 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// Where the weights live (inputs from JS are moved here).
+    pub(crate) fn device(&self) -> &candle_core::Device {
+        self.weight.device()
+    }
+
     /// x [..., in] → [..., out]: one GEMM over all leading dims, x[M, in] @ Wᵀ.
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (&in_dim, lead) = x.dims().split_last().ok_or_else(|| candle_core::Error::Msg("linear input is a scalar".into()))?;
         let rows: usize = lead.iter().product();
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
@@ -78,7 +83,7 @@ impl Linear {
 // ================================================================================================
 
 /// diffusers `PatchEmbed`: a p×p stride-p conv as a GEMM over patches, plus the optional sin-cos PE.
-pub(super) struct PatchEmbed {
+pub(crate) struct PatchEmbed {
     proj: Linear, // [D, C·p·p]
     patch: usize,
     /// (base_size = sample_size / p, interpolation_scale) when the model has a positional embedding.
@@ -86,7 +91,7 @@ pub(super) struct PatchEmbed {
 }
 
 impl PatchEmbed {
-    pub(super) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+    pub(crate) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
         let (p, c, d) = (cfg.patch_size, cfg.in_channels, cfg.inner_dim());
         let weight = vb.pp("proj").get((d, c, p, p), "weight")?.reshape((d, c * p * p))?;
         let bias = Some(vb.pp("proj").get(d, "bias")?);
@@ -95,7 +100,7 @@ impl PatchEmbed {
     }
 
     /// x [B, C, H, W] → tokens [B, (H/p)·(W/p), D], row-major over the patch grid.
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let (p, hp, wp) = (self.patch, h / self.patch, w / self.patch);
         // 1. Patches as rows: [B, C, hp, p, wp, p] → [B, hp, wp, C, p, p] → [B, N, C·p·p].
@@ -140,14 +145,14 @@ impl TimestepEmbedding {
 
 /// `AdaLayerNormSingle` (paths `time_embed.emb.timestep_embedder.*`) or, for Sprint,
 /// `SanaCombinedTimestepGuidanceEmbeddings` (`time_embed.{timestep,guidance}_embedder.*`).
-pub(super) struct TimeEmbed {
+pub(crate) struct TimeEmbed {
     timestep_embedder: TimestepEmbedding,
     guidance_embedder: Option<TimestepEmbedding>,
     linear: Linear, // [6D, D]
 }
 
 impl TimeEmbed {
-    pub(super) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
+    pub(crate) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
         let d = cfg.inner_dim();
         let (timestep_embedder, guidance_embedder) = if cfg.guidance_embeds {
             (TimestepEmbedding::new(d, vb.pp("timestep_embedder"))?, Some(TimestepEmbedding::new(d, vb.pp("guidance_embedder"))?))
@@ -158,7 +163,7 @@ impl TimeEmbed {
     }
 
     /// → (modulation [B, 6D], embedded timestep [B, D]).
-    pub(super) fn forward(&self, t: &Tensor, guidance: Option<&Tensor>, dtype: DType) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn forward(&self, t: &Tensor, guidance: Option<&Tensor>, dtype: DType) -> Result<(Tensor, Tensor)> {
         let mut emb = self.timestep_embedder.forward(t, dtype)?;
         if let (Some(embedder), Some(g)) = (&self.guidance_embedder, guidance) {
             emb = (emb + embedder.forward(g, dtype)?)?;
@@ -168,14 +173,14 @@ impl TimeEmbed {
 }
 
 /// `PixArtAlphaTextProjection` (Linear → GELU-tanh → Linear) followed by `caption_norm` (RMSNorm).
-pub(super) struct CaptionProjection {
+pub(crate) struct CaptionProjection {
     linear_1: Linear,
     linear_2: Linear,
     norm_weight: Tensor,
 }
 
 impl CaptionProjection {
-    pub(super) fn new(cfg: &SanaTransformerConfig, vb: &Vb) -> Result<Self> {
+    pub(crate) fn new(cfg: &SanaTransformerConfig, vb: &Vb) -> Result<Self> {
         let (c, d) = (cfg.caption_channels, cfg.inner_dim());
         let proj = vb.pp("caption_projection");
         Ok(CaptionProjection {
@@ -185,7 +190,7 @@ impl CaptionProjection {
         })
     }
 
-    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.linear_2.forward(&self.linear_1.forward(x)?.gelu()?)?; // candle's gelu is the tanh form
         rms_norm(&y, Some(&self.norm_weight), None, CAPTION_NORM_EPS)
     }

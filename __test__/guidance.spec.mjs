@@ -1,0 +1,71 @@
+// Perturbed-attention guidance end to end against diffusers' SanaPAGPipeline (wave2 cases): CFG + PAG, PAG
+// alone, and the adaptive scale — every step's latents, final latents, image_pt and PNG, from the seed and from
+// the stored noise.
+import test from 'ava'
+import { pagScaleAt } from '../dist/sampling/guidance.js'
+import { loadFixturePipelines } from './helpers/pipelines.mjs'
+import { caseTensorT, checkE2e, wave2 } from './helpers/wave2.mjs'
+
+let pipe
+test.before(async () => {
+  ;({ pipe } = await loadFixturePipelines())
+})
+
+function options(name) {
+  const c = wave2.caseOf(name)
+  const k = c.call_kwargs
+  return {
+    prompt: k.prompt,
+    negativePrompt: k.negative_prompt,
+    guidanceScale: k.guidance_scale,
+    numInferenceSteps: k.num_inference_steps,
+    height: k.height,
+    width: k.width,
+    useResolutionBinning: k.use_resolution_binning,
+    pagScale: k.pag_scale,
+    pagAdaptiveScale: k.pag_adaptive_scale,
+    pagAppliedLayers: 'transformer_blocks.1', // the pipeline's pag_applied_layers (README §1)
+    seed: c.rng.seed,
+  }
+}
+
+for (const [name, what] of [
+  ['pag_a_cfg', 'CFG + PAG: [uncond, text, perturbed]'],
+  ['pag_b_nocfg', 'PAG alone: [text, perturbed]'],
+  ['pag_c_adaptive', 'adaptive PAG scale'],
+]) {
+  test(`${name}: ${what}, from the seed`, async (t) => {
+    await checkE2e(t, pipe, name, options(name))
+  })
+  test(`${name}: from the stored noise`, async (t) => {
+    const { seed: _seed, ...rest } = options(name)
+    await checkE2e(t, pipe, name, { ...rest, latents: caseTensorT(name, 'start_noise') })
+  })
+}
+
+test('the adaptive PAG scale per step matches the pipeline', async (t) => {
+  const name = 'pag_c_adaptive'
+  const k = wave2.caseOf(name).call_kwargs
+  const timesteps = Array.from(wave2.caseTensor(name, 'scheduler_timestep_per_step').data)
+  const want = Array.from(wave2.caseTensor(name, 'pag_scale_per_step').data)
+  const got = timesteps.map((ts) => pagScaleAt({ scale: k.pag_scale, adaptiveScale: k.pag_adaptive_scale, layers: [1] }, ts))
+  t.deepEqual(got.map(Math.fround), want.map(Math.fround))
+})
+
+test('pagScale 0 is plain SanaPipeline; PAG options are checked', async (t) => {
+  const base = { ...options('pag_a_cfg'), outputType: 'latent' }
+  const off = await pipe.generate({ ...base, pagScale: 0 })
+  const { pagScale: _s, pagAdaptiveScale: _a, pagAppliedLayers: _l, ...plain } = base
+  const ref = await pipe.generate(plain)
+  t.deepEqual(await off.images.toFloat32Array(), await ref.images.toFloat32Array())
+  for (const [o, re] of [
+    [{ pagScale: -1 }, /pagScale/],
+    [{ pagAppliedLayers: 'no_such_block' }, /pagAppliedLayers/],
+    [{ pagAppliedLayers: [99] }, /pagAppliedLayers/],
+    [{ pagAppliedLayers: {} }, /pagAppliedLayers/],
+  ]) {
+    const err = await t.throwsAsync(pipe.generate({ ...base, pagScale: 3, ...o }))
+    t.is(err.code, 'SANA_INVALID_ARGUMENT')
+    t.regex(err.message, re)
+  }
+})

@@ -1,0 +1,56 @@
+// The wave-2 fixtures (img2img, inpainting, Sprint img2img, ControlNet, PAG, LoRA, DC-AE-Lite): the reference
+// set (through the same reader as wave 1; manifest paths are relative to wave2/), its input files, and a
+// per-step/final/image/PNG check shared by every wave-2 e2e test.
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Tensor } from '../../dist/index.js'
+import { stepSlice } from './fixtures.mjs'
+import { WAVE2 } from './paths.mjs'
+import { readPng } from './png.mjs'
+import { assertClose, referenceSet } from './reference.mjs'
+
+export { WAVE2 }
+export const wave2 = referenceSet(join(WAVE2, 'reference'))
+export const { manifest, caseOf, ref, caseTensor } = wave2
+
+/** A folder named in the wave-2 manifest (`model_dir`, `transformer_dir`, …) as an absolute path. */
+export const wave2Path = (relative) => join(WAVE2, relative)
+/** A file of wave2/inputs. */
+export const input = (name) => join(WAVE2, 'inputs', name)
+/** A reference tensor of a wave-2 case as a native Tensor. */
+export function caseTensorT(caseName, role) {
+  const r = wave2.caseTensor(caseName, role)
+  return Tensor.fromFloat32Array(r.data, r.shape)
+}
+
+/**
+ * Run `generate` for a case and compare every step's latents, the final latents, image_pt and the PNG with the
+ * reference, at the case's tolerances. `options` are the generate options reproducing the case.
+ */
+export async function checkE2e(t, pipe, name, options) {
+  const c = wave2.caseOf(name)
+  const perStep = []
+  const res = await pipe.generate({
+    ...options,
+    outputType: 'tensor',
+    onStep: async (e) => perStep.push(await e.latents.toFloat32Array()),
+  })
+  const steps = wave2.caseTensor(name, 'latents_per_step')
+  t.is(perStep.length, steps.shape[0], `${name}: steps run`)
+  const tol = c.tolerance.final_latents
+  perStep.forEach((got, k) => assertClose(t, got, stepSlice(steps, k).data, tol, `${name} step ${k}`))
+  assertClose(t, perStep.at(-1), wave2.caseTensor(name, 'final_latents').data, tol, `${name} final latents`)
+  const want = wave2.caseTensor(name, 'image_pt')
+  t.deepEqual(res.images.shape, want.shape)
+  assertClose(t, await res.images.toFloat32Array(), want.data, c.tolerance.image_pt, `${name} image_pt`)
+  const png = await pipe.generate(options)
+  const img = png.images[0]
+  const ref = readPng(readFileSync(join(WAVE2, c.png)))
+  t.is(img.width, ref.width)
+  t.is(img.height, ref.height)
+  let maxDiff = 0
+  for (let i = 0; i < ref.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(img.data[i] - ref.data[i]))
+  t.log(`${name} PNG: max uint8 diff ${maxDiff} (allowed ${c.tolerance.uint8_max_diff})`)
+  t.true(maxDiff <= c.tolerance.uint8_max_diff, `${name} PNG max diff ${maxDiff}`)
+  return res
+}
