@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `sana` command line: `sana generate | pull | info`, one file per command in `src/cli/`.
+ * The `sana` command line: `sana generate | pull | info | serve | worker`, one file per command in `src/cli/`.
  * Exit codes: 0 success, 1 failure (`error [CODE]: message` on stderr; the stack too with SANA_DEBUG=1),
  * 2 usage error, 130 interrupted.
  */
@@ -9,8 +9,10 @@ import { commandHelp, packageVersion, parse, UsageError, type Command } from './
 import { generate } from './cli/generate'
 import { info } from './cli/info'
 import { pull } from './cli/pull'
+import { serve } from './cli/serve'
+import { worker } from './cli/worker'
 
-const COMMANDS: readonly Command[] = [generate, pull, info]
+const COMMANDS: readonly Command[] = [generate, pull, info, serve, worker]
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2

@@ -25,6 +25,11 @@ export type SanaErrorCode =
   | 'SANA_DISPOSED'
   | 'SANA_HUB_ERROR'
   | 'SANA_INTERNAL_ERROR'
+  // `sana serve` / `sana worker`: the HTTP API's error codes.
+  | 'SANA_QUEUE_FULL'
+  | 'SANA_TIMEOUT'
+  | 'SANA_UNAUTHORIZED'
+  | 'SANA_UNAVAILABLE'
   | 'ABORT_ERR'
 
 /** An error from sana-node. `code` is stable across versions; `message` is for people. */

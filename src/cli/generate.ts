@@ -4,7 +4,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { basename, dirname, extname, join, resolve } from 'node:path'
 import { throwIfAborted } from '../errors'
-import { SanaPipeline } from '../pipeline'
+import { SanaPipeline, type PipelineLoadOptions } from '../pipeline'
 import type { SanaImage } from '../png'
 import { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler, type Scheduler } from '../schedulers'
 import type { DeviceRequest } from '../tensor'
@@ -18,6 +18,7 @@ import {
   UsageError,
   withInterrupt,
   type Command,
+  type OptionSpec,
   type ParsedArgs,
 } from './command'
 import { prepareOutputs } from './output'
@@ -26,8 +27,9 @@ import { DownloadProgressView, formatMs, StepProgress } from './progress'
 /** The model `sana generate` uses without `--model`. */
 export const DEFAULT_MODEL = 'Efficient-Large-Model/Sana_600M_1024px_diffusers'
 
-const SCHEDULER_NAMES = ['dpm', 'euler', 'scm'] as const
-type SchedulerName = (typeof SCHEDULER_NAMES)[number]
+/** The samplers `--scheduler` (and the server's `scheduler` field) can name. */
+export const SCHEDULER_NAMES = ['dpm', 'euler', 'scm'] as const
+export type SchedulerName = (typeof SCHEDULER_NAMES)[number]
 
 /**
  * The sampler `--scheduler` asks for, configured from the pipeline's own: `dpm` and `euler` take the flow shift
@@ -61,6 +63,50 @@ export function outputPaths(output: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${stem}-${i}${ext}`)
 }
 
+/** The options that choose and load a model, shared by `generate`, `serve` and `worker`. */
+export const MODEL_OPTIONS: Record<string, OptionSpec> = {
+  model: { type: 'string', short: 'm', valueName: 'repo-or-dir', description: `Hub repo id or local diffusers folder. Defaults to ${DEFAULT_MODEL}.` },
+  device: { type: 'string', valueName: 'cpu|cuda|auto', description: 'Where to run (also cuda:N). Defaults to auto: CUDA when usable, else CPU.' },
+  dtype: { type: 'string', valueName: 'float32|bfloat16|float16|auto', description: 'Compute dtype. Defaults to auto: float32 on CPU, bfloat16 on CUDA.' },
+  variant: { type: 'string', valueName: 'V', description: 'Weights variant, e.g. fp16 or bf16. Defaults to the plain weights.' },
+  revision: { type: 'string', valueName: 'R', description: 'Hub branch, tag or commit. Defaults to main.' },
+  offline: { type: 'boolean', description: 'Never touch the network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).' },
+}
+
+/** `--model`, or the default model. */
+export function modelOption(args: ParsedArgs): string {
+  return stringOption(args, 'model') ?? DEFAULT_MODEL
+}
+
+/** `SanaPipeline.load` options from {@link MODEL_OPTIONS}' values. */
+export function loadOptions(args: ParsedArgs) {
+  return {
+    device: choiceOption<DeviceRequest>(args, 'device', ['cpu', 'cuda', 'auto'], /^cuda:\d+$/) ?? 'auto',
+    dtype: choiceOption(args, 'dtype', ['float32', 'bfloat16', 'float16', 'auto'] as const) ?? 'auto',
+    variant: stringOption(args, 'variant'),
+    revision: stringOption(args, 'revision'),
+    offline: args.values.offline === true ? true : undefined,
+  }
+}
+
+/**
+ * Load a pipeline with download progress and a "loaded … in …" line on stderr (downloading into the Hugging Face
+ * cache when needed).
+ */
+export async function loadWithProgress(model: string, load: PipelineLoadOptions, signal?: AbortSignal): Promise<SanaPipeline> {
+  const err = process.stderr
+  const download = new DownloadProgressView(err)
+  const loadStart = performance.now()
+  let pipe: SanaPipeline
+  try {
+    pipe = await SanaPipeline.load(model, { ...load, signal, onProgress: download.update })
+  } finally {
+    download.finish()
+  }
+  err.write(`loaded ${pipe.dir} on ${pipe.device} (${pipe.transformer.dtype}) in ${formatMs(performance.now() - loadStart)}\n`)
+  return pipe
+}
+
 /** Everything the command line asks for, checked before anything loads. */
 function readArgs(args: ParsedArgs) {
   const noBinning = args.values['no-binning'] === true
@@ -72,16 +118,9 @@ function readArgs(args: ParsedArgs) {
     }
   }
   return {
-    model: stringOption(args, 'model') ?? DEFAULT_MODEL,
+    model: modelOption(args),
     output: stringOption(args, 'output'),
-    load: {
-      device: choiceOption<DeviceRequest>(args, 'device', ['cpu', 'cuda', 'auto'], /^cuda:\d+$/) ?? 'auto',
-      dtype: choiceOption(args, 'dtype', ['float32', 'bfloat16', 'float16', 'auto'] as const) ?? 'auto',
-      variant: stringOption(args, 'variant'),
-      revision: stringOption(args, 'revision'),
-      offline: args.values.offline === true ? true : undefined,
-      controlnet: stringOption(args, 'controlnet'),
-    },
+    load: { ...loadOptions(args), controlnet: stringOption(args, 'controlnet') },
     scheduler: choiceOption(args, 'scheduler', SCHEDULER_NAMES),
     generate: {
       negativePrompt: stringOption(args, 'negative'),
@@ -173,7 +212,6 @@ export const generate: Command = {
   positionals: ['prompt'],
   options: {
     output: { type: 'string', short: 'o', valueName: 'file.png', description: 'Output image (.png, .jpg/.jpeg or .webp); several → file-0.png, file-1.png, … Defaults to sana-<seed>.png.' },
-    model: { type: 'string', short: 'm', valueName: 'repo-or-dir', description: `Hub repo id or local diffusers folder. Defaults to ${DEFAULT_MODEL}.` },
     steps: { type: 'string', valueName: 'N', description: 'Denoising steps. Defaults to 20 (Sana) or 2 (Sprint).' },
     seed: { type: 'string', valueName: 'N', description: 'Seed of the starting noise (torch-compatible). Defaults to a random one, printed.' },
     width: { type: 'string', valueName: 'N', description: "Width in pixels. Defaults to the model's native size." },
@@ -182,12 +220,8 @@ export const generate: Command = {
     negative: { type: 'string', valueName: 'text', description: 'Negative prompt. Defaults to none.' },
     'num-images': { type: 'string', valueName: 'N', description: 'Images to generate. Defaults to 1.' },
     scheduler: { type: 'string', valueName: 'dpm|euler|scm', description: "Sampler (Sana: dpm or euler; Sprint: scm). Defaults to the model's scheduler_config.json." },
-    device: { type: 'string', valueName: 'cpu|cuda|auto', description: 'Where to run (also cuda:N). Defaults to auto: CUDA when usable, else CPU.' },
-    dtype: { type: 'string', valueName: 'float32|bfloat16|float16|auto', description: 'Compute dtype. Defaults to auto: float32 on CPU, bfloat16 on CUDA.' },
+    ...MODEL_OPTIONS,
     'no-binning': { type: 'boolean', description: 'Generate at exactly width×height (multiples of 32) instead of the nearest trained aspect ratio.' },
-    variant: { type: 'string', valueName: 'V', description: 'Weights variant, e.g. fp16 or bf16. Defaults to the plain weights.' },
-    revision: { type: 'string', valueName: 'R', description: 'Hub branch, tag or commit. Defaults to main.' },
-    offline: { type: 'boolean', description: 'Never touch the network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).' },
     image: { type: 'string', valueName: 'in.png', description: 'img2img: start from this PNG/JPEG/WebP (resized to --width/--height, else to a multiple of 32).' },
     mask: { type: 'string', valueName: 'mask.png', description: "Inpainting (with --image): white = repaint, black = keep; the image's size." },
     strength: { type: 'string', valueName: 'X', description: 'img2img/inpainting strength in (0, 1]: how much of the schedule runs. Defaults to 0.6.' },
@@ -223,17 +257,9 @@ export const generate: Command = {
     const err = process.stderr
     return withInterrupt(async (signal) => {
       // 1. Load (downloading into the Hugging Face cache when needed).
-      const download = new DownloadProgressView(err)
-      const loadStart = performance.now()
-      let pipe: SanaPipeline
-      try {
-        pipe = await SanaPipeline.load(a.model, { ...a.load, signal, onProgress: download.update })
-      } finally {
-        download.finish()
-      }
+      const pipe = await loadWithProgress(a.model, a.load, signal)
       try {
         await loadLoras(pipe, a.loras, { offline: a.load.offline, signal })
-        err.write(`loaded ${pipe.dir} on ${pipe.device} (${pipe.transformer.dtype}) in ${formatMs(performance.now() - loadStart)}\n`)
         const scheduler = a.scheduler ? schedulerFor(a.scheduler, pipe) : undefined
         throwIfAborted(signal)
         // 2. Generate, with a step bar.
