@@ -30,12 +30,13 @@ async function bareBin(t) {
 }
 
 /**
- * package.json + package-lock.json for a fresh app that depends on sharp at the repository's locked versions, with
- * registry URLs, so `npm ci --offline` takes every tarball from the npm cache (filled by the repository's own `npm ci`).
+ * package.json + package-lock.json for a fresh app that depends on the package's runtime dependencies (sharp, the
+ * server's fastify/bullmq/…) at the repository's locked versions, with registry URLs, so `npm ci --offline` takes
+ * every tarball from the npm cache (filled by the repository's own `npm ci`).
  */
-function writeSharpApp(dir) {
+function writeDependenciesApp(dir) {
   const packages = {}
-  const todo = ['node_modules/sharp']
+  const todo = Object.keys(PKG.dependencies).map((name) => `node_modules/${name}`)
   while (todo.length > 0) {
     const key = todo.pop()
     const entry = LOCK.packages[key]
@@ -46,7 +47,7 @@ function writeSharpApp(dir) {
       todo.push(LOCK.packages[`${key}/node_modules/${dep}`] ? `${key}/node_modules/${dep}` : `node_modules/${dep}`)
     }
   }
-  const dependencies = { sharp: PKG.dependencies.sharp }
+  const dependencies = PKG.dependencies
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'app', private: true, dependencies }))
   const lock = { name: 'app', lockfileVersion: 3, requires: true, packages: { '': { name: 'app', dependencies }, ...packages } }
   writeFileSync(join(dir, 'package-lock.json'), JSON.stringify(lock))
@@ -84,7 +85,7 @@ test('pack: the main tarball has no binary and lists the platform packages; they
   const env = { ...process.env, PATH: bin, HF_HUB_OFFLINE: '1', HF_HUB_CACHE: join(out, 'hf-cache'), npm_config_audit: 'false', npm_config_fund: 'false' }
   for (const cc of ['cc', 'gcc', 'cargo', 'rustc']) await t.throwsAsync(exec('sh', ['-c', `command -v ${cc}`], { env }), undefined, `${cc} must not be on PATH`)
   const app = tempDir(t)
-  writeSharpApp(app)
+  writeDependenciesApp(app)
   await exec('npm', ['ci', '--offline'], { cwd: app, env })
   await exec('npm', ['i', '--offline', main, cpu], { cwd: app, env })
   t.true(existsSync(join(app, 'node_modules', 'sana-node-linux-x64-gnu', 'sana.linux-x64-gnu.node')))

@@ -64,9 +64,15 @@ test('a latents shape error says when resolution binning chose the size', async 
 
 test('a batch that cannot fit is refused before any work with SANA_OUT_OF_MEMORY saying what fits', async (t) => {
   const started = performance.now()
-  const err = await t.throwsAsync(pipe.generate({ prompt: 'x', numImagesPerPrompt: 5_000, height: 4096, width: 4096, useResolutionBinning: false }))
-  t.is(err.code, 'SANA_OUT_OF_MEMORY')
-  t.regex(err.message, /fit/)
+  for (const o of [
+    { numImagesPerPrompt: 5_000, height: 4096, width: 4096 },
+    { numImagesPerPrompt: 1_000 }, // the tiny model's native 1024²: ≈ 31 GiB, more than this 24 GB machine
+    { width: 999_968 }, // 1e6 rounded to a multiple of 32, at the native height
+  ]) {
+    const err = await t.throwsAsync(pipe.generate({ prompt: 'x', useResolutionBinning: false, ...o }))
+    t.is(err.code, 'SANA_OUT_OF_MEMORY', JSON.stringify(o))
+    t.regex(err.message, /fit/)
+  }
   t.true(performance.now() - started < 5_000, 'refused up front, not after generating')
   // The pipeline is still usable.
   t.deepEqual((await pipe.generate({ ...small, outputType: 'latent' })).images.shape, [1, 32, 2, 3])
