@@ -148,6 +148,25 @@ export declare class NativeTransformer {
    * the timestep and guidance embeddings are computed in f32).
    */
   forward(input: NativeTransformerInput): Promise<unknown>
+  /**
+   * Read a LoRA safetensors file and attach it as `adapterName` (default `default_<n>`), active at weight 1.
+   * Resolves to the adapter's name; on any error the adapters are left as they were.
+   */
+  loadLora(path: string, adapterName?: string | undefined | null): Promise<unknown>
+  /** Make exactly `names` active, with `weights` (one per name). */
+  setAdapters(names: Array<string>, weights: Array<number>): Promise<unknown>
+  /** Remove the named adapters. */
+  deleteAdapters(names: Array<string>): Promise<unknown>
+  /** Merge the active adapters at `loraScale` into copies of the targeted weights. */
+  fuseLora(loraScale: number): Promise<unknown>
+  /** Back to unfused adapters. */
+  unfuseLora(): Promise<unknown>
+  /** Remove every adapter: the base model, exactly. */
+  unloadLora(): Promise<unknown>
+  /** The loaded adapters, in load order. */
+  listAdapters(): Array<NativeAdapterInfo>
+  /** The scale the adapters are fused at; absent when not fused. */
+  get fusedLoraScale(): number | null
 }
 export type JsTransformer = NativeTransformer
 
@@ -159,6 +178,21 @@ export declare function builtWithCuda(): boolean
  * loader uses it to decide between the CUDA and the CPU binary).
  */
 export declare function cudaDeviceCount(): number
+
+/** One loaded LoRA adapter. */
+export interface NativeAdapterInfo {
+  name: string
+  /** The safetensors file it was read from. */
+  path: string
+  /** Largest rank among its layers. */
+  rank: number
+  /** `lora_alpha` from the file's metadata; absent when the file has none (alpha = rank). */
+  alpha?: number
+  /** Number of layers it adapts. */
+  layers: number
+  /** Its weight while active; absent when inactive. */
+  weight?: number
+}
 
 /** Inputs of one `NativeControlNet.forward` call (diffusers' `forward` arguments). Read from JS only. */
 export interface NativeControlNetInput {
@@ -254,6 +288,8 @@ export interface NativeTransformerInput {
   guidance?: NativeTensor
   /** ControlNet residuals [B, N, D]; sample j is added after block j + 1. Defaults to none. */
   controlnetBlockSamples?: Array<NativeTensor>
+  /** Multiplies every active, unfused LoRA adapter for this call. Defaults to 1. */
+  loraScale?: number
   /** Perturbed-attention guidance for this call. Defaults to none. */
   pag?: NativePagInput
 }

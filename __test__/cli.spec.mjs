@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { FlowMatchEulerDiscreteScheduler, SanaPipeline } from '../dist/index.js'
 import { FakeRepo, startFakeHub } from './helpers/fake-hub.mjs'
-import { REPO, SANA_TINY } from './helpers/paths.mjs'
+import { REPO, SANA_TINY, WAVE2 } from './helpers/paths.mjs'
 import { readPng } from './helpers/png.mjs'
 
 const CLI = join(REPO, 'dist', 'cli.js')
@@ -298,4 +298,25 @@ test('generate --controlnet --control --control-scale: the same image as the lib
   t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(readPng(readFileSync(out)).data))
   pipe.dispose()
   failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--control', control]), 2, 'SANA_INVALID_ARGUMENT', '--control and --controlnet go together')
+})
+
+test('generate --lora path --lora path:scale: the same image as the library with those adapters', async (t) => {
+  const dir = tempDir(t)
+  const out = join(dir, 'lora.png')
+  const lora = join(WAVE2, 'lora-tiny')
+  const file = join(lora, 'pytorch_lora_weights.safetensors')
+  const r = await sana(['generate', PROMPT, ...SMALL, '--lora', lora, '--lora', `${file}:0.5`, '-o', out])
+  t.is(r.code, 0, r.stderr)
+  const pipe = await SanaPipeline.load(SANA_TINY)
+  await pipe.loadLoraWeights(lora)
+  await pipe.loadLoraWeights(file)
+  await pipe.setAdapters(['default_0', 'default_1'], [1, 0.5])
+  const lib = await pipe.generate(LIBRARY)
+  t.deepEqual(Buffer.from(lib.images[0].data), Buffer.from(readPng(readFileSync(out)).data))
+  await pipe.unloadLoraWeights()
+  const base = await pipe.generate(LIBRARY)
+  t.notDeepEqual(Buffer.from(base.images[0].data), Buffer.from(lib.images[0].data), 'the LoRA changes the image')
+  pipe.dispose()
+  failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--lora', join(dir, 'absent')]), 1, 'SANA_NOT_FOUND', 'absent')
+  failsWith(t, await sana(['generate', PROMPT, ...SMALL, '--lora', `${file}:1e`]), 2, 'SANA_INVALID_ARGUMENT', '--lora')
 })

@@ -4,30 +4,15 @@
 import test from 'ava'
 import { pagScaleAt } from '../dist/sampling/guidance.js'
 import { loadFixturePipelines } from './helpers/pipelines.mjs'
-import { caseTensorT, checkE2e, wave2 } from './helpers/wave2.mjs'
+import { caseOptions, caseTensorT, checkE2e, wave2 } from './helpers/wave2.mjs'
 
 let pipe
 test.before(async () => {
   ;({ pipe } = await loadFixturePipelines())
 })
 
-function options(name) {
-  const c = wave2.caseOf(name)
-  const k = c.call_kwargs
-  return {
-    prompt: k.prompt,
-    negativePrompt: k.negative_prompt,
-    guidanceScale: k.guidance_scale,
-    numInferenceSteps: k.num_inference_steps,
-    height: k.height,
-    width: k.width,
-    useResolutionBinning: k.use_resolution_binning,
-    pagScale: k.pag_scale,
-    pagAdaptiveScale: k.pag_adaptive_scale,
-    pagAppliedLayers: 'transformer_blocks.1', // the pipeline's pag_applied_layers (README §1)
-    seed: c.rng.seed,
-  }
-}
+// The pipeline's pag_applied_layers (README §1).
+const options = (name, extra = {}) => caseOptions(name, { pagAppliedLayers: 'transformer_blocks.1', ...extra })
 
 for (const [name, what] of [
   ['pag_a_cfg', 'CFG + PAG: [uncond, text, perturbed]'],
@@ -38,8 +23,7 @@ for (const [name, what] of [
     await checkE2e(t, pipe, name, options(name))
   })
   test(`${name}: from the stored noise`, async (t) => {
-    const { seed: _seed, ...rest } = options(name)
-    await checkE2e(t, pipe, name, { ...rest, latents: caseTensorT(name, 'start_noise') })
+    await checkE2e(t, pipe, name, options(name, { seed: undefined, latents: caseTensorT(name, 'start_noise') }))
   })
 }
 

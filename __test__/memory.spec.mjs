@@ -64,7 +64,7 @@ test('estimates scale: activations with batch and size, CFG doubles the transfor
   t.is(base.transformerBatch, 2)
   t.is(estimateMemory({ model: '1.6b', guidance: false }).transformerBatch, 1)
   const b4 = estimateMemory({ model: '1.6b', batch: 4 })
-  t.true(b4.activations.transformer > 3.5 * base.activations.transformer)
+  t.true(b4.activations.transformer > 3 * base.activations.transformer)
   t.is(b4.weightsTotal, base.weightsTotal)
   const big = estimateMemory({ model: '1.6b', width: 4096, height: 4096 })
   // 16× the pixels: the one-pass decode grows 16×, the planned (auto-tiled) one stays near the 4 GiB budget.

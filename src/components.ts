@@ -140,6 +140,11 @@ export interface TransformerInput {
    */
   controlnetBlockSamples?: Tensor[]
   /**
+   * Multiplies every active LoRA adapter for this call (diffusers' `attention_kwargs={"scale": …}`); no effect
+   * while adapters are fused. Defaults to 1.
+   */
+  loraScale?: number
+  /**
    * Perturbed-attention guidance for this call (diffusers' `SanaPAGPipeline`): in the blocks `layers`
    * (0-based, e.g. from {@link pagLayerIndices}), self-attention of the last `perturbedRows` batch rows
    * becomes the identity `to_out(to_v(x))`; the other rows attend normally. As in diffusers, those
@@ -175,11 +180,26 @@ function toVector(v: Tensor | number[], name: string): Tensor {
   return Tensor.fromFloat32Array(Float32Array.from(v), [v.length])
 }
 
-/** The native handle of an optional Tensor argument (undefined stays undefined). */
-function optionalTensor(v: Tensor | undefined, name: string): Binding.NativeTensor | undefined {
-  if (v === undefined) return undefined
+/** The native handle of a Tensor argument. */
+function tensorArg(v: unknown, name: string): Binding.NativeTensor {
   if (!(v instanceof Tensor)) throw invalidArgument(name, 'a Tensor', v)
   return v.native
+}
+
+/** The native handle of an optional Tensor argument (undefined stays undefined). */
+function optionalTensor(v: unknown, name: string): Binding.NativeTensor | undefined {
+  return v === undefined ? undefined : tensorArg(v, name)
+}
+
+/** The inputs the transformer and the ControlNet share, checked, as native handles. */
+function nativeDitInputs(input: Pick<TransformerInput, 'hiddenStates' | 'encoderHiddenStates' | 'timestep' | 'encoderAttentionMask'>) {
+  if (!input || typeof input !== 'object') throw invalidArgument('input', 'an object', input)
+  return {
+    hiddenStates: tensorArg(input.hiddenStates, 'hiddenStates'),
+    encoderHiddenStates: tensorArg(input.encoderHiddenStates, 'encoderHiddenStates'),
+    timestep: toVector(input.timestep, 'timestep').native,
+    encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+  }
 }
 
 /** The Linear DiT denoiser (`SanaTransformer2DModel`). */
@@ -189,24 +209,22 @@ export class SanaTransformer2DModel extends ModelComponent<Binding.NativeTransfo
    * @example const v = await transformer.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999] })
    */
   async forward(input: TransformerInput): Promise<Tensor> {
-    if (!(input?.hiddenStates instanceof Tensor)) throw invalidArgument('hiddenStates', 'a Tensor', input?.hiddenStates)
-    if (!(input.encoderHiddenStates instanceof Tensor)) {
-      throw invalidArgument('encoderHiddenStates', 'a Tensor', input.encoderHiddenStates)
-    }
-    const timestep = toVector(input.timestep, 'timestep')
+    const dit = nativeDitInputs(input)
     const guidance = input.guidance === undefined ? undefined : toVector(input.guidance, 'guidance')
     const samples = input.controlnetBlockSamples
     if (samples !== undefined && !(Array.isArray(samples) && samples.every((s) => s instanceof Tensor))) {
       throw invalidArgument('controlnetBlockSamples', 'an array of Tensors', samples)
     }
+    const { loraScale } = input
+    if (loraScale !== undefined && (typeof loraScale !== 'number' || !Number.isFinite(loraScale))) {
+      throw invalidArgument('loraScale', 'a finite number', loraScale)
+    }
     const out = await callNative(() =>
       this.native.forward({
-        hiddenStates: input.hiddenStates.native,
-        encoderHiddenStates: input.encoderHiddenStates.native,
-        timestep: timestep.native,
-        encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+        ...dit,
         guidance: guidance?.native,
         controlnetBlockSamples: samples?.map((s) => s.native),
+        loraScale,
         pag: checkPag(input.pag),
       }),
     )
@@ -265,24 +283,11 @@ export class SanaControlNetModel extends ModelComponent<Binding.NativeControlNet
    * const v = await transformer.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [999, 999], controlnetBlockSamples: samples })
    */
   async forward(input: ControlNetInput): Promise<Tensor[]> {
-    if (!(input?.hiddenStates instanceof Tensor)) throw invalidArgument('hiddenStates', 'a Tensor', input?.hiddenStates)
-    if (!(input.encoderHiddenStates instanceof Tensor)) {
-      throw invalidArgument('encoderHiddenStates', 'a Tensor', input.encoderHiddenStates)
-    }
-    if (!(input.controlnetCond instanceof Tensor)) throw invalidArgument('controlnetCond', 'a Tensor', input.controlnetCond)
+    const dit = nativeDitInputs(input)
+    const controlnetCond = tensorArg(input.controlnetCond, 'controlnetCond')
     const scale = input.conditioningScale ?? 1
     if (typeof scale !== 'number' || !Number.isFinite(scale)) throw invalidArgument('conditioningScale', 'a finite number', scale)
-    const timestep = toVector(input.timestep, 'timestep')
-    const out = await callNative(() =>
-      this.native.forward({
-        hiddenStates: input.hiddenStates.native,
-        encoderHiddenStates: input.encoderHiddenStates.native,
-        timestep: timestep.native,
-        encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
-        controlnetCond: input.controlnetCond.native,
-        conditioningScale: scale,
-      }),
-    )
+    const out = await callNative(() => this.native.forward({ ...dit, controlnetCond, conditioningScale: scale }))
     return out.map((t) => new Tensor(t))
   }
 }

@@ -145,6 +145,7 @@ export interface ResolvedOptions {
   pag?: { scale: number; adaptiveScale: number; spec: string | string[] | number[] }
   previewEvery?: number
   previewMaxSize: number
+  loraScale?: number
 }
 
 const VAE_SCALE = 32
@@ -324,14 +325,14 @@ export function resolveOptions(o: GenerateOptions, t: PipelineTraits): ResolvedO
   const spec = o.pagAppliedLayers ?? 'transformer_blocks.0'
   const specOk = typeof spec === 'string' || (Array.isArray(spec) && spec.length > 0 && (spec.every((x) => typeof x === 'string') || spec.every((x) => Number.isInteger(x))))
   if (!specOk) throw invalidArgument('pagAppliedLayers', 'a regex string, an array of them, or an array of block indices', spec)
-  if (o.loraScale !== undefined) finiteNumber('loraScale', o.loraScale, 1)
+  const loraScale = o.loraScale === undefined ? undefined : finiteNumber('loraScale', o.loraScale, 1)
 
   // Previews.
   const previewEvery = o.previewEvery === undefined ? undefined : positiveInt('previewEvery', o.previewEvery, 1)
   const previewMaxSize = positiveInt('previewMaxSize', o.previewMaxSize, 512)
   return {
     prompts, negative, requested, size, binning, steps, guidance, perPrompt, seed, outputType, doCfg, strength,
-    controlnetScale, previewEvery, previewMaxSize,
+    controlnetScale, previewEvery, previewMaxSize, loraScale,
     pag: pagScale > 0 ? { scale: pagScale, adaptiveScale: pagAdaptive, spec } : undefined,
   }
 }

@@ -334,13 +334,57 @@ export async function resolveModel(repoIdOrPath: string, options: ResolveModelOp
     )
   }
   // 3. The Hub.
+  return download(hubContext(repoIdOrPath, revision, options), cache, options)
+}
+
+/** Endpoint, token and signal for requests about `repoId` (options first, then HF_ENDPOINT / HF_TOKEN). */
+function hubContext(repoId: string, revision: string, options: ResolveModelOptions): HubContext {
   const endpoint = (options.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT)).replace(/\/+$/, '')
   if (!URL.canParse(endpoint) || !/^https?:$/.test(new URL(endpoint).protocol)) {
     throw invalidArgument(options.endpoint ? 'endpoint' : 'HF_ENDPOINT', 'an http(s) URL', endpoint)
   }
   const token = options.token ?? (process.env.HF_TOKEN || undefined)
-  const timeouts = hubTimeouts(options.timeoutMs)
-  return download({ endpoint, repoId: repoIdOrPath, revision, token, signal: options.signal, timeouts }, cache, options)
+  return { endpoint, repoId, revision, token, signal: options.signal, timeouts: hubTimeouts(options.timeoutMs) }
+}
+
+/**
+ * Get one file of a Hub repo (a LoRA's `pytorch_lora_weights.safetensors`, say) through the Hugging Face
+ * cache: served from a cached snapshot of `revision` without any request when it is there (unless
+ * `refresh`), else downloaded into it, resumably, with progress. `variant` does not apply.
+ *
+ * Rejects with `SANA_NOT_FOUND` for a repo, revision or file that does not exist, or a cache miss when
+ * offline; `SANA_HUB_ERROR` for network and HTTP failures; `ABORT_ERR` when `signal` aborts.
+ *
+ * @param repoId A repo id such as `'org/sana-pixel-art-lora'`.
+ * @param file The file's path in the repo.
+ * @returns The absolute path of the file in the cache's snapshot folder.
+ * @example const path = await resolveRepoFile('org/sana-pixel-art-lora', 'pytorch_lora_weights.safetensors')
+ */
+export async function resolveRepoFile(repoId: string, file: string, options: ResolveModelOptions = {}): Promise<string> {
+  if (typeof repoId !== 'string' || !REPO_ID.test(repoId) || repoId.includes('--') || repoId.includes('..')) {
+    throw invalidArgument('repoId', 'a Hub repo id (org/name)', repoId)
+  }
+  if (typeof file !== 'string' || !isSafeRelPath(file)) throw invalidArgument('file', 'a relative file path inside the repo', file)
+  checkOptions(options)
+  throwIfAborted(options.signal)
+  const revision = options.revision ?? 'main'
+  const cache = new RepoCache(hubCacheDir(options.cacheDir), repoId)
+  const offline = options.offline ?? truthyEnv('HF_HUB_OFFLINE')
+  const cachedCommit = await cache.commitOf(revision)
+  if (cachedCommit && (offline || !options.refresh) && (await cache.fileSize(cachedCommit, file)) !== undefined) {
+    return join(cache.snapshot(cachedCommit), file)
+  }
+  if (offline) {
+    throw new SanaError('SANA_NOT_FOUND', `${file} of ${repoId} (revision ${revision}) is not in the cache ${cache.dir} and offline mode is on (HF_HUB_OFFLINE / offline)`)
+  }
+  const ctx = hubContext(repoId, revision, options)
+  const { commit, files } = await repoInfo(ctx)
+  if (!files.has(file)) {
+    throw new SanaError('SANA_NOT_FOUND', `${repoId} (revision ${revision}, commit ${commit}) has no file ${file}`)
+  }
+  await ensureFile(ctx, cache, commit, file, fileReporter(options, file, 0, 1))
+  await cache.writeRef(revision, commit)
+  return join(cache.snapshot(commit), file)
 }
 
 /**

@@ -32,7 +32,22 @@ export { DEFAULT_COMPLEX_HUMAN_INSTRUCTION, preprocessPrompt, type PromptOptions
 export { parsePythonJson } from './json'
 export * from './schedulers'
 export * from './postprocess'
-export { resolveModel, listCachedModels, type ResolveModelOptions, type CacheOptions, type DownloadProgress, type CachedModel, type CachedRevision } from './hub'
+export {
+  loadLoraWeights,
+  setAdapters,
+  deleteAdapters,
+  fuseLora,
+  unfuseLora,
+  unloadLoraWeights,
+  listAdapters,
+  fusedLoraScale,
+  resolveLoraFile,
+  DEFAULT_LORA_WEIGHT_NAME,
+  type LoadLoraOptions,
+  type FuseLoraOptions,
+  type LoraAdapterInfo,
+} from './lora'
+export { resolveModel, resolveRepoFile, listCachedModels, type ResolveModelOptions, type CacheOptions, type DownloadProgress, type CachedModel, type CachedRevision } from './hub'
 export { imageFormatOf, SanaImage, type ImageEncodeOptions, type ImageFormat, type PngMetadata, type SanaImageInit } from './png'
 export type { GenerateOptions, StepEvent, OutputType } from './generate'
 export type { GenerateResult } from './pipeline'

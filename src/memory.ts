@@ -97,7 +97,7 @@ export function estimateMemory(options: MemoryEstimateOptions): MemoryEstimate {
   const tiled = decode({ ...o.decode, tiling: 'on' })
   const activations = {
     textEncoder: textEncoderActivations(gc, o.prompts * (o.guidance ? 2 : 1), o.maxSequenceLength, e),
-    transformer: transformerActivations(tc, o.transformerBatch, latent.h * latent.w, o.maxSequenceLength, e),
+    transformer: transformerActivations(tc, o.transformerBatch, latent.h * latent.w, o.maxSequenceLength, e, o.device === 'cpu'),
     vaeDecode: planned.peakBytes,
   }
   const runtime = o.device === 'cpu' ? RUNTIME_BYTES.cpu : RUNTIME_BYTES.cuda
@@ -120,21 +120,34 @@ export function estimateMemory(options: MemoryEstimateOptions): MemoryEstimate {
 }
 
 /**
+ * What a CPU forward holds beyond the itemised tensors, independent of the batch and size (allocator high-water,
+ * thread-pool buffers): the intercept of measured peak vs tokens on random-weight Sana-600M (32² and 64² latents,
+ * 38–44 MiB) and 1.6B (77 MiB), benches/RESULTS.md "Memory estimate vs measured". The per-token slope matched the
+ * itemised count within 1 %.
+ */
+const TRANSFORMER_OVERHEAD = 64 * 2 ** 20
+
+/**
  * Peak activation bytes of one transformer forward on `batch` rows of `tokens` latent tokens (CFG included in
  * `batch`), `seqLen` text tokens, `e`-byte elements. Per token, the widest of (D inner dim, hid = mlpRatio·D,
  * ci the cross-attention width, Hc its heads):
- * - feed-forward: x, its modulated norm, the channel-major copy, the 2·hid expansion and the hid GLU → 3D + 3·hid;
- * - self-attention: x, norm, q, k, v, attention output, projection → 7D;
- * - cross-attention: x, q, output + scores per head over the text, softmaxed in f32 and cast back → 2D + ci (+ Hc·S·(2e + 4) bytes);
- * plus the projected captions, batch·S·(caption + 2D).
+ * - feed-forward: x, its modulated norm, the channel-major copy, the 2·hid expansion and its bias-added copy, the
+ *   hid GLU → 3D + 5·hid (on CUDA the SiLU'd expansion is one more 2·hid) — the widest for every Sana model;
+ * - self-attention: x, norm, q, k, v, their ReLUs, attention output, projection → 9D;
+ * - cross-attention: x, q, its head-major copy, output and its token-major copy → D + 4·ci, plus scores per head
+ *   over the text and their softmax (f32 on CPU: 8 bytes; elsewhere the scores, their f32 copy and two f32
+ *   temporaries: e + 12);
+ * plus the projected captions, batch·S·(caption + 2D), and {@link TRANSFORMER_OVERHEAD}.
  */
-export function transformerActivations(cfg: SanaTransformerConfig, batch: number, tokens: number, seqLen: number, e: number): number {
+export function transformerActivations(cfg: SanaTransformerConfig, batch: number, tokens: number, seqLen: number, e: number, cpu = true): number {
   const d = cfg.numAttentionHeads * cfg.attentionHeadDim
   const hid = Math.floor(cfg.mlpRatio * d)
   const ci = cfg.numCrossAttentionHeads * cfg.crossAttentionHeadDim
   const p = cfg.patchSize ** 2
-  const perToken = Math.max((3 * d + 3 * hid) * e, 7 * d * e, (2 * d + ci) * e + cfg.numCrossAttentionHeads * seqLen * (2 * e + 4))
-  return batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e
+  const ff = (3 * d + (cpu ? 5 : 7) * hid) * e
+  const cross = (d + 4 * ci) * e + cfg.numCrossAttentionHeads * seqLen * (cpu ? 8 : e + 12)
+  const perToken = Math.max(ff, 9 * d * e, cross)
+  return batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e + TRANSFORMER_OVERHEAD
 }
 
 /**

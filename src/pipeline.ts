@@ -17,6 +17,8 @@ import { TorchGenerator } from './random'
 import { schedulerFromConfig, type Scheduler } from './schedulers'
 import { resolveModel, type ResolveModelOptions } from './hub'
 import { assertFits, type MemoryDType } from './memory'
+import * as lora from './lora'
+import type { FuseLoraOptions, LoadLoraOptions, LoraAdapterInfo } from './lora'
 import { defaultSize, imageSize } from './preprocess'
 import { decodePreview } from './preview'
 import { buildRecipe, type PromptRows } from './sampling/build'
@@ -531,5 +533,67 @@ export class SanaPipeline {
   async [Symbol.asyncDispose](): Promise<void> {
     this.dispose()
   }
-}
 
+  // ─── LoRA (src/lora.ts) ───────────────────────────────────────────────────────────────────────
+
+  /**
+   * Load a LoRA into the transformer: a `.safetensors` file, a folder, or a Hub repo id (through the Hugging Face
+   * cache), in the diffusers/peft layout `save_lora_weights` writes. Active at weight 1 beside those already active.
+   * Keys that do not fit reject with an error naming them, and the pipeline stays as it was.
+   * @returns The adapter's name (`adapterName`, default `default_<n>`).
+   * @example await pipe.loadLoraWeights('./my-lora', { adapterName: 'pixel' })
+   */
+  loadLoraWeights(pathOrRepoId: string, options: LoadLoraOptions = {}): Promise<string> {
+    return lora.loadLoraWeights(this.transformer, pathOrRepoId, options)
+  }
+
+  /**
+   * Make exactly `names` active, with `weights` (default 1 each); `[]` disables every adapter.
+   * @example await pipe.setAdapters(['pixel', 'toy'], [0.7, 0.5])
+   */
+  setAdapters(names: string[], weights?: number[]): Promise<void> {
+    return lora.setAdapters(this.transformer, names, weights)
+  }
+
+  /**
+   * Remove the named adapters.
+   * @example await pipe.deleteAdapters(['toy'])
+   */
+  deleteAdapters(names: string[]): Promise<void> {
+    return lora.deleteAdapters(this.transformer, names)
+  }
+
+  /**
+   * Merge the active adapters into copies of the weights at `loraScale` (default 1); the per-call `loraScale` then
+   * has no effect until {@link unfuseLora}.
+   * @example await pipe.fuseLora({ loraScale: 0.8 })
+   */
+  fuseLora(options: FuseLoraOptions = {}): Promise<void> {
+    return lora.fuseLora(this.transformer, options)
+  }
+
+  /**
+   * Undo {@link fuseLora}: base weights plus the adapters at run time.
+   * @example await pipe.unfuseLora()
+   */
+  unfuseLora(): Promise<void> {
+    return lora.unfuseLora(this.transformer)
+  }
+
+  /**
+   * Remove every adapter: the base model exactly, also after {@link fuseLora} (unlike diffusers, which keeps the
+   * fused weights there).
+   * @example await pipe.unloadLoraWeights()
+   */
+  unloadLoraWeights(): Promise<void> {
+    return lora.unloadLoraWeights(this.transformer)
+  }
+
+  /**
+   * The loaded adapters, in load order, with rank, alpha and weight.
+   * @example pipe.listAdapters().filter((a) => a.active).map((a) => a.name)
+   */
+  listAdapters(): LoraAdapterInfo[] {
+    return lora.listAdapters(this.transformer)
+  }
+}

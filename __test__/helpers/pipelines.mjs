@@ -12,10 +12,8 @@ export async function loadFixturePipelines() {
   return { pipe, sprint }
 }
 
-/** `generate` options reproducing an e2e fixture case's diffusers call (its kwargs and input latents). */
-export function caseGenerateOptions(name, extra = {}) {
-  const k = caseOf(name).call_kwargs
-  const lat = caseTensor(name, 'input_latents')
+/** `generate` options from a diffusers text-to-image call's kwargs (a case's `call_kwargs`). */
+export function callOptions(k) {
   return {
     prompt: k.prompt,
     negativePrompt: k.negative_prompt,
@@ -24,7 +22,11 @@ export function caseGenerateOptions(name, extra = {}) {
     height: k.height,
     width: k.width,
     useResolutionBinning: k.use_resolution_binning,
-    latents: Tensor.fromFloat32Array(lat.data, lat.shape),
-    ...extra,
   }
+}
+
+/** `generate` options reproducing an e2e fixture case's diffusers call (its kwargs and input latents). */
+export function caseGenerateOptions(name, extra = {}) {
+  const lat = caseTensor(name, 'input_latents')
+  return { ...callOptions(caseOf(name).call_kwargs), latents: Tensor.fromFloat32Array(lat.data, lat.shape), ...extra }
 }

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tensor } from '../../dist/index.js'
 import { stepSlice } from './fixtures.mjs'
+import { callOptions } from './pipelines.mjs'
 import { WAVE2 } from './paths.mjs'
 import { readPng } from './png.mjs'
 import { assertClose, referenceSet } from './reference.mjs'
@@ -21,6 +22,26 @@ export const input = (name) => join(WAVE2, 'inputs', name)
 export function caseTensorT(caseName, role) {
   const r = wave2.caseTensor(caseName, role)
   return Tensor.fromFloat32Array(r.data, r.shape)
+}
+
+/**
+ * `generate` options reproducing a wave-2 e2e case's diffusers call: its call_kwargs and its generator's seed.
+ * `extra` adds the case's inputs (images, scheduler, PAG layers) or replaces the seed (`seed: undefined` with
+ * stored noise); undefined values are dropped.
+ */
+export function caseOptions(name, extra = {}) {
+  const c = wave2.caseOf(name)
+  const k = c.call_kwargs
+  const o = {
+    ...callOptions(k),
+    strength: k.strength,
+    pagScale: k.pag_scale,
+    pagAdaptiveScale: k.pag_adaptive_scale,
+    controlnetConditioningScale: k.controlnet_conditioning_scale,
+    seed: c.rng.seed,
+    ...extra,
+  }
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined))
 }
 
 /**

@@ -16,6 +16,8 @@ export interface OptionSpec {
   valueName?: string
   /** One line for `--help`, ending with the default where there is one. */
   description: string
+  /** The option may be given several times; its value is then every one, in order. Defaults to false. */
+  multiple?: boolean
 }
 
 /** A `sana` subcommand (one per file in `src/cli/`). */
@@ -36,7 +38,7 @@ export interface Command {
 
 /** `parseArgs`' result: option values by name, then the positionals. */
 export interface ParsedArgs {
-  values: Record<string, string | boolean | undefined>
+  values: Record<string, string | string[] | boolean | undefined>
   positionals: string[]
 }
 
@@ -58,7 +60,10 @@ export const HELP_OPTION: Record<string, OptionSpec> = {
  */
 export function parse(command: Command, argv: string[]): ParsedArgs {
   const options = Object.fromEntries(
-    Object.entries({ ...command.options, ...HELP_OPTION }).map(([name, o]) => [name, o.short ? { type: o.type, short: o.short } : { type: o.type }]),
+    Object.entries({ ...command.options, ...HELP_OPTION }).map(([name, o]) => [
+      name,
+      { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) },
+    ]),
   )
   try {
     const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
@@ -105,6 +110,12 @@ function usage(e: SanaError): UsageError {
 export function stringOption(args: ParsedArgs, name: string): string | undefined {
   const v = args.values[name]
   return typeof v === 'string' ? v : undefined
+}
+
+/** Every value of a repeatable (`multiple`) string option, in order; empty when not given. */
+export function stringsOption(args: ParsedArgs, name: string): string[] {
+  const v = args.values[name]
+  return Array.isArray(v) ? v : typeof v === 'string' ? [v] : []
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   numberOption,
   positionalArgs,
   stringOption,
+  stringsOption,
   UsageError,
   withInterrupt,
   type Command,
@@ -139,7 +140,23 @@ function readArgs(args: ParsedArgs) {
       pagAppliedLayers: pagLayers(stringOption(args, 'pag-layers')),
     },
     preview: stringOption(args, 'preview'),
+    loras: stringsOption(args, 'lora').map(loraOption),
   }
+}
+
+/**
+ * `--lora path[:scale]`: a LoRA file, folder or Hub repo id, and its weight (default 1). Only a number after the
+ * last `:` is a scale, so `C:\loras\x.safetensors` stays a path.
+ * @example loraOption('org/pixel-lora:0.8') // { source: 'org/pixel-lora', scale: 0.8 }
+ */
+export function loraOption(v: string): { source: string; scale: number } {
+  const m = /^(.+):([^:\\/]*)$/.exec(v)
+  if (m && /^[-+.\d]/.test(m[2])) {
+    const scale = Number(m[2])
+    if (m[2].trim() === '' || !Number.isFinite(scale)) throw new UsageError(`Expected a number after ':' for --lora but received ${JSON.stringify(v)}`)
+    return { source: m[1], scale }
+  }
+  return { source: v, scale: 1 }
 }
 
 /** `--pag-layers 8,9` → block indices; anything else is one diffusers-style pattern (`transformer_blocks.8`). */
@@ -159,6 +176,21 @@ function checkCombinations(a: ReturnType<typeof readArgs>): void {
   }
   if (a.generate.controlnetConditioningScale !== undefined && a.generate.controlImage === undefined) throw new UsageError('--control-scale needs --control')
   if (a.generate.pagAppliedLayers !== undefined && !a.generate.pagScale) throw new UsageError('--pag-layers needs --pag-scale > 0')
+}
+
+/** Load every `--lora` (as `lora_0`, `lora_1`, …) and activate them at their scales. */
+async function loadLoras(pipe: SanaPipeline, loras: { source: string; scale: number }[], options: { offline?: boolean; signal: AbortSignal }) {
+  if (loras.length === 0) return
+  const names: string[] = []
+  for (const [i, l] of loras.entries()) {
+    const download = new DownloadProgressView(process.stderr)
+    try {
+      names.push(await pipe.loadLoraWeights(l.source, { ...options, adapterName: `lora_${i}`, onProgress: download.update }))
+    } finally {
+      download.finish()
+    }
+  }
+  await pipe.setAdapters(names, loras.map((l) => l.scale))
 }
 
 /** `--preview out.png`: rewrite one file with each step's preview, atomically (write a temp file, rename). */
@@ -198,6 +230,7 @@ export const generate: Command = {
     'control-scale': { type: 'string', valueName: 'X', description: 'ControlNet conditioning scale. Defaults to 1.' },
     'pag-scale': { type: 'string', valueName: 'X', description: 'Perturbed-attention guidance scale (e.g. 2 or 3; base Sana). Defaults to 0 (off).' },
     'pag-layers': { type: 'string', valueName: 'i,j|pattern', description: 'PAG blocks: indices, or a diffusers pattern like transformer_blocks.8. Defaults to transformer_blocks.0.' },
+    lora: { type: 'string', valueName: 'path[:scale]', multiple: true, description: 'LoRA (diffusers/peft .safetensors file, folder or Hub repo id) at this weight; repeatable. Defaults to none.' },
     preview: { type: 'string', valueName: 'file.png', description: 'Rewrite this PNG with a preview after every step (≤ 512 px). Defaults to none.' },
   },
   epilog: [
@@ -208,6 +241,7 @@ export const generate: Command = {
     '  sana generate "a red hot air balloon" --image sky.png --mask balloon-mask.png --strength 1 -o balloon.png',
     '  sana generate "a cute panda eating bamboo, ink drawing" --pag-scale 2 --pag-layers 8 -o panda.png',
     '  sana generate "a city street at night" --controlnet ./sana-controlnet-hed --control edges.png --control-scale 0.7',
+    '  sana generate "pixel art of a knight" --lora ./pixel-lora --lora org/style-lora:0.6 -o knight.png',
     '',
     'Progress goes to stderr; the summary line (time per step, total, files, seed) to stdout. Ctrl-C stops after the current step.',
   ].join('\n'),
@@ -225,6 +259,7 @@ export const generate: Command = {
       // 1. Load (downloading into the Hugging Face cache when needed).
       const pipe = await loadWithProgress(a.model, a.load, signal)
       try {
+        await loadLoras(pipe, a.loras, { offline: a.load.offline, signal })
         const scheduler = a.scheduler ? schedulerFor(a.scheduler, pipe) : undefined
         throwIfAborted(signal)
         // 2. Generate, with a step bar.

@@ -67,6 +67,7 @@ export async function buildRecipe(parts: RecipeParts, o: GenerateOptions, r: Res
       noise: Tensor.linearCombination([noise], [1]), // a float32 copy, as diffusers' `.to(float32)`
       image: z0 && { z0, strength: r.strength },
       stepNoise: (step, s) => o.schedulerNoise?.[step] ?? randn(rng, s),
+      loraScale: r.loraScale,
     })
   }
 
@@ -94,5 +95,6 @@ export async function buildRecipe(parts: RecipeParts, o: GenerateOptions, r: Res
     guidance,
     timestepScale: parts.timestepScale,
     controlnet,
+    loraScale: r.loraScale,
   })
 }

@@ -52,6 +52,8 @@ export interface SanaRecipeParts {
   /** transformer.config.timestep_scale (SanaPipeline multiplies the timestep by it). */
   timestepScale: number
   controlnet?: ControlNetInput
+  /** LoRA scale for this call (`attention_kwargs["scale"]`); undefined runs the adapters at their weights. */
+  loraScale?: number
 }
 
 /** Repeat a batch `k` times along dim 0 as one block per copy (`torch.cat([x] * k)`). */
@@ -88,6 +90,7 @@ export function sanaRecipe(p: SanaRecipeParts): Recipe {
       }
       const pag = guidance.pagInput(b)
       if (pag) input.pag = pag
+      if (p.loraScale !== undefined) input.loraScale = p.loraScale
       if (p.controlnet) {
         const { model, cond, scale } = p.controlnet
         input.controlnetBlockSamples = await model.forward({

@@ -20,6 +20,8 @@ export interface SprintRecipeParts {
   image?: { z0: Tensor; strength: number }
   /** N(0,1) noise for scheduler step `step` (the seeded generator's next draw, or the caller's). */
   stepNoise(step: number, shape: number[]): Tensor
+  /** LoRA scale for this call; undefined runs the adapters at their weights. */
+  loraScale?: number
 }
 
 export function sprintRecipe(p: SprintRecipeParts): Recipe {
@@ -51,6 +53,7 @@ export function sprintRecipe(p: SprintRecipeParts): Recipe {
         encoderAttentionMask: p.text.mask,
         timestep: new Array<number>(b).fill(s.timestep),
         guidance: new Array<number>(b).fill(p.guidance),
+        ...(p.loraScale === undefined ? {} : { loraScale: p.loraScale }),
       }
     },
 

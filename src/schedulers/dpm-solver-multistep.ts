@@ -5,7 +5,7 @@
  *
  * Flow parameterisation: x_σ = (1 − σ)·x0 + σ·ε, so α = 1 − σ and λ = log α − log σ.
  */
-import { invalidArgument, invalidConfig } from '../errors'
+import { invalidConfig } from '../errors'
 import { Tensor } from '../tensor'
 import {
   type Scheduler,
@@ -13,7 +13,7 @@ import {
   type SchedulerStepOutput,
   checkBeginIndex,
   checkStepCount,
-  flowNoise,
+  flowNoiseAt,
   flowShift,
   indexForTimestep,
   notReady,
@@ -190,9 +190,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
    * @example const start = scheduler.addNoise(z0, noise, tStart)
    */
   addNoise(original: Tensor, noise: Tensor, index: number): Tensor {
-    const sigma = this.#sigmas[index]
-    if (sigma === undefined) throw invalidArgument('index', `an integer from 0 to ${this.#sigmas.length - 1} (call setTimesteps first)`, index)
-    return flowNoise(original, noise, sigma)
+    return flowNoiseAt(this.#sigmas, original, noise, index)
   }
 
   /**

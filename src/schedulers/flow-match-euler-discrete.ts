@@ -2,7 +2,7 @@
  * FlowMatchEulerDiscreteScheduler: the Euler method on flow-matching sigmas, reproducing diffusers'
  * `schedulers/scheduling_flow_match_euler_discrete.py` with a static shift (no dynamic shifting).
  */
-import { invalidArgument, invalidConfig } from '../errors'
+import { invalidConfig } from '../errors'
 import { Tensor } from '../tensor'
 import {
   type Scheduler,
@@ -10,7 +10,7 @@ import {
   type SchedulerStepOutput,
   checkBeginIndex,
   checkStepCount,
-  flowNoise,
+  flowNoiseAt,
   flowShift,
   indexForTimestep,
   notReady,
@@ -158,9 +158,7 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
    * @example const start = scheduler.addNoise(z0, noise, tStart)
    */
   addNoise(original: Tensor, noise: Tensor, index: number): Tensor {
-    const sigma = this.#sigmas[index]
-    if (sigma === undefined) throw invalidArgument('index', `an integer from 0 to ${this.#sigmas.length - 1} (call setTimesteps first)`, index)
-    return flowNoise(original, noise, sigma)
+    return flowNoiseAt(this.#sigmas, original, noise, index)
   }
 
   /**

@@ -175,6 +175,13 @@ export function flowNoise(original: Tensor, noise: Tensor, sigma: number): Tenso
   return Tensor.linearCombination([original, noise], [Math.fround(1 - sigma), sigma])
 }
 
+/** {@link flowNoise} at `sigmas[index]` of a schedule (the flow schedulers' `addNoise`). */
+export function flowNoiseAt(sigmas: readonly number[], original: Tensor, noise: Tensor, index: number): Tensor {
+  const sigma = Number.isInteger(index) ? sigmas[index] : undefined
+  if (sigma === undefined) throw invalidArgument('index', `an integer from 0 to ${sigmas.length - 1} (call setTimesteps first)`, index)
+  return flowNoise(original, noise, sigma)
+}
+
 /** Error for `step` before `setTimesteps`, or past the last step. */
 export function notReady(owner: string, what: string): SanaError {
   return new SanaError('SANA_INVALID_ARGUMENT', `${owner}: ${what}`)

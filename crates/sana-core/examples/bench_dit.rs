@@ -109,6 +109,7 @@ fn input(cfg: &SanaTransformerConfig, size: usize) -> Result<TransformerInput> {
         encoder_attention_mask: Some(Tensor::from_vec(mask, (b, s), &dev)?),
         guidance: None,
         controlnet_block_samples: None,
+        lora_scale: 1.0,
         pag: None,
     })
 }

@@ -37,6 +37,10 @@ pub enum SanaError {
     #[error("tensor \"{name}\" in {} has unsupported dtype {dtype}", path.display())]
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
 
+    /// An adapter (LoRA) file whose tensor `key` does not fit the model it is loaded into.
+    #[error("adapter {} does not fit the model: tensor \"{key}\" {msg}", path.display())]
+    AdapterMismatch { path: PathBuf, key: String, msg: String },
+
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
 
@@ -64,6 +68,7 @@ impl SanaError {
             SanaError::WeightMissing { .. } => "SANA_WEIGHT_MISSING",
             SanaError::ShapeMismatch { .. } => "SANA_SHAPE_MISMATCH",
             SanaError::UnsupportedDtype { .. } => "SANA_UNSUPPORTED_DTYPE",
+            SanaError::AdapterMismatch { .. } => "SANA_ADAPTER_MISMATCH",
             SanaError::DeviceUnavailable(_) => "SANA_DEVICE_UNAVAILABLE",
             SanaError::InvalidArgument { .. } => "SANA_INVALID_ARGUMENT",
             SanaError::Tokenizer(_) => "SANA_TOKENIZER_ERROR",

@@ -16,6 +16,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod adapters;
+
 /// Where one tensor lives on disk.
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
@@ -32,6 +34,8 @@ pub struct WeightFiles {
     pub paths: Vec<PathBuf>,
     maps: Vec<Mmap>,
     pub index: BTreeMap<String, TensorEntry>,
+    /// The headers' `__metadata__` string maps, one per file (LoRA files keep their config there).
+    pub metadata: Vec<BTreeMap<String, String>>,
 }
 
 /// Candidate file names for a component, in the order diffusers/transformers try them.
@@ -108,6 +112,7 @@ impl WeightFiles {
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut maps = Vec::with_capacity(paths.len());
         let mut index = BTreeMap::new();
+        let mut metadata = Vec::with_capacity(paths.len());
         for (fi, path) in paths.iter().enumerate() {
             let file = File::open(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => SanaError::not_found("weights file", path),
@@ -116,7 +121,9 @@ impl WeightFiles {
             // SAFETY: the map is read-only; a file truncated by another process while mapped could
             // fault, which is the usual caveat of every mmap-based loader (safetensors, candle).
             let map = unsafe { Mmap::map(&file) }.map_err(|e| SanaError::Io { path: path.clone(), source: e })?;
-            for (name, entry) in parse_header(path, &map, fi)? {
+            let (entries, meta) = parse_header(path, &map, fi)?;
+            metadata.push(meta);
+            for (name, entry) in entries {
                 if index.contains_key(&name) {
                     return Err(SanaError::CorruptWeights {
                         path: path.clone(),
@@ -127,7 +134,7 @@ impl WeightFiles {
             }
             maps.push(map);
         }
-        Ok(WeightFiles { paths: paths.to_vec(), maps, index })
+        Ok(WeightFiles { paths: paths.to_vec(), maps, index, metadata })
     }
 
     /// The raw little-endian bytes of one tensor.
@@ -177,8 +184,11 @@ impl WeightFiles {
     fn release(&self, _file: usize, _bytes: &[u8]) {}
 }
 
+/// A parsed header: the tensors and the `__metadata__` map (empty without one).
+type Header = (Vec<(String, TensorEntry)>, BTreeMap<String, String>);
+
 /// Parse and validate a safetensors header: 8-byte length, JSON, and each tensor's byte range.
-fn parse_header(path: &Path, buf: &[u8], file: usize) -> Result<Vec<(String, TensorEntry)>> {
+fn parse_header(path: &Path, buf: &[u8], file: usize) -> Result<Header> {
     let corrupt = |msg: String| SanaError::CorruptWeights { path: path.to_path_buf(), msg };
     if buf.len() < 8 {
         return Err(corrupt(format!("file is {} bytes, too short for a safetensors header", buf.len())));
@@ -193,8 +203,11 @@ fn parse_header(path: &Path, buf: &[u8], file: usize) -> Result<Vec<(String, Ten
     let data_start = 8 + n;
     let data_len = buf.len() - data_start;
     let mut out = Vec::with_capacity(obj.len());
+    let mut metadata = BTreeMap::new();
     for (name, info) in obj {
         if name == "__metadata__" {
+            // safetensors defines it as a string → string map.
+            metadata = serde_json::from_value(info.clone()).map_err(|e| corrupt(format!("__metadata__ is not a string map: {e}")))?;
             continue;
         }
         let info: safetensors::tensor::TensorInfo = serde_json::from_value(info.clone())
@@ -218,7 +231,7 @@ fn parse_header(path: &Path, buf: &[u8], file: usize) -> Result<Vec<(String, Ten
             TensorEntry { file, dtype: info.dtype, shape: info.shape, start: data_start + b, end: data_start + e },
         ));
     }
-    Ok(out)
+    Ok((out, metadata))
 }
 
 /// Decode in 8 MiB pieces, handing each decoded piece to `release`, so a large tensor never has its

@@ -23,6 +23,7 @@ fn input(case_name: &str) -> TransformerInput {
         encoder_attention_mask: Some(case_tensor(case_name, "encoder_attention_mask")),
         guidance: has_guidance.then(|| case_tensor(case_name, "guidance")),
         controlnet_block_samples: None,
+        lora_scale: 1.0,
         pag: None,
     }
 }
@@ -98,7 +99,7 @@ fn all_ones_mask_equals_no_mask() {
 }
 
 /// ControlNet residuals: zeros change nothing; a residual for block 1 changes the output, and a
-/// wrongly shaped one is rejected. (No ControlNet fixture exists; this checks the plumbing only.)
+/// wrongly shaped one is rejected (the diffusers comparison is __test__/controlnet.spec.mjs).
 #[test]
 fn controlnet_residuals_plumbing() {
     let model = load("transformer_square");
@@ -205,6 +206,7 @@ fn spatial_size_must_be_a_multiple_of_the_patch() {
         encoder_attention_mask: None,
         guidance: None,
         controlnet_block_samples: None,
+        lora_scale: 1.0,
         pag: None,
     };
     let out = model.forward(&inp).unwrap();
@@ -245,6 +247,8 @@ fn pag_skips_qk_norm_like_diffusers() {
     assert!(plain_model < 1e-5, "no qk-norm: unperturbed row changed by {plain_model}");
     let qk_norm_model = unperturbed_change("transformer_sana15_square");
     assert!(qk_norm_model > 1e-3, "qk-norm: unperturbed row should lose norm_q/norm_k, changed by only {qk_norm_model}");
+}
+
 /// Sana 1.5 4.8B is the 1.6B architecture at 60 layers: nothing may assume ≤ 28. The tiny fixture's blocks,
 /// repeated to 60 layers, must load (every block's tensors used), run every block, and stay finite.
 #[test]

@@ -11,6 +11,7 @@ use crate::config::AutoencoderDCConfig;
 use crate::models::component::{BuildModel, Component};
 use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels};
 use crate::ops::conv2d::conv2d;
+use crate::models::linear::Linear;
 use crate::ops::grouped_conv::grouped_conv1x1;
 use crate::ops::{activation, depthwise_conv2d, silu_depthwise_conv2d_glu};
 use crate::weights::Vb;
@@ -137,9 +138,9 @@ impl ResBlock {
 
 /// `SanaMultiscaleLinearAttention` (LiteMLA) with its residual connection.
 struct LiteMla {
-    qkv: [Tensor; 3],                  // to_q, to_k, to_v: [inner, C] each
+    qkv: [Linear; 3],                  // to_q, to_k, to_v: [inner, C] each
     multiscale: Vec<(Tensor, Tensor)>, // per kernel: proj_in [3·inner, 1, k, k], proj_out [3·inner, d, 1, 1]
-    to_out: Tensor,                    // [C, inner·(1 + scales)]
+    to_out: Linear,                    // [C, inner·(1 + scales)]
     norm_out: Norm,
     heads: usize,
     head_dim: usize,
@@ -150,8 +151,8 @@ impl LiteMla {
         // diffusers: num_attention_heads = int(in_channels // attention_head_dim * mult), mult = 1.
         let heads = c / head_dim;
         let inner = heads * head_dim;
-        let qkv = [vb.pp("to_q").get((inner, c), "weight")?, vb.pp("to_k").get((inner, c), "weight")?,
-            vb.pp("to_v").get((inner, c), "weight")?];
+        let qkv = [Linear::new(c, inner, false, vb.pp("to_q"))?, Linear::new(c, inner, false, vb.pp("to_k"))?,
+            Linear::new(c, inner, false, vb.pp("to_v"))?];
         let multiscale = scales
             .iter()
             .enumerate()
@@ -160,7 +161,7 @@ impl LiteMla {
                 Ok((vb.pp("proj_in").get((3 * inner, 1, k, k), "weight")?, vb.pp("proj_out").get((3 * inner, head_dim, 1, 1), "weight")?))
             })
             .collect::<Result<Vec<_>>>()?;
-        let to_out = vb.pp("to_out").get((c, inner * (1 + scales.len())), "weight")?;
+        let to_out = Linear::new(inner * (1 + scales.len()), c, false, vb.pp("to_out"))?;
         let norm_out = Norm::new(norm, c, &vb.pp("norm_out"))?;
         Ok(LiteMla { qkv, multiscale, to_out, norm_out, heads, head_dim })
     }
@@ -170,7 +171,8 @@ impl LiteMla {
         let (d, n) = (self.head_dim, h * w);
         // 1. q, k, v projections (Linear over channels) as one GEMM: [B, 3·inner, H, W]. The weights are
         //    stacked per call rather than at load so the checkpoint tensors are not held twice.
-        let qkv = grouped_conv1x1(x, &Tensor::cat(&self.qkv, 0)?, None, 1)?;
+        let stacked = Tensor::cat(&self.qkv.iter().map(Linear::weight).collect::<Vec<_>>(), 0)?;
+        let qkv = Linear::from_weight(stacked, None, "to_qkv").forward_nchw(x)?;
         // 2. Multi-scale aggregation: depthwise k×k, then a grouped 1×1 with 3·heads groups of d channels.
         let mut parts = vec![qkv.clone()];
         for (proj_in, proj_out) in &self.multiscale {
@@ -191,7 +193,7 @@ impl LiteMla {
         let o = if n > d { linear_attention(&q, &k, &v)? } else { quadratic_attention(&q, &k, &v)? };
         drop((q, k, v, all));
         // 5. Output projection, norm, residual.
-        let o = grouped_conv1x1(&o.reshape((b, g * d, h, w))?, &self.to_out, None, 1)?;
+        let o = self.to_out.forward_nchw(&o.reshape((b, g * d, h, w))?)?;
         Ok((self.norm_out.forward(&o)? + x)?)
     }
 }
@@ -216,9 +218,9 @@ fn quadratic_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 
 /// `GLUMBConv(C, C, expand_ratio=4, norm_type="rms_norm")` with its residual connection.
 struct GluMbConv {
-    inverted: (Tensor, Tensor), // [8C, C, 1, 1], [8C]
+    inverted: Linear,           // 1×1 conv [8C, C] + bias
     depth: (Tensor, Tensor),    // [8C, 1, 3, 3], [8C]
-    point: Tensor,              // [C, 4C, 1, 1]
+    point: Linear,              // 1×1 conv [C, 4C]
     norm: Norm,
 }
 
@@ -227,19 +229,19 @@ impl GluMbConv {
         let hidden = 4 * c;
         let (vi, vd) = (vb.pp("conv_inverted"), vb.pp("conv_depth"));
         Ok(GluMbConv {
-            inverted: (vi.get((2 * hidden, c, 1, 1), "weight")?, vi.get(2 * hidden, "bias")?),
+            inverted: Linear::conv1x1(c, 2 * hidden, true, vi)?,
             depth: (vd.get((2 * hidden, 1, 3, 3), "weight")?, vd.get(2 * hidden, "bias")?),
-            point: vb.pp("conv_point").get((c, hidden, 1, 1), "weight")?,
+            point: Linear::conv1x1(hidden, c, false, vb.pp("conv_point"))?,
             norm: Norm::new("rms_norm", c, &vb.pp("norm"))?,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // 1. 1×1 expand to 2·hidden.
-        let h = grouped_conv1x1(x, &self.inverted.0, Some(&self.inverted.1), 1)?;
+        let h = self.inverted.forward_nchw(x)?;
         // 2. SiLU, depthwise 3×3, GLU: value · silu(gate) (torch.chunk(2, dim=1)).
         let h = silu_depthwise_conv2d_glu(&h, &self.depth.0, Some(&self.depth.1))?;
         // 3. 1×1 project back, norm, residual.
-        let h = grouped_conv1x1(&h, &self.point, None, 1)?;
+        let h = self.point.forward_nchw(&h)?;
         Ok((self.norm.forward(&h)? + x)?)
     }
 }

@@ -12,30 +12,13 @@
 
 use crate::config::Gemma2Config;
 use crate::models::component::{BuildModel, Component};
+use crate::models::linear::Linear;
 use crate::ops::{activation, apply_rope, causal_attention, rms_norm, rope_cos_sin, CausalAttention};
 use crate::weights::{RowSource, Vb};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor};
 
 // ───────────────────────────────────────── helpers ─────────────────────────────────────────
-
-/// Bias-free `nn.Linear`: y = x Wᵀ, W [out, in].
-struct Linear {
-    weight: Tensor,
-}
-
-impl Linear {
-    fn new(in_dim: usize, out_dim: usize, vb: Vb) -> Result<Self> {
-        Ok(Linear { weight: vb.get((out_dim, in_dim), "weight")? })
-    }
-
-    /// x [B, L, in] → [B, L, out], as one [B·L, in] @ [in, out] GEMM.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, l, d) = x.dims3()?;
-        let y = x.reshape((b * l, d))?.matmul(&self.weight.t()?)?;
-        Ok(y.reshape((b, l, self.weight.dim(0)?))?)
-    }
-}
 
 /// `Gemma2RMSNorm`: x · rsqrt(mean(x²) + eps) · (1 + w), in f32.
 struct GemmaRmsNorm {
@@ -83,10 +66,10 @@ impl Attention {
         let (heads, kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let window = if cfg.is_sliding(layer) { cfg.sliding_window } else { None };
         Ok(Attention {
-            q_proj: Linear::new(hidden, heads * d, vb.pp("q_proj"))?,
-            k_proj: Linear::new(hidden, kv_heads * d, vb.pp("k_proj"))?,
-            v_proj: Linear::new(hidden, kv_heads * d, vb.pp("v_proj"))?,
-            o_proj: Linear::new(heads * d, hidden, vb.pp("o_proj"))?,
+            q_proj: Linear::new(hidden, heads * d, false, vb.pp("q_proj"))?,
+            k_proj: Linear::new(hidden, kv_heads * d, false, vb.pp("k_proj"))?,
+            v_proj: Linear::new(hidden, kv_heads * d, false, vb.pp("v_proj"))?,
+            o_proj: Linear::new(heads * d, hidden, false, vb.pp("o_proj"))?,
             heads,
             kv_heads,
             head_dim: d,
@@ -126,9 +109,9 @@ impl Mlp {
     fn new(cfg: &Gemma2Config, vb: Vb) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate_proj: Linear::new(h, i, vb.pp("gate_proj"))?,
-            up_proj: Linear::new(h, i, vb.pp("up_proj"))?,
-            down_proj: Linear::new(i, h, vb.pp("down_proj"))?,
+            gate_proj: Linear::new(h, i, false, vb.pp("gate_proj"))?,
+            up_proj: Linear::new(h, i, false, vb.pp("up_proj"))?,
+            down_proj: Linear::new(i, h, false, vb.pp("down_proj"))?,
             // Validated at config load; erf GELU only for configs that ask for plain "gelu".
             gelu_tanh: cfg.gelu_approximate_tanh().unwrap_or(true),
         })

@@ -2,6 +2,8 @@
 
 pub mod component;
 pub mod gemma2;
+pub mod linear;
+pub mod lora;
 pub mod sana_controlnet;
 pub mod sana_transformer;
 pub mod autoencoder_dc;

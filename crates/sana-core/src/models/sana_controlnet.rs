@@ -10,7 +10,8 @@
 
 use crate::config::SanaControlNetConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::models::sana_transformer::layers::{CaptionProjection, Linear, PatchEmbed, TimeEmbed};
+use crate::models::linear::{Linear, LoraCall};
+use crate::models::sana_transformer::layers::{CaptionProjection, PatchEmbed, TimeEmbed};
 use crate::models::sana_transformer::{check_dit_inputs, BlockShared, DeviceInputs, SanaTransformerBlock};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
@@ -81,7 +82,7 @@ impl SanaControlNetModel {
             "expected the shape of hiddenStates {:?}, got {:?}", input.hidden_states.dims(), cond.dims());
         let scale = input.conditioning_scale;
         ensure_arg!(scale.is_finite(), "conditioningScale", "expected a finite number, got {scale}");
-        let dev = self.input_block.device();
+        let dev = self.input_block.weight().device();
         let DeviceInputs { x, ctx, timestep, bias } =
             DeviceInputs::new([&input.hidden_states, &input.encoder_hidden_states, &input.timestep], mask, dev, self.dtype)?;
         let cond = cond.to_device(dev)?.to_dtype(self.dtype)?;
@@ -94,7 +95,8 @@ impl SanaControlNetModel {
 
         // 2. Blocks; each output → controlnet_blocks[k] → × conditioning_scale.
         let p = tcfg.patch_size;
-        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: h / p, w: w / p };
+        // The ControlNet has no LoRA targets: its blocks run their base weights.
+        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: h / p, w: w / p, lora: LoraCall::NONE };
         let mut samples = Vec::with_capacity(self.transformer_blocks.len());
         for (block, head) in self.transformer_blocks.iter().zip(&self.controlnet_blocks) {
             x = block.forward(&x, &shared, 0)?;

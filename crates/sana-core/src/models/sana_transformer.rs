@@ -23,7 +23,10 @@ use crate::{ensure_arg, Result, SanaError};
 use candle_core::{DType, Device, Tensor};
 
 pub(crate) mod layers;
-use layers::{CaptionProjection, Linear, PatchEmbed, TimeEmbed};
+use crate::models::linear::{Layout, Linear, LoraCall};
+use crate::models::lora::Adapters;
+use crate::weights::adapters::{AdapterTarget, AdapterTargets};
+use layers::{CaptionProjection, PatchEmbed, TimeEmbed};
 
 /// diffusers `Attention(qk_norm="rms_norm_across_heads")` builds `RMSNorm(heads·dim_head, eps=1e-5)`.
 const QK_NORM_EPS: f64 = 1e-5;
@@ -81,13 +84,14 @@ impl LinearSelfAttention {
 
     /// x [B, N, D] → [B, N, D]. No mask: the self-attention sees every latent token.
     /// `perturbed_rows` > 0 is a PAG layer (see [`PagInput`]).
-    fn forward(&self, x: &Tensor, perturbed_rows: usize) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, perturbed_rows: usize, lora: LoraCall) -> Result<Tensor> {
+        let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
         let o = if perturbed_rows == 0 {
-            let q = apply_norm(self.to_q.forward(x)?, &self.norm_q)?;
-            let k = apply_norm(self.to_k.forward(x)?, &self.norm_k)?;
-            self.to_out.forward(&relu_linear_attention(&q, &k, &self.to_v.forward(x)?, self.heads, LINEAR_ATTN_EPS)?)?
+            let q = apply_norm(proj(&self.to_q, x)?, &self.norm_q)?;
+            let k = apply_norm(proj(&self.to_k, x)?, &self.norm_k)?;
+            proj(&self.to_out, &relu_linear_attention(&q, &k, &proj(&self.to_v, x)?, self.heads, LINEAR_ATTN_EPS)?)?
         } else {
-            self.forward_pag(x, perturbed_rows)?
+            self.forward_pag(x, perturbed_rows, lora)?
         };
         // diffusers clips to the f16 range after the out projection, for f16 only.
         Ok(if o.dtype() == DType::F16 { o.clamp(-65504f32, 65504f32)? } else { o })
@@ -97,12 +101,13 @@ impl LinearSelfAttention {
     /// B − p rows get the linear attention as one batch, the last p rows identity attention
     /// `to_out(to_v(x))`. Like diffusers' PAG processors this skips `norm_q`/`norm_k` on every row
     /// (so PAG on a qk-norm model, Sana 1.5 / Sprint, also changes the unperturbed rows).
-    fn forward_pag(&self, x: &Tensor, p: usize) -> Result<Tensor> {
+    fn forward_pag(&self, x: &Tensor, p: usize, lora: LoraCall) -> Result<Tensor> {
+        let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
         let b = x.dim(0)?;
         let (xo, xp) = (x.narrow(0, 0, b - p)?, x.narrow(0, b - p, p)?);
-        let (q, k, v) = (self.to_q.forward(&xo)?, self.to_k.forward(&xo)?, self.to_v.forward(&xo)?);
-        let o = self.to_out.forward(&relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
-        let ptb = self.to_out.forward(&self.to_v.forward(&xp)?)?;
+        let (q, k, v) = (proj(&self.to_q, &xo)?, proj(&self.to_k, &xo)?, proj(&self.to_v, &xo)?);
+        let o = proj(&self.to_out, &relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
+        let ptb = proj(&self.to_out, &proj(&self.to_v, &xp)?)?;
         Ok(Tensor::cat(&[o, ptb], 0)?)
     }
 }
@@ -139,21 +144,22 @@ impl CrossAttention {
     }
 
     /// x [B, N, D], ctx [B, S, D], bias [B, 1, 1, S] (additive) → [B, N, D].
-    fn forward(&self, x: &Tensor, ctx: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &Tensor, bias: Option<&Tensor>, lora: LoraCall) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let s = ctx.dim(1)?;
         let (h, hd) = (self.heads, self.head_dim);
+        let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
         // 1. Projections (+ qk RMSNorm over all heads), then split heads: [B, H, ·, hd].
-        let q = apply_norm(self.to_q.forward(x)?, &self.norm_q)?;
-        let k = apply_norm(self.to_k.forward(ctx)?, &self.norm_k)?;
-        let v = self.to_v.forward(ctx)?;
+        let q = apply_norm(proj(&self.to_q, x)?, &self.norm_q)?;
+        let k = apply_norm(proj(&self.to_k, ctx)?, &self.norm_k)?;
+        let v = proj(&self.to_v, ctx)?;
         let split = |t: Tensor, len: usize| t.reshape((b, len, h, hd))?.transpose(1, 2)?.contiguous();
         let (q, k, v) = (split(q, n)?, split(k, s)?, split(v, s)?);
         // 2. softmax(q kᵀ / √hd + bias) in f32: [B, H, N, S].
         let p = scaled_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt(), bias)?.to_dtype(v.dtype())?;
         // 3. Weighted values, merge heads, out projection.
         let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h * hd))?;
-        self.to_out.forward(&o)
+        proj(&self.to_out, &o)
     }
 }
 
@@ -180,15 +186,15 @@ impl GluMbConv {
     }
 
     /// x [B, N, D] tokens of an h×w grid (row-major) → [B, N, D].
-    fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, h: usize, w: usize, lora: LoraCall) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let hid = self.hidden;
         // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N].
-        let y = self.conv_inverted.forward_channels(&x.transpose(1, 2)?)?;
+        let y = self.conv_inverted.forward_lora(&x.transpose(1, 2)?, Layout::Channels, lora)?;
         // 2. SiLU, depthwise 3×3 on the grid [B, 2·hid, h, w], torch.chunk(2, dim=1): value · SiLU(gate).
         let y = silu_depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
         // 3. 1×1 conv back to D channels, tokens-major.
-        self.conv_point.forward_channels_to_tokens(&y.reshape((b, hid, n))?)
+        self.conv_point.forward_lora(&y.reshape((b, hid, n))?, Layout::ChannelsToTokens, lora)
     }
 }
 
@@ -204,6 +210,8 @@ pub(crate) struct BlockShared<'a> {
     /// Patch-grid height and width.
     pub h: usize,
     pub w: usize,
+    /// This call's LoRA adapters and scale.
+    pub lora: LoraCall<'a>,
 }
 
 /// `SanaTransformerBlock`.
@@ -235,9 +243,15 @@ impl SanaTransformerBlock {
         })
     }
 
+    /// The layers a Sana LoRA can target: q/k/v/out of both attentions, the Mix-FFN's 1×1 convs.
+    fn lora_targets(&self) -> [&Linear; 10] {
+        let (a1, a2, ff) = (&self.attn1, &self.attn2, &self.ff);
+        [&a1.to_q, &a1.to_k, &a1.to_v, &a1.to_out, &a2.to_q, &a2.to_k, &a2.to_v, &a2.to_out, &ff.conv_inverted, &ff.conv_point]
+    }
+
     /// x [B, N, D] → [B, N, D]; `perturbed_rows` > 0 makes attn1 a PAG layer for the last rows.
     pub(crate) fn forward(&self, x: &Tensor, shared: &BlockShared, perturbed_rows: usize) -> Result<Tensor> {
-        let BlockShared { ctx, bias, temb, h, w } = *shared;
+        let BlockShared { ctx, bias, temb, h, w, lora } = *shared;
         let (b, _, d) = x.dims3()?;
         // 1. Modulation: table[None] + temb.reshape(B, 6, D) → shift/scale/gate for attention and FFN.
         let m = temb.reshape((b, 6, d))?.broadcast_add(&self.scale_shift_table)?;
@@ -246,12 +260,12 @@ impl SanaTransformerBlock {
         let (shift_mlp, scale_mlp, gate_mlp) = (chunk(3)?, chunk(4)?, chunk(5)?);
         // 2. Self-attention: x += gate_msa · attn1(norm1(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(x, &shift_msa, &scale_msa, self.norm_eps, None)?;
-        let x = gated_residual(x, &self.attn1.forward(&nx, perturbed_rows)?, &gate_msa)?;
+        let x = gated_residual(x, &self.attn1.forward(&nx, perturbed_rows, lora)?, &gate_msa)?;
         // 3. Cross-attention, no pre-norm: x += attn2(x, ctx).
-        let x = (&x + self.attn2.forward(&x, ctx, bias)?)?;
+        let x = (&x + self.attn2.forward(&x, ctx, bias, lora)?)?;
         // 4. Mix-FFN on the grid: x += gate_mlp · ff(norm2(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(&x, &shift_mlp, &scale_mlp, self.norm_eps, self.norm2_affine.as_ref())?;
-        gated_residual(&x, &self.ff.forward(&nx, h, w)?, &gate_mlp)
+        gated_residual(&x, &self.ff.forward(&nx, h, w, lora)?, &gate_mlp)
     }
 }
 
@@ -274,6 +288,9 @@ pub struct TransformerInput {
     pub guidance: Option<Tensor>,
     /// ControlNet residuals [B, N, D]: sample j is added after block j + 1 (diffusers' indexing).
     pub controlnet_block_samples: Option<Vec<Tensor>>,
+    /// Multiplies every active LoRA term for this call (diffusers' `attention_kwargs["scale"]`); 1.0 as
+    /// diffusers' default. No effect while adapters are fused.
+    pub lora_scale: f64,
     /// Perturbed-attention guidance for this call. `None`: every block runs normally.
     pub pag: Option<PagInput>,
 }
@@ -297,6 +314,7 @@ pub struct SanaTransformer2DModel {
     transformer_blocks: Vec<SanaTransformerBlock>,
     scale_shift_table: Tensor, // [2, D]
     proj_out: Linear,          // [p·p·out, D]
+    adapters: Adapters,
     cfg: SanaTransformerConfig,
     dtype: DType,
 }
@@ -311,7 +329,9 @@ impl SanaTransformer2DModel {
         let transformer_blocks = (0..cfg.num_layers)
             .map(|i| SanaTransformerBlock::new(cfg, vb.pp("transformer_blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
+        let adapters = Adapters::new(lora_targets(&transformer_blocks)?, Self::lora_base(&transformer_blocks), vb.device(), vb.dtype());
         Ok(SanaTransformer2DModel {
+            adapters,
             patch_embed: PatchEmbed::new(cfg, vb.pp("patch_embed"))?,
             time_embed: TimeEmbed::new(cfg, vb.pp("time_embed"))?,
             caption: CaptionProjection::new(cfg, &vb)?,
@@ -329,6 +349,15 @@ impl SanaTransformer2DModel {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The LoRA adapters: load, activate, fuse, unload (see [`Adapters`]).
+    pub fn adapters(&self) -> &Adapters {
+        &self.adapters
+    }
+
+    fn lora_base(blocks: &[SanaTransformerBlock]) -> std::collections::BTreeMap<String, Tensor> {
+        blocks.iter().flat_map(|b| b.lora_targets()).map(|l| (l.path().to_string(), l.weight().clone())).collect()
     }
 
     /// Noise/velocity prediction [B, out_channels, H, W].
@@ -371,9 +400,11 @@ impl SanaTransformer2DModel {
         let ctx = self.caption.forward(&ctx)?; // [B, S, D]
         capture("caption_norm", &ctx);
 
-        // 2. Transformer blocks (+ ControlNet residuals after blocks 1..=len).
+        // 2. Transformer blocks (+ ControlNet residuals after blocks 1..=len), with this call's LoRA snapshot.
+        let lora = self.adapters.snapshot();
+        let lora = LoraCall::new(&lora, input.lora_scale);
         let control = input.controlnet_block_samples.as_deref().unwrap_or(&[]);
-        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: hp, w: wp };
+        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: hp, w: wp, lora };
         for (i, block) in self.transformer_blocks.iter().enumerate() {
             let perturbed = match &input.pag {
                 Some(pag) if pag.layers.contains(&i) => pag.perturbed_rows,
@@ -403,6 +434,7 @@ impl SanaTransformer2DModel {
         let mask = input.encoder_attention_mask.as_ref();
         let (b, h, w) = check_dit_inputs(cfg, &input.hidden_states, &input.encoder_hidden_states, mask, &input.timestep)?;
         let p = cfg.patch_size;
+        ensure_arg!(input.lora_scale.is_finite(), "loraScale", "expected a finite number, got {}", input.lora_scale);
         match (&input.guidance, cfg.guidance_embeds) {
             (Some(g), true) => ensure_arg!(g.dims() == [b], "guidance", "expected shape [{b}], got {:?}", g.dims()),
             (None, true) => return Err(SanaError::invalid_arg("guidance", "this model has guidance_embeds: a guidance tensor [batch] is required")),
@@ -482,6 +514,18 @@ impl DeviceInputs {
             bias,
         })
     }
+}
+
+/// What [`SanaTransformerBlock::lora_targets`] offers adapters, by module path.
+fn lora_targets(blocks: &[SanaTransformerBlock]) -> Result<AdapterTargets> {
+    let mut layers = std::collections::BTreeMap::new();
+    for l in blocks.iter().flat_map(|b| b.lora_targets()) {
+        let (out_dim, in_dim) = l.weight().dims2()?;
+        layers.insert(l.path().to_string(), AdapterTarget { out_dim, in_dim, conv: l.is_conv() });
+    }
+    let last = blocks.len().saturating_sub(1);
+    let described = format!("to_q, to_k, to_v, to_out.0 of attn1 and attn2, ff.conv_inverted and ff.conv_point in transformer_blocks.0–{last}");
+    Ok(AdapterTargets { prefix: "transformer", layers, described })
 }
 
 impl BuildModel<SanaTransformerConfig> for SanaTransformer2DModel {

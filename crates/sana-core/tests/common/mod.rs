@@ -83,6 +83,14 @@ pub fn tolerance(case_name: &str) -> (f64, f64) {
     (t["atol"].as_f64().unwrap(), t["rtol"].as_f64().unwrap())
 }
 
+/// The tolerance of output `role` when a case gives one per output (`{"output_fused": {atol, rtol}, …}`),
+/// else the case-wide one.
+pub fn tolerance_of(case_name: &str, role: &str) -> (f64, f64) {
+    let t = &case(case_name)["tolerance"];
+    let t = if t.get("atol").is_some() { t } else { &t[role] };
+    (t["atol"].as_f64().unwrap_or_else(|| panic!("{case_name}: no tolerance for {role}")), t["rtol"].as_f64().unwrap())
+}
+
 /// Assert allclose; on failure report the worst element. Returns the max abs error.
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> f64 {
     assert_eq!(got.dims(), want.dims(), "{what}: shape");

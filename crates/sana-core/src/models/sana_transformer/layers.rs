@@ -1,7 +1,8 @@
-//! Building blocks of the Sana DiT other than the transformer blocks: `Linear` (also 1×1 convs), the
-//! modulated LayerNorm, and the input embeddings (patches, timestep/guidance, caption).
+//! Building blocks of the Sana DiT other than the transformer blocks: the input embeddings (patches,
+//! timestep/guidance, caption).
 
 use crate::config::SanaTransformerConfig;
+use crate::models::linear::Linear;
 use crate::ops::{embeddings, rms_norm};
 use crate::weights::Vb;
 use crate::Result;
@@ -11,72 +12,6 @@ use candle_core::{DType, Tensor};
 const CAPTION_NORM_EPS: f64 = 1e-5;
 /// Channels of the sinusoidal timestep/guidance projection (`Timesteps(num_channels=256)`).
 const TIME_PROJ_DIM: usize = 256;
-
-/// `nn.Linear` (and 1×1 convs, whose weight [out, in, 1, 1] is reshaped to [out, in]).
-pub(crate) struct Linear {
-    weight: Tensor,       // [out, in]
-    bias: Option<Tensor>, // [out]
-}
-
-impl Linear {
-    pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
-        Ok(Linear { weight, bias })
-    }
-
-    /// A 1×1 `nn.Conv2d` loaded as a linear map.
-    pub(super) fn conv1x1(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim, 1, 1), "weight")?.reshape((out_dim, in_dim))?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
-        Ok(Linear { weight, bias })
-    }
-
-    /// Where the weights live (inputs from JS are moved here).
-    pub(crate) fn device(&self) -> &candle_core::Device {
-        self.weight.device()
-    }
-
-    /// x [..., in] → [..., out]: one GEMM over all leading dims, x[M, in] @ Wᵀ.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (&in_dim, lead) = x.dims().split_last().ok_or_else(|| candle_core::Error::Msg("linear input is a scalar".into()))?;
-        let rows: usize = lead.iter().product();
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let out_dims = [lead, &[self.weight.dim(0)?]].concat();
-        Ok(y.reshape(out_dims)?)
-    }
-
-    /// 1×1 conv from channel-major input to token-major output: x [B, in, N] → (W · x)ᵀ = xᵀ · Wᵀ
-    /// [B, N, out], contiguous, so the residual add that follows reads both operands in order.
-    /// One 2-D GEMM per batch item with both operands read transposed: candle 0.11's batched CPU matmul
-    /// gave wrong results for a transposed lhs with a stride-0 (broadcast) rhs.
-    pub(super) fn forward_channels_to_tokens(&self, x: &Tensor) -> Result<Tensor> {
-        let b = x.dim(0)?;
-        let wt = self.weight.t()?;
-        let rows = (0..b).map(|i| x.get(i)?.t()?.matmul(&wt)).collect::<candle_core::Result<Vec<_>>>()?;
-        let y = Tensor::stack(&rows, 0)?;
-        Ok(match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        })
-    }
-
-    /// Channel-major 1×1 conv: W · x for x [B, in, N] (any strides) → [B, out, N].
-    pub(super) fn forward_channels(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, _, _) = x.dims3()?;
-        let (o, i) = self.weight.dims2()?;
-        // Stride-0 batch on the weight: one GEMM per batch item, no copies of W.
-        let y = self.weight.broadcast_as((b, o, i))?.matmul(x)?;
-        Ok(match &self.bias {
-            Some(bias) => y.broadcast_add(&bias.reshape((o, 1))?)?,
-            None => y,
-        })
-    }
-}
 
 // ================================================================================================
 // Embeddings
@@ -96,7 +31,7 @@ impl PatchEmbed {
         let weight = vb.pp("proj").get((d, c, p, p), "weight")?.reshape((d, c * p * p))?;
         let bias = Some(vb.pp("proj").get(d, "bias")?);
         let pos = cfg.interpolation_scale.map(|s| (cfg.sample_size / p, s));
-        Ok(PatchEmbed { proj: Linear { weight, bias }, patch: p, pos })
+        Ok(PatchEmbed { proj: Linear::from_weight(weight, bias, vb.pp("proj").prefix()), patch: p, pos })
     }
 
     /// x [B, C, H, W] → tokens [B, (H/p)·(W/p), D], row-major over the patch grid.

@@ -1,0 +1,261 @@
+//! The one `nn.Linear` of every model (1×1 convs included: the DiT's Mix-FFN, DC-AE's projections), and so
+//! the one place LoRA hooks in.
+//!
+//! ```text
+//! y = x Wᵀ + b                                   plain (Gemma, the DiT's embeddings and proj_out)
+//! y = x W'ᵀ + b + Σₖ sₖ · s · B_k (A_k x)        with the call's adapters (peft's LoRA forward):
+//!     W' = W, or the fused weight; A_k [r, in], B_k [out, r]; sₖ = weight_k · alpha_k / r_k; s = the call's scale
+//! ```
+//! The adapters a call runs with come from a snapshot ([`LoraCall`]) taken when the forward starts, so adapters
+//! changed meanwhile by another thread never mix into a running pass; the base weight is never copied.
+
+use crate::weights::Vb;
+use crate::Result;
+use candle_core::Tensor;
+use std::collections::BTreeMap;
+
+/// How a Linear's input and output are laid out (the DiT keeps its Mix-FFN channel-major).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// x [..., in] → [..., out].
+    Tokens,
+    /// x [B, in, N] (any strides) → [B, out, N]: a 1×1 conv.
+    Channels,
+    /// x [B, in, N] → [B, N, out], contiguous: a 1×1 conv whose output is token-major.
+    ChannelsToTokens,
+}
+
+impl Layout {
+    /// Layouts of the down (A) and up (B) projections of a low-rank term: `B(A x)` has this layout overall.
+    fn low_rank(self) -> (Layout, Layout) {
+        match self {
+            Layout::ChannelsToTokens => (Layout::Channels, Layout::ChannelsToTokens),
+            l => (l, l),
+        }
+    }
+}
+
+/// `nn.Linear`, or a 1×1 `nn.Conv2d` whose weight [out, in, 1, 1] is kept as [out, in].
+pub struct Linear {
+    weight: Tensor,       // [out, in]
+    bias: Option<Tensor>, // [out]
+    /// Checkpoint module path (`transformer_blocks.0.attn1.to_q`): the name adapter keys use.
+    path: String,
+    /// Loaded from a 1×1 conv: a LoRA for it has 1×1 conv factors ([r, in, 1, 1], [out, r, 1, 1]).
+    conv: bool,
+}
+
+impl Linear {
+    /// `prefix.weight` [out, in] (and `prefix.bias` [out] when `bias`).
+    pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        Self::with_bias(weight, bias, vb, false)
+    }
+
+    /// A 1×1 `nn.Conv2d`: `prefix.weight` [out, in, 1, 1] loaded as a linear map.
+    pub fn conv1x1(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim, 1, 1), "weight")?.reshape((out_dim, in_dim))?;
+        Self::with_bias(weight, bias, vb, true)
+    }
+
+    /// A linear map whose [out, in] weight was reshaped from another layer (a p×p patch conv).
+    pub fn from_weight(weight: Tensor, bias: Option<Tensor>, path: &str) -> Self {
+        Linear { weight, bias, path: path.to_string(), conv: false }
+    }
+
+    fn with_bias(weight: Tensor, bias: bool, vb: Vb, conv: bool) -> Result<Self> {
+        let bias = if bias { Some(vb.get(weight.dim(0)?, "bias")?) } else { None };
+        Ok(Linear { weight, bias, path: vb.prefix().to_string(), conv })
+    }
+
+    /// The checkpoint module path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The [out, in] base weight (shared with the checkpoint store, never modified).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// True for a 1×1 conv.
+    pub fn is_conv(&self) -> bool {
+        self.conv
+    }
+
+    /// x [..., in] → [..., out].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        project(&self.weight, self.bias.as_ref(), Layout::Tokens, x)
+    }
+
+    /// Channel-major 1×1 conv: x [B, in, N] → [B, out, N].
+    pub fn forward_channels(&self, x: &Tensor) -> Result<Tensor> {
+        project(&self.weight, self.bias.as_ref(), Layout::Channels, x)
+    }
+
+    /// 1×1 conv from channel-major input to token-major output: x [B, in, N] → [B, N, out].
+    pub fn forward_channels_to_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        project(&self.weight, self.bias.as_ref(), Layout::ChannelsToTokens, x)
+    }
+
+    /// 1×1 conv on an image: x [B, in, H, W] → [B, out, H, W] (DC-AE's convs).
+    pub fn forward_nchw(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let y = self.forward_channels(&x.reshape((b, c, h * w))?)?;
+        Ok(y.reshape((b, self.weight.dim(0)?, h, w))?)
+    }
+
+    /// Any layout, with whatever the call's adapters hold for this layer (see the module docs).
+    pub fn forward_lora(&self, x: &Tensor, layout: Layout, lora: LoraCall) -> Result<Tensor> {
+        let Some(layer) = lora.layers.and_then(|l| l.get(&self.path)) else {
+            return project(&self.weight, self.bias.as_ref(), layout, x);
+        };
+        let mut y = project(layer.merged.as_ref().unwrap_or(&self.weight), self.bias.as_ref(), layout, x)?;
+        let (down_layout, up_layout) = layout.low_rank();
+        for term in &layer.terms {
+            let s = term.scale * lora.scale;
+            if s == 0.0 {
+                continue;
+            }
+            // peft: lora_B(lora_A(x)) * scaling
+            let h = project(&term.down, None, down_layout, x)?;
+            y = (y + project(&term.up, None, up_layout, &h)?.affine(s, 0.0)?)?;
+        }
+        Ok(y)
+    }
+}
+
+/// x · Wᵀ + b in `layout`, W [out, in].
+fn project(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tensor) -> Result<Tensor> {
+    match layout {
+        Layout::Tokens => {
+            // One GEMM over all leading dims: x[M, in] @ Wᵀ.
+            let (&in_dim, lead) = x.dims().split_last().ok_or_else(|| candle_core::Error::Msg("linear input is a scalar".into()))?;
+            let rows: usize = lead.iter().product();
+            let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+            let y = match bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            };
+            Ok(y.reshape([lead, &[weight.dim(0)?]].concat())?)
+        }
+        Layout::Channels => {
+            let (b, _, _) = x.dims3()?;
+            let (o, i) = weight.dims2()?;
+            // Stride-0 batch on the weight: one GEMM per batch item, no copies of W.
+            let y = weight.broadcast_as((b, o, i))?.matmul(x)?;
+            Ok(match bias {
+                Some(bias) => y.broadcast_add(&bias.reshape((o, 1))?)?,
+                None => y,
+            })
+        }
+        Layout::ChannelsToTokens => {
+            // (W · x)ᵀ = xᵀ · Wᵀ per batch item, both operands read transposed, so the residual add that
+            // follows reads both operands in order. One 2-D GEMM per item: candle 0.11's batched CPU matmul
+            // gave wrong results for a transposed lhs with a stride-0 (broadcast) rhs.
+            let b = x.dim(0)?;
+            let wt = weight.t()?;
+            let rows = (0..b).map(|i| x.get(i)?.t()?.matmul(&wt)).collect::<candle_core::Result<Vec<_>>>()?;
+            let y = Tensor::stack(&rows, 0)?;
+            Ok(match bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            })
+        }
+    }
+}
+
+// ================================================================================================
+// What one forward pass runs with
+// ================================================================================================
+
+/// One active low-rank term of a layer: `scale · B(A x)`.
+#[derive(Clone)]
+pub struct LowRank {
+    pub down: Tensor, // A [r, in]
+    pub up: Tensor,   // B [out, r]
+    /// Adapter weight × peft scaling (alpha / r); the call's scale multiplies it.
+    pub scale: f64,
+}
+
+/// A layer's share of the active adapters: a fused weight replacing the base one, and unfused terms.
+#[derive(Clone, Default)]
+pub struct LayerAdapters {
+    /// W + Σ scale·B·A when adapters are fused (the base weight stays untouched beside it).
+    pub merged: Option<Tensor>,
+    pub terms: Vec<LowRank>,
+}
+
+/// Layer path → what the active adapters add there.
+pub type AdapterLayers = BTreeMap<String, LayerAdapters>;
+
+/// The adapters one forward pass runs with, and the call's scale (diffusers' `attention_kwargs["scale"]`).
+#[derive(Clone, Copy)]
+pub struct LoraCall<'a> {
+    layers: Option<&'a AdapterLayers>,
+    scale: f64,
+}
+
+impl<'a> LoraCall<'a> {
+    /// No adapters: every layer runs its base weight.
+    pub const NONE: LoraCall<'static> = LoraCall { layers: None, scale: 1.0 };
+
+    pub fn new(layers: &'a AdapterLayers, scale: f64) -> Self {
+        LoraCall { layers: Some(layers), scale }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn randn(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Every layout with a low-rank term equals the plain layer with the dense weight W + s·c·B·A.
+    #[test]
+    fn low_rank_terms_equal_the_merged_weight_in_every_layout() -> Result<()> {
+        let (o, i, r, b, n) = (6, 5, 2, 3, 7);
+        let lin = Linear::from_weight(randn(&[o, i]), Some(randn(&[o])), "layer");
+        let (down, up) = (randn(&[r, i]), randn(&[o, r]));
+        let (c, s) = (1.5, 0.4);
+        let mut layers = AdapterLayers::new();
+        layers.insert("layer".into(), LayerAdapters { merged: None, terms: vec![LowRank { down: down.clone(), up: up.clone(), scale: c }] });
+        let dense = Linear::from_weight((lin.weight() + (up.matmul(&down)? * (c * s))?)?, lin.bias.clone(), "dense");
+        let tokens = randn(&[b, n, i]);
+        let channels = tokens.transpose(1, 2)?; // [B, in, N], strided
+        for (layout, x) in [(Layout::Tokens, &tokens), (Layout::Channels, &channels), (Layout::ChannelsToTokens, &channels)] {
+            let got = lin.forward_lora(x, layout, LoraCall::new(&layers, s))?;
+            let want = dense.forward_lora(x, layout, LoraCall::NONE)?;
+            assert!(max_diff(&got, &want) < 1e-5, "{layout:?}");
+            // A layer the adapters do not name, and scale 0, run the base weight.
+            let base = lin.forward_lora(x, layout, LoraCall::NONE)?;
+            assert_eq!(max_diff(&lin.forward_lora(x, layout, LoraCall::new(&layers, 0.0))?, &base), 0.0);
+        }
+        assert_eq!(lin.forward(&tokens)?.dims(), &[b, n, o]);
+        assert_eq!(lin.forward_channels(&channels)?.dims(), &[b, o, n]);
+        assert_eq!(lin.forward_channels_to_tokens(&channels)?.dtype(), DType::F32);
+        // An image [B, in, H, W] is the channel-major case over H·W pixels.
+        let image = channels.contiguous()?.reshape((b, i, 1, n))?;
+        assert!(max_diff(&lin.forward_nchw(&image)?.reshape((b, o, n))?, &lin.forward_channels(&channels)?) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_merged_weight_replaces_the_base_one() -> Result<()> {
+        let lin = Linear::from_weight(randn(&[4, 3]), None, "l");
+        let other = randn(&[4, 3]);
+        let mut layers = AdapterLayers::new();
+        layers.insert("l".into(), LayerAdapters { merged: Some(other.clone()), terms: vec![] });
+        let x = randn(&[2, 3]);
+        let got = lin.forward_lora(&x, Layout::Tokens, LoraCall::new(&layers, 7.0))?;
+        assert!(max_diff(&got, &x.matmul(&other.t()?)?) < 1e-6);
+        Ok(())
+    }
+}
