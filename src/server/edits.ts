@@ -8,7 +8,7 @@ import { SanaError, invalidArgument } from '../errors'
 import { defaultSize, imageSize } from '../preprocess'
 import type { ServerContext } from './app'
 import { jobParams, type SanaBody } from './openai'
-import { disconnectSignal, imageData, refuse, runJob } from './routes'
+import { answerImages } from './routes'
 
 /** The form's text fields and how each is read (multipart has strings only). */
 const FIELDS: Record<string, 'string' | 'integer' | 'number' | 'boolean'> = {
@@ -70,14 +70,6 @@ export function registerEdits(app: FastifyInstance, ctx: ServerContext): void {
       strength,
       previewEvery: 0,
     }
-    let run
-    try {
-      run = runJob(ctx, params, { signal: disconnectSignal(reply) })
-    } catch (e) {
-      return refuse(ctx, reply, e)
-    }
-    const result = await run.done
-    const format = body.response_format === 'url' ? 'url' : 'b64_json'
-    return { created: Math.floor(Date.now() / 1000), data: imageData(ctx, req, result, format), seed: result.seed }
+    return answerImages(ctx, req, reply, params, body.response_format)
   })
 }

@@ -36,22 +36,20 @@ export class ServerMetrics {
   })
 
   constructor(stats: () => QueueStats) {
-    new Gauge({
-      name: 'sana_queue_waiting',
-      help: 'Jobs waiting in the queue.',
-      registers: [this.registry],
-      collect() {
-        this.set(stats().waiting)
-      },
-    })
-    new Gauge({
-      name: 'sana_jobs_running',
-      help: 'Jobs running now.',
-      registers: [this.registry],
-      collect() {
-        this.set(stats().running)
-      },
-    })
+    const gauges = [
+      ['sana_queue_waiting', 'Jobs waiting in the queue.', 'waiting'],
+      ['sana_jobs_running', 'Jobs running now.', 'running'],
+    ] as const
+    for (const [name, help, key] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(stats()[key])
+        },
+      })
+    }
     collectDefaultMetrics({ register: this.registry })
   }
 

@@ -14,7 +14,7 @@ import { registerEdits } from './edits'
 import { openEventStream } from './sse'
 
 /** An AbortSignal that fires when the client closes the connection before the response is complete. */
-export function disconnectSignal(reply: FastifyReply): AbortSignal {
+function disconnectSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController()
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) controller.abort()
@@ -23,7 +23,7 @@ export function disconnectSignal(reply: FastifyReply): AbortSignal {
 }
 
 /** Queue a job, wait for it, count it. Throws `SANA_QUEUE_FULL` at once when the queue is full. */
-export function runJob(ctx: ServerContext, params: JobParams, options: { signal: AbortSignal; onEvent?: (e: JobEvent) => void }) {
+function runJob(ctx: ServerContext, params: JobParams, options: { signal: AbortSignal; onEvent?: (e: JobEvent) => void }) {
   let started = 0
   let lastStep = 0
   const onEvent = (e: JobEvent) => {
@@ -51,7 +51,7 @@ export function runJob(ctx: ServerContext, params: JobParams, options: { signal:
 }
 
 /** 429 with Retry-After when the queue is full; other errors as usual. */
-export function refuse(ctx: ServerContext, reply: FastifyReply, e: unknown): FastifyReply {
+function refuse(ctx: ServerContext, reply: FastifyReply, e: unknown): FastifyReply {
   if (e instanceof SanaError && e.code === 'SANA_QUEUE_FULL') reply.header('retry-after', String(ctx.queue.retryAfterSeconds(ctx.lastJobMs)))
   return sendError(reply, ctx.metrics, e)
 }
@@ -78,15 +78,7 @@ export function registerRoutes(app: FastifyInstance, ctx: ServerContext): void {
 
   // OpenAI: POST /v1/images/generations → { created, data: [{ b64_json } | { url }] }.
   app.post<{ Body: SanaBody }>('/v1/images/generations', { schema: { body: generationsBody } }, async (req, reply) => {
-    const params = { ...jobParams(req.body, await ctx.limits()), previewEvery: 0 }
-    let run
-    try {
-      run = runJob(ctx, params, { signal: disconnectSignal(reply) })
-    } catch (e) {
-      return refuse(ctx, reply, e)
-    }
-    const result = await run.done
-    return { created: Math.floor(Date.now() / 1000), data: imageData(ctx, req, result, req.body.response_format ?? 'b64_json'), seed: result.seed }
+    return answerImages(ctx, req, reply, { ...jobParams(req.body, await ctx.limits()), previewEvery: 0 }, req.body.response_format)
   })
 
   app.get<{ Params: { id: string } }>('/v1/images/results/:id', open, async (req, reply) => {
@@ -139,8 +131,23 @@ function sendEvent(sse: ReturnType<typeof openEventStream>, e: JobEvent): void {
   }
 }
 
+/**
+ * Run a job and answer as OpenAI's Images API does: `{ created, data: [{ b64_json } | { url }] }` (plus `seed`);
+ * 429 at once when the queue is full. The client disconnecting cancels the job.
+ */
+export async function answerImages(ctx: ServerContext, req: FastifyRequest, reply: FastifyReply, params: JobParams, format: string | undefined) {
+  let run
+  try {
+    run = runJob(ctx, params, { signal: disconnectSignal(reply) })
+  } catch (e) {
+    return refuse(ctx, reply, e)
+  }
+  const result = await run.done
+  return { created: Math.floor(Date.now() / 1000), data: imageData(ctx, req, result, format === 'url' ? 'url' : 'b64_json'), seed: result.seed }
+}
+
 /** OpenAI's `data` array: base64 PNGs, or URLs to fetch them from (kept for a while, see ResultStore). */
-export function imageData(ctx: ServerContext, req: FastifyRequest, result: JobResult, format: 'b64_json' | 'url') {
+function imageData(ctx: ServerContext, req: FastifyRequest, result: JobResult, format: 'b64_json' | 'url') {
   if (format === 'b64_json') return result.images.map((png) => ({ b64_json: png.toString('base64') }))
   return result.images.map((png) => ({ url: `${origin(req)}/v1/images/results/${ctx.results.put(png)}.png` }))
 }
