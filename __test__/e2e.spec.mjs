@@ -1,13 +1,12 @@
 // End to end against diffusers' SanaPipeline / SanaSprintPipeline: per-step latents, final latents,
 // the [0,1] image and the PNG pixels, for CFG, resolution binning, no-CFG and Sprint.
 import test from 'ava'
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tensor } from '../dist/index.js'
 import { SANA_TINY } from './helpers/paths.mjs'
 import { stepSlice } from './helpers/fixtures.mjs'
 import { caseGenerateOptions, loadFixturePipelines } from './helpers/pipelines.mjs'
-import { readPng } from './helpers/png.mjs'
+import { assertPngMatches, readPng } from './helpers/png.mjs'
 import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
 
 let pipe
@@ -39,13 +38,7 @@ async function checkCase(t, p, name, extra = {}) {
   // The PNG: same pixels as the reference PNG within the stated uint8 difference.
   const png = await p.generate({ ...options(name), ...extra })
   const img = png.images[0]
-  const ref = readPng(readFileSync(join(SANA_TINY, c.png)))
-  t.is(img.width, ref.width)
-  t.is(img.height, ref.height)
-  let maxDiff = 0
-  for (let i = 0; i < ref.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(img.data[i] - ref.data[i]))
-  t.log(`${name} PNG: max uint8 diff ${maxDiff} (allowed ${c.tolerance.uint8_max_diff})`)
-  t.true(maxDiff <= c.tolerance.uint8_max_diff)
+  assertPngMatches(t, img, join(SANA_TINY, c.png), c.tolerance.uint8_max_diff, name)
   const decoded = readPng(img.toPng())
   t.is(decoded.text.prompt, c.call_kwargs.prompt)
 }

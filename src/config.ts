@@ -40,19 +40,14 @@ export interface SanaTransformerConfig {
 }
 
 /** SanaControlNetModel config (camelCase view of config.json): the transformer's widths, no qk-norm or guidance embedding. */
-export interface SanaControlNetConfig {
+export type SanaControlNetConfig = Pick<
+  SanaTransformerConfig,
+  | 'inChannels' | 'numAttentionHeads' | 'attentionHeadDim' | 'numCrossAttentionHeads' | 'crossAttentionHeadDim'
+  | 'crossAttentionDim' | 'captionChannels' | 'patchSize' | 'interpolationScale'
+> & {
   className: 'SanaControlNetModel'
-  inChannels: number
-  numAttentionHeads: number
-  attentionHeadDim: number
   /** Blocks copied from the transformer; sample k is added after transformer block k + 1. */
   numLayers: number
-  numCrossAttentionHeads: number
-  crossAttentionHeadDim: number
-  crossAttentionDim: number
-  captionChannels: number
-  patchSize: number
-  interpolationScale: number | null
   [key: string]: unknown
 }
 

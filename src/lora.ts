@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path'
 import type { SanaTransformer2DModel } from './components'
 import { callNative, callNativeSync, invalidArgument, SanaError } from './errors'
 import { resolveRepoFile, type ResolveModelOptions } from './hub'
+import type { Binding } from './native'
 
 /** The file name diffusers' `save_lora_weights` writes, and the one looked for in a folder or repo. */
 export const DEFAULT_LORA_WEIGHT_NAME = 'pytorch_lora_weights.safetensors'
@@ -41,18 +42,8 @@ export interface FuseLoraOptions {
  * One loaded adapter, as {@link listAdapters} reports it.
  * @example { name: 'pixel', path: '/…/pytorch_lora_weights.safetensors', rank: 4, alpha: 8, layers: 20, weight: 1, active: true }
  */
-export interface LoraAdapterInfo {
-  name: string
-  /** The safetensors file it was read from. */
-  path: string
-  /** Largest rank among its layers. */
-  rank: number
-  /** `lora_alpha` from the file's `lora_adapter_metadata`; undefined when absent (alpha = rank, as diffusers). */
-  alpha?: number
-  /** Number of layers it adapts. */
-  layers: number
-  /** Its weight while active; undefined when inactive. */
-  weight?: number
+export interface LoraAdapterInfo extends Binding.NativeAdapterInfo {
+  /** Whether it takes part in forwards (it is among the `setAdapters` names). */
   active: boolean
 }
 

@@ -1,5 +1,6 @@
 // A small, strict PNG reader for tests: 8-bit RGB (colour type 2), non-interlaced, all five row filters,
 // CRC-checked chunks, and tEXt / zTXt / iTXt text. Independent of the encoder in src/png.ts.
+import { readFileSync } from 'node:fs'
 import { crc32, inflateSync } from 'node:zlib'
 
 const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]
@@ -79,4 +80,19 @@ export function readPng(bytes) {
     text[k] = v
   }
   return { width, height, data: out, text, chunkTypes: chunks.map((c) => c.type) }
+}
+
+/**
+ * Assert that a generated SanaImage has the reference PNG's size and pixels within `maxDiff` per uint8 channel
+ * (the fixtures' `uint8_max_diff`). Returns the decoded reference.
+ */
+export function assertPngMatches(t, img, refPath, maxDiff, what) {
+  const ref = readPng(readFileSync(refPath))
+  t.is(img.width, ref.width, `${what} PNG width`)
+  t.is(img.height, ref.height, `${what} PNG height`)
+  let worst = 0
+  for (let i = 0; i < ref.data.length; i++) worst = Math.max(worst, Math.abs(img.data[i] - ref.data[i]))
+  t.log(`${what} PNG: max uint8 diff ${worst} (allowed ${maxDiff})`)
+  t.true(worst <= maxDiff, `${what} PNG max diff ${worst}`)
+  return ref
 }

@@ -1,13 +1,12 @@
 // The wave-2 fixtures (img2img, inpainting, Sprint img2img, ControlNet, PAG, LoRA, DC-AE-Lite): the reference
 // set (through the same reader as wave 1; manifest paths are relative to wave2/), its input files, and a
 // per-step/final/image/PNG check shared by every wave-2 e2e test.
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Tensor } from '../../dist/index.js'
 import { stepSlice } from './fixtures.mjs'
 import { callOptions } from './pipelines.mjs'
 import { WAVE2 } from './paths.mjs'
-import { readPng } from './png.mjs'
+import { assertPngMatches } from './png.mjs'
 import { assertClose, referenceSet } from './reference.mjs'
 
 export { WAVE2 }
@@ -65,13 +64,6 @@ export async function checkE2e(t, pipe, name, options) {
   t.deepEqual(res.images.shape, want.shape)
   assertClose(t, await res.images.toFloat32Array(), want.data, c.tolerance.image_pt, `${name} image_pt`)
   const png = await pipe.generate(options)
-  const img = png.images[0]
-  const ref = readPng(readFileSync(join(WAVE2, c.png)))
-  t.is(img.width, ref.width)
-  t.is(img.height, ref.height)
-  let maxDiff = 0
-  for (let i = 0; i < ref.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(img.data[i] - ref.data[i]))
-  t.log(`${name} PNG: max uint8 diff ${maxDiff} (allowed ${c.tolerance.uint8_max_diff})`)
-  t.true(maxDiff <= c.tolerance.uint8_max_diff, `${name} PNG max diff ${maxDiff}`)
+  assertPngMatches(t, png.images[0], join(WAVE2, c.png), c.tolerance.uint8_max_diff, name)
   return res
 }
