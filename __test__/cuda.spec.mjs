@@ -7,7 +7,7 @@ import { SanaPipeline, Tensor } from '../dist/index.js'
 import { explainLoadError, nativeBackend } from '../dist/native.js'
 import { SANA_TINY } from './helpers/paths.mjs'
 import { caseGenerateOptions } from './helpers/pipelines.mjs'
-import { assertClose, caseOf, caseTensor } from './helpers/reference.mjs'
+import { assertClose, caseOf, caseTensor, psnr } from './helpers/reference.mjs'
 
 const backend = nativeBackend()
 const noGpu = backend.kind === 'cuda' ? undefined : backend.cudaUnavailable
@@ -27,13 +27,6 @@ async function withPipe(opts, fn) {
   } finally {
     pipe.dispose()
   }
-}
-
-/** Peak signal-to-noise ratio of two images in [0, 1], in dB. */
-function psnr(a, b) {
-  let se = 0
-  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2
-  return 10 * Math.log10(1 / Math.max(se / a.length, 1e-20))
 }
 
 let fp32Image

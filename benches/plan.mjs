@@ -58,6 +58,12 @@ export const MODELS = {
   full: {
     'dit-600m': { kind: 'transformer', config: sanaTransformer({ layers: 28, heads: 36, crossHeads: 16, crossHeadDim: 72 }) },
     'dit-1.6b': { kind: 'transformer', config: sanaTransformer({ layers: 20, heads: 70, crossHeads: 20, crossHeadDim: 112 }) },
+    // SANA1.5_4.8B_1024px: the 1.6B width at 60 layers with qk-norm, shipped in bf16 (so written in bf16: 9.6 GB).
+    'dit-4.8b': {
+      kind: 'transformer',
+      weights: 'bf16',
+      config: { ...sanaTransformer({ layers: 60, heads: 70, crossHeads: 20, crossHeadDim: 112 }), qk_norm: 'rms_norm_across_heads' },
+    },
     'dcae-f32c32': {
       kind: 'vae',
       config: dcae({ channels: [128, 256, 512, 512, 1024, 1024], encoderLayers: [2, 2, 2, 3, 3, 3], decoderLayers: [3, 3, 3, 3, 3, 3] }),
@@ -108,7 +114,8 @@ export function configJson(config) {
  * `cacheDir/name/` with config.json and random safetensors, written once by the `random_checkpoint` example
  * (reused while config.json is unchanged). Returns the folder.
  */
-export function ensureModel(name, { kind, config }, log) {
+export function ensureModel(name, model, log) {
+  const { kind, config } = model
   const dir = join(cacheDir, name)
   const json = configJson(config)
   const weights = join(dir, WEIGHT_FILE[kind])
@@ -118,7 +125,8 @@ export function ensureModel(name, { kind, config }, log) {
   mkdirSync(dir, { recursive: true })
   writeFileSync(cfgPath, json)
   log(`writing random weights for ${name} into ${dir} …`)
-  const r = spawnSync('cargo', ['run', '--quiet', '--release', '-p', 'sana-core', '--example', 'random_checkpoint', '--', kind, dir], {
+  const extra = model.weights === 'bf16' ? ['bf16'] : []
+  const r = spawnSync('cargo', ['run', '--quiet', '--release', '-p', 'sana-core', '--example', 'random_checkpoint', '--', kind, dir, ...extra], {
     cwd: repo,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -161,6 +169,7 @@ export function rows(mode) {
       row('gemma-tiny', 'text encoder, 300 tokens', { kind: 'text_encoder', batch: 1, seqLen: 300 }),
       row('dit-tiny', 'DiT forward 256² (8×8)', { kind: 'transformer', batch: 1, latent: [8, 8], seqLen: 300 }),
       row('dit-tiny', 'DiT forward 256² (8×8)', { kind: 'transformer', batch: 2, latent: [8, 8], seqLen: 300 }),
+      row('dit-tiny', 'DiT forward 256² (8×8)', { kind: 'transformer', batch: 2, latent: [8, 8], seqLen: 300, dtype: 'bfloat16' }),
       row('dcae-tiny', 'VAE decode 256²', { kind: 'vae', batch: 1, latent: [8, 8] }),
       row('sana-tiny', 'pipeline 256², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [256, 256], steps: 2, runs: 2 }),
     ]
@@ -180,5 +189,16 @@ export function rows(mode) {
     row('dcae-f32c32', 'VAE decode 1024²', { kind: 'vae', batch: 1, latent: [32, 32], warmup: 0, runs: 1 }),
     row('dit-1.6b', 'DiT forward 1024² (32×32)', { ...dit, batch: 2, latent: [32, 32], warmup: 0, runs: 1 }),
     row('sana-600m', 'pipeline 1024², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [1024, 1024], steps: 2, warmup: 0, runs: 1 }),
+    // Half-precision weights on the CPU (issue 13): ours with bf16 weights beside PyTorch float32 — the same rows
+    // as above with `dtype`, so each is compared (PSNR) with its float32 twin when both run.
+    row('dit-600m', 'DiT forward 1024² (32×32)', { ...dit, batch: 2, latent: [32, 32], warmup: 0, runs: 1, dtype: 'bfloat16' }),
+    row('dit-600m', 'DiT forward 512² (16×16)', { ...dit, batch: 2, latent: [16, 16], budgetS: 30, dtype: 'bfloat16' }),
+    row('dcae-f32c32', 'VAE decode 512²', { kind: 'vae', batch: 1, latent: [16, 16], warmup: 0, runs: 2, budgetS: 30, dtype: 'bfloat16' }),
+    row('gemma-2-2b', 'text encoder, 300 tokens', { kind: 'text_encoder', batch: 1, seqLen: 300, runs: 3, budgetS: 30, dtype: 'bfloat16' }),
+    row('sana-600m', 'pipeline 1024², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [1024, 1024], steps: 2, warmup: 0, runs: 1, dtype: 'bfloat16' }),
+    // 4.8B: ours only (PyTorch float32 would need its 19 GB of weights plus activations on a 24 GB machine).
+    row('dit-4.8b', 'DiT forward 1024² (32×32)', { ...dit, batch: 1, latent: [32, 32], warmup: 0, runs: 1, dtype: 'bfloat16', torch: false }),
+    // PyTorch in bfloat16 once, for the record (≈ 10× its float32 time on this CPU).
+    row('dit-600m', 'DiT forward 512² (16×16)', { ...dit, batch: 1, latent: [16, 16], warmup: 0, runs: 1, dtype: 'bfloat16', torchDtype: 'bfloat16' }),
   ]
 }

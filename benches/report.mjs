@@ -1,6 +1,6 @@
 // Summaries of the measurements, machine info, and the markdown table appended to benches/RESULTS.md.
 import { execSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { cpus, loadavg, totalmem } from 'node:os'
 import { repo } from './plan.mjs'
 
@@ -91,7 +91,8 @@ export function markdown({ mode, compare, torchNote, info, results }) {
       (torch ? `; PyTorch ${torch.versions.torch}, diffusers ${torch.versions.diffusers ?? '?'}, transformers ${torch.versions.transformers ?? '?'}` : '') +
       `. Load average at the end: ${info.loadAvg}.`,
     '',
-    'Time: median of the timed runs (count in parentheses) after the warm-up runs the row lists; float32, CPU, random weights.',
+    'Time: median of the timed runs (count in parentheses) after the warm-up runs the row lists; CPU, random weights, float32 unless the row names a dtype ' +
+      '(ours with half weights still computes in f32; PyTorch stays float32 unless named). PSNR: 10·log10(range² / MSE) of the output against our float32 row, range = max − min of the float32 output.',
     'Pipeline rows: one `generate` of `steps` steps with CFG (DiT batch 2), prompt encoding and VAE decode included; ' +
       '"20 steps ≈" adds 18 more steps at the measured per-step time, and images/s is from that estimate.',
     'Load time: weights from disk to a ready model (not in the timed runs). Load avg: 1-minute load average before → after the row (2 cores: above 2 means the run shared the CPU).',
@@ -103,9 +104,32 @@ export function markdown({ mode, compare, torchNote, info, results }) {
   for (const r of results) {
     const [ot, oi, om] = cell(r, r.ours)
     const [pt, pi, pm] = compare ? cell(r, r.pytorch) : ['–', '–', '–']
-    lines.push(`| ${r.model} ${r.what} | ${r.batch} | ${r.warmup} | ${ot} | ${oi} | ${om} | ${pt} | ${pi} | ${pm} | ${ratio(r)} | ${loadTime(r.ours)}; ${loadTime(r.pytorch)} | ${load(r.ours)}; ${load(r.pytorch)} |`)
+    const dtype = r.dtype && r.dtype !== 'float32'
+      ? ` · ours ${r.dtype} weights${r.psnrDb !== undefined ? ` (PSNR ${r.psnrDb.toFixed(1)} dB vs ours float32)` : ''}${r.torchDtype ? ` · PyTorch ${r.torchDtype}` : ''}`
+      : r.torchDtype ? ` · PyTorch ${r.torchDtype}` : ''
+    lines.push(`| ${r.model} ${r.what}${dtype} | ${r.batch} | ${r.warmup} | ${ot} | ${oi} | ${om} | ${pt} | ${pi} | ${pm} | ${ratio(r)} | ${loadTime(r.ours)}; ${loadTime(r.pytorch)} | ${load(r.ours)}; ${load(r.pytorch)} |`)
   }
   const errors = results.flatMap((r) => ['ours', 'pytorch'].filter((k) => r[k]?.error).map((k) => `- ${r.model} ${r.what} b${r.batch}, ${k}: ${r[k].error}`))
   if (errors.length) lines.push('', 'Failures:', ...errors)
   return `${lines.join('\n')}\n`
+}
+
+/** PSNR in dB of the raw f32 file `a` against the reference file `b`, peak = the reference's value range. */
+export function psnrOfFiles(a, b) {
+  const read = (f) => {
+    const buf = readFileSync(f)
+    return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4)
+  }
+  if (!existsSync(a) || !existsSync(b)) return undefined
+  const [x, y] = [read(a), read(b)]
+  if (x.length !== y.length) return undefined
+  let se = 0
+  let lo = Infinity
+  let hi = -Infinity
+  for (let i = 0; i < y.length; i++) {
+    se += (x[i] - y[i]) ** 2
+    lo = Math.min(lo, y[i])
+    hi = Math.max(hi, y[i])
+  }
+  return 10 * Math.log10(((hi - lo) ** 2) / Math.max(se / y.length, 1e-30))
 }

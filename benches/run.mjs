@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process'
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
+import { psnrOfFiles } from './report.mjs'
 import { MODELS, PIPELINES, cacheDir, ensureModel, ensurePipeline, repo, rows as planRows } from './plan.mjs'
 import { machineInfo, markdown, summarize } from './report.mjs'
 
@@ -139,11 +140,19 @@ async function main() {
   const jsonPath = join(outDir, `${info.date.replace(/[:.]/g, '-')}-${mode}${compare ? '-compare' : ''}.json`)
   const results = []
   const save = () => writeFileSync(jsonPath, JSON.stringify({ mode, compare, torchNote, info, results }, null, 2))
+  // Rows that differ only in `dtype` share inputs (seeded), so a half row's output is compared with its float32 twin.
+  const outputFile = (r) => join(outDir, 'outputs', `${r.model}-${r.what}-b${r.batch}-${r.dtype ?? 'float32'}.f32`.replace(/[^\w.-]+/g, '_'))
+  const twinOf = (r) => todo.find((o) => o !== r && o.model === r.model && o.what === r.what && o.batch === r.batch && (o.dtype ?? 'float32') === 'float32')
+  const hasHalfTwin = (r) => todo.some((o) => (o.dtype ?? 'float32') !== 'float32' && twinOf(o) === r)
   for (const [i, r] of todo.entries()) {
-    const spec = { ...r, dir: modelDirs[r.model] }
-    const label = `[${i + 1}/${todo.length}] ${r.model} ${r.what} b${r.batch}`
+    const spec = { ...r, dir: modelDirs[r.model], outputFile: hasHalfTwin(r) || (r.dtype ?? 'float32') !== 'float32' ? outputFile(r) : undefined }
+    const label = `[${i + 1}/${todo.length}] ${r.model} ${r.what} b${r.batch}${r.dtype ? ` ${r.dtype}` : ''}`
     const row = { ...r, ours: await measure('ours', spec, label) }
-    if (runTorch) row.pytorch = await measure('pytorch', spec, label)
+    const twin = (r.dtype ?? 'float32') !== 'float32' ? twinOf(r) : undefined
+    if (twin && !row.ours.error) row.psnrDb = psnrOfFiles(spec.outputFile, outputFile(twin))
+    // A half row's PyTorch side is the float32 anchor its twin already measured: reused, not run twice.
+    const twinRow = twin && !r.torchDtype ? results.find((x) => x.model === twin.model && x.what === twin.what && x.batch === twin.batch && !x.dtype) : undefined
+    if (runTorch && r.torch !== false) row.pytorch = twinRow?.pytorch ?? (await measure('pytorch', spec, label))
     const s = summarize(row)
     results.push(row)
     save()

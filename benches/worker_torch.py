@@ -41,35 +41,39 @@ def token_ids(length, vocab):
     return [2 if t == 0 else (t * 7919) % vocab for t in range(length)]
 
 
+# PyTorch stays float32 (the anchor) unless a row asks for `torchDtype` (e.g. bfloat16 once, for the record).
+DTYPE = getattr(torch, spec.get("torchDtype", "float32"))
+
+
 def setup():
     kind, d, b = spec["kind"], spec["dir"], spec["batch"]
     if kind == "transformer":
         from diffusers import SanaTransformer2DModel
 
-        m = load(SanaTransformer2DModel, d, torch_dtype=torch.float32)
+        m = load(SanaTransformer2DModel, d, torch_dtype=DTYPE)
         h, w = spec["latent"]
-        x = torch.randn(b, 32, h, w)
-        e = torch.randn(b, spec["seqLen"], m.config.caption_channels)
-        t = torch.full((b,), 999.0)
+        x = torch.randn(b, 32, h, w).to(DTYPE)
+        e = torch.randn(b, spec["seqLen"], m.config.caption_channels).to(DTYPE)
+        t = torch.full((b,), 999.0).to(DTYPE)
         return lambda: m(hidden_states=x, encoder_hidden_states=e, timestep=t, return_dict=False)[0], m
     if kind == "vae":
         from diffusers import AutoencoderDC
 
-        m = load(AutoencoderDC, d, torch_dtype=torch.float32)
+        m = load(AutoencoderDC, d, torch_dtype=DTYPE)
         h, w = spec["latent"]
-        z = torch.randn(b, 32, h, w)
+        z = torch.randn(b, 32, h, w).to(DTYPE)
         return lambda: m.decode(z, return_dict=False)[0], m  # no tiling (diffusers' default)
     if kind == "text_encoder":
         from transformers import Gemma2Model
 
-        m = load(Gemma2Model, d, dtype=torch.float32)  # transformers ≥ 5 names it dtype
+        m = load(Gemma2Model, d, dtype=DTYPE)  # transformers ≥ 5 names it dtype
         ids = torch.tensor([token_ids(spec["seqLen"], m.config.vocab_size)] * b)
         mask = torch.ones_like(ids)
         return lambda: m(input_ids=ids, attention_mask=mask).last_hidden_state, m
     if kind == "pipeline":
         from diffusers import SanaPipeline
 
-        pipe = SanaPipeline.from_pretrained(d, torch_dtype=torch.float32)
+        pipe = SanaPipeline.from_pretrained(d, torch_dtype=DTYPE)
         pipe.set_progress_bar_config(disable=True)
         height, width = spec["size"]
         steps = []

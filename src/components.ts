@@ -17,8 +17,12 @@ export interface LoadOptions {
   /** Where to run: `'cpu'`, `'cuda'`, `'cuda:N'` or `'auto'` (CUDA when usable, else CPU). Defaults to `'cpu'`. */
   device?: DeviceRequest
   /**
-   * Compute dtype. Defaults to `'auto'`: float32 on CPU (candle's CPU matmul is f32-only), bfloat16 on CUDA.
-   * Weights stored in another dtype are converted at load (bf16/fp16 → f32 is exact).
+   * The dtype weights are held in. Defaults to `'auto'`: float32 on CPU (images identical to diffusers' float32
+   * ones), bfloat16 on CUDA. On CUDA the model also computes in it. On the CPU activations, norms, softmax and every
+   * accumulation stay float32 whatever this is: `'bfloat16'`/`'float16'` there keep the weights half in memory
+   * (about half the RSS) and widen them as each layer runs. Weights stored in another dtype are converted at load
+   * (bf16/fp16 → f32 is exact; f32/fp16 → bf16 rounds to nearest even).
+   * @example await SanaPipeline.load(dir, { dtype: 'bfloat16' }) // CPU: ≈ half the memory
    */
   dtype?: 'float32' | 'bfloat16' | 'float16' | 'auto'
   /** Weights variant to prefer, e.g. `'fp16'` for `diffusion_pytorch_model.fp16.safetensors`. Defaults to none. */

@@ -33,7 +33,10 @@ export interface MemoryEstimateOptions {
   model: ModelPreset | ModelConfigs
   /** `'cpu'`, `'cuda'` or `'cuda:N'`. Defaults to `'cpu'`. */
   device?: string
-  /** Defaults to `'float32'` on CPU (the only CPU compute dtype) and `'bfloat16'` on CUDA. */
+  /**
+   * Dtype the weights are stored in. Defaults to `'float32'` on CPU and `'bfloat16'` on CUDA. On the CPU, activations
+   * are float32 whatever this is (half weights are widened as they are used).
+   */
   dtype?: MemoryDType
   /** Image width in pixels, a multiple of 32. Defaults to the model's native size (`sampleSize` × 32). */
   width?: number
@@ -88,11 +91,14 @@ export function estimateMemory(options: MemoryEstimateOptions): MemoryEstimate {
   const o = resolve(options)
   const { transformer: tc, vae: vc, textEncoder: gc } = o.configs
   const params = countParams(o.configs, o.device === 'cpu')
-  const e = DTYPE_BYTES[o.dtype]
-  const weights = { transformer: params.transformer * e, vae: params.vae * e, textEncoder: params.textEncoder * e }
+  const w = DTYPE_BYTES[o.dtype]
+  const weights = { transformer: params.transformer * w, vae: params.vae * w, textEncoder: params.textEncoder * w }
+  // Activations are in the compute dtype: the weights' on CUDA, float32 on the CPU (half weights are widened there).
+  const computeDtype: MemoryDType = o.device === 'cpu' ? 'float32' : o.dtype
+  const e = DTYPE_BYTES[computeDtype]
   const f = 2 ** (vc.decoderBlockOutChannels.length - 1)
   const latent = { h: o.height / f, w: o.width / f }
-  const decode = (opts: TilingOptions) => vaeDecodeMemory(vc, o.dtype, o.batch, latent.h, latent.w, opts)
+  const decode = (opts: TilingOptions) => vaeDecodeMemory(vc, computeDtype, o.batch, latent.h, latent.w, opts)
   const planned = decode(o.decode)
   const tiled = decode({ ...o.decode, tiling: 'on' })
   const activations = {

@@ -77,3 +77,11 @@ export function assertClose(t, got, want, { atol, rtol }, what, where = () => tr
   t.log(`${what}: max abs err ${maxErr.toExponential(2)} (atol ${atol}, rtol ${rtol}, ${compared} values)`)
   return maxErr
 }
+
+/** Peak signal-to-noise ratio of two images with values in [0, 1], in dB. */
+export function psnr(a, b) {
+  if (a.length !== b.length) throw new Error(`psnr: lengths differ (${a.length} vs ${b.length})`)
+  let se = 0
+  for (let i = 0; i < a.length; i++) se += (a[i] - b[i]) ** 2
+  return 10 * Math.log10(1 / Math.max(se / a.length, 1e-20))
+}

@@ -5,12 +5,14 @@
 //! cargo run --release -p sana-core --example random_checkpoint -- transformer  DIR   # DIR/config.json → DIR/diffusion_pytorch_model.safetensors
 //! cargo run --release -p sana-core --example random_checkpoint -- vae          DIR
 //! cargo run --release -p sana-core --example random_checkpoint -- text_encoder DIR   # → DIR/model.safetensors
+//! cargo run --release -p sana-core --example random_checkpoint -- transformer  DIR bf16  # BF16 values (as Sana 1.5 4.8B ships)
 //! ```
 //!
 //! The tensor names and shapes are the ones our model constructors ask for (the same discovery as
 //! `bench_dcae.rs`, with zero placeholders whose untouched pages cost no memory);
 //! diffusers/transformers must then find every weight they expect in the file (the bench's PyTorch worker
-//! checks for missing keys). Values (f32, little-endian), written one tensor at a time:
+//! checks for missing keys). Values (f32, or bf16 rounded to nearest even with `bf16`; little-endian), written one
+//! tensor at a time:
 //! - ≥ 2-D: uniform with std 1/√fan_in (fan_in = product of all dims but the first), so activations stay
 //!   finite and O(1) through deep stacks (no denormal or inf slow paths);
 //! - 1-D `*.weight`: 1.0 (norm scales), or 0.0 for Gemma, whose RMSNorm multiplies by (1 + w);
@@ -69,12 +71,13 @@ impl Rng {
 }
 
 /// Stream a safetensors file (header, then each tensor's values) without holding more than a chunk.
-fn write_safetensors(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, one_d_weight: f32) -> std::io::Result<()> {
+fn write_safetensors(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, one_d_weight: f32, bf16: bool) -> std::io::Result<()> {
+    let (elem, dtype) = if bf16 { (2, "BF16") } else { (4, "F32") };
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
     for (name, shape) in shapes {
-        let bytes = shape.iter().product::<usize>() * 4;
-        header.insert(name.clone(), serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes] }));
+        let bytes = shape.iter().product::<usize>() * elem;
+        header.insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes] }));
         offset += bytes;
     }
     header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
@@ -95,7 +98,11 @@ fn write_safetensors(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, one_d_w
         let constant = if name.ends_with("weight") { one_d_weight } else { 0.0 };
         for i in 0..numel {
             let v = if shape.len() >= 2 { (2.0 * rng.next_f32() - 1.0) * a } else { constant };
-            buf.extend_from_slice(&v.to_le_bytes());
+            if bf16 {
+                buf.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes());
+            } else {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
             if buf.len() >= 8 << 20 || i + 1 == numel {
                 out.write_all(&buf)?;
                 buf.clear();
@@ -110,10 +117,11 @@ fn write_safetensors(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, one_d_w
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(kind), Some(dir)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: random_checkpoint <transformer|vae|text_encoder> DIR   (DIR/config.json must exist)");
+        eprintln!("usage: random_checkpoint <transformer|vae|text_encoder> DIR [bf16]   (DIR/config.json must exist)");
         std::process::exit(2);
     };
     let dir = PathBuf::from(dir);
+    let bf16 = args.get(3).map(String::as_str) == Some("bf16");
     let t0 = std::time::Instant::now();
     let (shapes, file, one_d_weight) = match kind.as_str() {
         "transformer" => {
@@ -132,8 +140,9 @@ fn main() -> Result<()> {
     };
     let params: usize = shapes.values().map(|s| s.iter().product::<usize>()).sum();
     let path = dir.join(file);
-    write_safetensors(&path, &shapes, one_d_weight).map_err(|e| SanaError::Io { path: path.clone(), source: e })?;
-    println!("{}: {} tensors, {:.1} M parameters, {:.2} GB f32, in {:.1}s",
-        path.display(), shapes.len(), params as f64 / 1e6, params as f64 * 4.0 / 1e9, t0.elapsed().as_secs_f64());
+    write_safetensors(&path, &shapes, one_d_weight, bf16).map_err(|e| SanaError::Io { path: path.clone(), source: e })?;
+    let (bytes, name) = if bf16 { (2.0, "bf16") } else { (4.0, "f32") };
+    println!("{}: {} tensors, {:.1} M parameters, {:.2} GB {name}, in {:.1}s",
+        path.display(), shapes.len(), params as f64 / 1e6, params as f64 * bytes / 1e9, t0.elapsed().as_secs_f64());
     Ok(())
 }

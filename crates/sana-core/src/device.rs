@@ -84,8 +84,10 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
-/// Compute dtype for a request (`float32`, `bfloat16`, `float16` or `auto`).
-/// candle's CPU matmul rejects bf16, so CPU always computes in f32 and a half request there is an error.
+/// The dtype a component's weights are stored in, for a request (`float32`, `bfloat16`, `float16` or `auto`).
+/// On CUDA the model computes in it too. On the CPU the model computes in f32 whatever the request
+/// ([`crate::weights::compute_dtype`]): a half request keeps the weights half in memory (half the RSS) and
+/// widens them as they are used; `auto` is f32 there, so that images match diffusers' float32 ones.
 pub fn resolve_dtype(request: &str, device: &Device) -> Result<DType> {
     let dtype = match request {
         "auto" => {
@@ -105,12 +107,6 @@ pub fn resolve_dtype(request: &str, device: &Device) -> Result<DType> {
             ))
         }
     };
-    if device.is_cpu() && dtype != DType::F32 {
-        return Err(SanaError::invalid_arg(
-            "dtype",
-            format!("{} compute is not supported on CPU (candle's CPU matmul is f32-only); use 'float32' or 'auto'", dtype_name(dtype)),
-        ));
-    }
     Ok(dtype)
 }
 

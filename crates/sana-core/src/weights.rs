@@ -145,13 +145,18 @@ impl WeightFiles {
     /// Load every tensor onto `device` as `dtype` (float tensors; see [`decode_tensor`]), except those
     /// `keep_mapped` selects: they stay in the file mapping and are read row by row ([`MappedTensor`]).
     /// Pages of the mapping are released as tensors are converted, so peak RSS stays near the converted size.
+    ///
+    /// `dtype` is the dtype the tensors are *stored* in. Computation runs in [`compute_dtype`]`(dtype, device)`:
+    /// the same on CUDA; f32 on the CPU, where half-precision weights stay half in memory (half the RSS) and
+    /// are widened where they are used (see [`Vb::get`] and [`Vb::get_weight`]).
     pub fn load_all(self: &Arc<Self>, device: &Device, dtype: DType, keep_mapped: &dyn Fn(&str) -> bool) -> Result<ParamStore> {
+        let compute = compute_dtype(dtype, device);
         let mut tensors = BTreeMap::new();
         let mut mapped = BTreeMap::new();
         for (name, e) in &self.index {
             if keep_mapped(name) {
                 check_decodable(&self.paths[e.file], name, e.dtype)?;
-                mapped.insert(name.clone(), MappedTensor { files: self.clone(), name: name.clone(), entry: e.clone(), dtype });
+                mapped.insert(name.clone(), MappedTensor { files: self.clone(), name: name.clone(), entry: e.clone(), dtype: compute });
                 continue;
             }
             let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype, &|b| self.release(e.file, b))?;
@@ -161,6 +166,7 @@ impl WeightFiles {
             tensors,
             mapped,
             sources: self.index.iter().map(|(n, e)| (n.clone(), (self.paths[e.file].clone(), e.dtype))).collect(),
+            compute,
             used: Mutex::new(HashSet::new()),
         })
     }
@@ -247,7 +253,7 @@ fn decode_chunked<T>(bytes: &[u8], elem: usize, f: impl Fn(&[u8]) -> T, release:
 }
 
 /// Decode one tensor's bytes into a `dtype` tensor on `device`; `release` is told which file bytes are done.
-/// bf16/f16 → f32 is exact; on CPU everything computes in f32.
+/// bf16/f16 → f32 is exact; f32/f16 → bf16 rounds to nearest even.
 pub fn decode_tensor(
     path: &Path,
     name: &str,
@@ -378,14 +384,28 @@ pub struct ParamStore {
     pub mapped: BTreeMap<String, MappedTensor>,
     /// Source file and stored dtype of each tensor, for error messages and introspection.
     pub sources: BTreeMap<String, (PathBuf, safetensors::Dtype)>,
+    /// The dtype the models compute in (see [`compute_dtype`]); `tensors` may be stored in a narrower one.
+    compute: DType,
     used: Mutex<HashSet<String>>,
+}
+
+/// The dtype a model whose weights are stored as `weights` computes in on `device`: the weights' own on
+/// CUDA; f32 on the CPU, where candle's matmul and our fused ops are f32 (half weights are widened as
+/// they are used: [`crate::ops::cpu_weight`]).
+pub fn compute_dtype(weights: DType, device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        weights
+    }
 }
 
 impl ParamStore {
     /// Build a store from tensors already in memory (tests, random-weight benchmarks).
     pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Self {
         let sources = tensors.keys().map(|k| (k.clone(), (PathBuf::from("<memory>"), safetensors::Dtype::F32))).collect();
-        ParamStore { tensors, mapped: BTreeMap::new(), sources, used: Mutex::new(HashSet::new()) }
+        let compute = tensors.values().next().map(|t| compute_dtype(t.dtype(), t.device())).unwrap_or(DType::F32);
+        ParamStore { tensors, mapped: BTreeMap::new(), sources, compute, used: Mutex::new(HashSet::new()) }
     }
 
     pub fn root(self: &Arc<Self>) -> Vb {
@@ -486,8 +506,16 @@ impl Vb {
         Ok(RowSource::Mapped(m.clone()))
     }
 
-    /// The tensor `prefix.name`, which must have exactly `shape`.
+    /// The tensor `prefix.name`, which must have exactly `shape`, in the compute dtype ([`Vb::dtype`]): for
+    /// biases, norms, tables and small convs. A half-precision store on the CPU gives an f32 copy.
     pub fn get(&self, shape: impl Into<Shape>, name: &str) -> Result<Tensor> {
+        let t = self.get_weight(shape, name)?;
+        Ok(if t.dtype() != self.store.compute { t.to_dtype(self.store.compute)? } else { t })
+    }
+
+    /// A weight matrix (Linear, conv) as stored: bf16/f16 on a CPU that keeps half weights, which only the
+    /// GEMM-based ops read ([`crate::models::linear::Linear`], [`crate::ops::conv2d::conv2d`]).
+    pub fn get_weight(&self, shape: impl Into<Shape>, name: &str) -> Result<Tensor> {
         let full = self.full(name);
         let t = self.get_any(&full)?;
         let shape: Shape = shape.into();
@@ -514,7 +542,8 @@ impl Vb {
 
     /// The tensor with whatever shape it has (for shapes the config does not determine).
     pub fn get_unchecked(&self, name: &str) -> Result<Tensor> {
-        self.get_any(&self.full(name))
+        let t = self.get_any(&self.full(name))?;
+        Ok(if t.dtype() != self.store.compute { t.to_dtype(self.store.compute)? } else { t })
     }
 
     fn get_any(&self, full: &str) -> Result<Tensor> {
@@ -534,8 +563,14 @@ impl Vb {
         self.store.tensors.values().next().map(|t| t.device().clone()).unwrap_or(Device::Cpu)
     }
 
+    /// The dtype activations are computed in.
     pub fn dtype(&self) -> DType {
-        self.store.tensors.values().next().map(|t| t.dtype()).unwrap_or(DType::F32)
+        self.store.compute
+    }
+
+    /// The dtype weight matrices are stored in ([`Vb::get_weight`]).
+    pub fn weight_dtype(&self) -> DType {
+        self.store.tensors.values().next().map(|t| t.dtype()).unwrap_or(self.store.compute)
     }
 }
 

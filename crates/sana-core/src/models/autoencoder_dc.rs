@@ -42,7 +42,7 @@ struct Conv {
 
 impl Conv {
     fn new(vb: &Vb, cin: usize, cout: usize, k: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get((cout, cin, k, k), "weight")?;
+        let weight = vb.get_weight((cout, cin, k, k), "weight")?;
         let bias = if bias { Some(vb.get(cout, "bias")?) } else { None };
         Ok(Conv { weight, bias, stride: 1, up: 1 })
     }
@@ -494,7 +494,7 @@ impl AutoencoderDC {
             "expected {} latent channels, got {} (shape {dims:?})", self.config.latent_channels, dims[1]);
         ensure_arg!(dims.iter().all(|&d| d > 0), "z", "has a zero-size dimension (shape {dims:?})");
         let w = &self.decoder.conv_in.weight;
-        let z = z.to_device(w.device())?.to_dtype(w.dtype())?;
+        let z = z.to_device(w.device())?.to_dtype(crate::weights::compute_dtype(w.dtype(), w.device()))?;
         match tiling::plan(&self.config, z.dtype(), dims[0], dims[2], dims[3], opts)? {
             None => self.decoder.forward(&z),
             Some(plan) => tiling::tiled_decode(&z, &plan, self.spatial_compression(), |t| self.decoder.forward(t)),
@@ -512,7 +512,7 @@ impl AutoencoderDC {
         ensure_arg!(dims[2] % f == 0 && dims[3] % f == 0, "image",
             "height and width must be multiples of {f}, got {}×{}", dims[2], dims[3]);
         let w = &self.decoder.conv_in.weight;
-        self.encoder.forward(&x.to_device(w.device())?.to_dtype(w.dtype())?)
+        self.encoder.forward(&x.to_device(w.device())?.to_dtype(crate::weights::compute_dtype(w.dtype(), w.device()))?)
     }
 }
 

@@ -48,13 +48,13 @@ pub struct Linear {
 impl Linear {
     /// `prefix.weight` [out, in] (and `prefix.bias` [out] when `bias`).
     pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let weight = vb.get_weight((out_dim, in_dim), "weight")?;
         Self::with_bias(weight, bias, vb, false)
     }
 
     /// A 1×1 `nn.Conv2d`: `prefix.weight` [out, in, 1, 1] loaded as a linear map.
     pub fn conv1x1(in_dim: usize, out_dim: usize, bias: bool, vb: Vb) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim, 1, 1), "weight")?.reshape((out_dim, in_dim))?;
+        let weight = vb.get_weight((out_dim, in_dim, 1, 1), "weight")?.reshape((out_dim, in_dim))?;
         Self::with_bias(weight, bias, vb, true)
     }
 
@@ -127,6 +127,8 @@ impl Linear {
 
 /// x · Wᵀ + b in `layout`, W [out, in].
 fn project(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tensor) -> Result<Tensor> {
+    // CPU weights kept in bf16/f16 are widened for the f32 GEMM (a transient copy of one layer's weight).
+    let weight = &crate::ops::cpu_weight(weight)?;
     match layout {
         Layout::Tokens => {
             // One GEMM over all leading dims: x[M, in] @ Wᵀ.

@@ -34,6 +34,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let (hu, wu) = (h * up, w * up);
     ensure_arg!(hu + 2 * pad >= k && wu + 2 * pad >= k, "x", "input {h}×{w} is smaller than the kernel");
     let (ho, wo) = ((hu + 2 * pad - k) / stride + 1, (wu + 2 * pad - k) / stride + 1);
+    // A CPU weight kept in bf16/f16 is widened for the f32 GEMM (a transient copy of this layer's weight).
+    let weight = &if x.device().is_cpu() { super::cpu_weight(weight)? } else { weight.clone() };
     if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
         let xu = if up > 1 { x.upsample_nearest2d(hu, wu)? } else { x.clone() };
         let y = xu.conv2d(weight, pad, stride, 1, 1)?;

@@ -29,6 +29,7 @@ pub use rope::{apply_rope, rope_cos_sin};
 
 use crate::Result;
 use candle_core::{Storage, Tensor};
+use rayon::prelude::*;
 
 /// Run `f` over the contiguous f32 data of a CPU tensor (copying only if it is not contiguous).
 pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -42,6 +43,38 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result
         }
         _ => Err(candle_core::Error::Msg("with_cpu_f32 called on a non-CPU tensor".into()).into()),
     }
+}
+
+/// A weight as the f32 CPU kernels read it: a half-precision weight on the CPU (kept bf16/f16 in memory, half
+/// the RSS) widened into a transient f32 copy, any other tensor as is. Widening is a shift (bf16) or F16C
+/// (f16) per element, split over rayon's threads: about 1 % of the GEMM the weight then feeds.
+pub(crate) fn cpu_weight(w: &Tensor) -> Result<Tensor> {
+    use candle_core::DType;
+    if !w.device().is_cpu() || !matches!(w.dtype(), DType::BF16 | DType::F16) {
+        return Ok(w.clone());
+    }
+    let w = w.contiguous()?;
+    let (storage, layout) = w.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { unreachable!("checked: CPU tensor") };
+    let (start, n) = (layout.start_offset(), layout.shape().elem_count());
+    let mut out = vec![0f32; n];
+    const CHUNK: usize = 1 << 16;
+    match w.dtype() {
+        DType::BF16 => {
+            let src = &cpu.as_slice::<half::bf16>()?[start..start + n];
+            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+                // bf16 is the top half of an f32: exact, and a plain loop the compiler vectorises.
+                d.iter_mut().zip(s).for_each(|(d, s)| *d = f32::from_bits((s.to_bits() as u32) << 16));
+            });
+        }
+        _ => {
+            use half::slice::HalfFloatSliceExt;
+            let src = &cpu.as_slice::<half::f16>()?[start..start + n];
+            out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| s.convert_to_f32_slice(d));
+        }
+    }
+    drop(storage);
+    Ok(Tensor::from_vec(out, w.shape(), &candle_core::Device::Cpu)?)
 }
 
 /// A per-channel bias as f32 values, or `n` zeros without one (the CPU conv paths add it to every pixel).
@@ -88,4 +121,29 @@ pub fn linear_combination(tensors: &[&Tensor], coeffs: &[f64]) -> Result<Tensor>
         }
     }
     Ok(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// Widening is exact for both half formats, for any layout, and leaves other tensors alone.
+    #[test]
+    fn cpu_weight_widens_half_tensors_exactly() -> Result<()> {
+        let w = (Tensor::randn(0f32, 1.0, (70_001, 3), &Device::Cpu)? * 3.0)?; // several rayon chunks, odd length
+        for dtype in [DType::BF16, DType::F16] {
+            let half = w.to_dtype(dtype)?;
+            let want = half.to_dtype(DType::F32)?;
+            for t in [half.clone(), half.t()?] {
+                let got = cpu_weight(&t)?;
+                assert_eq!(got.dtype(), DType::F32);
+                assert_eq!(got.dims(), t.dims());
+                let want = if t.is_contiguous() { want.clone() } else { want.t()? };
+                assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want.contiguous()?.flatten_all()?.to_vec1::<f32>()?, "{dtype:?}");
+            }
+        }
+        assert_eq!(cpu_weight(&w)?.id(), w.id(), "an f32 tensor is passed through, not copied");
+        Ok(())
+    }
 }

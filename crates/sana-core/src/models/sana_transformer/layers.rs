@@ -28,7 +28,7 @@ pub(crate) struct PatchEmbed {
 impl PatchEmbed {
     pub(crate) fn new(cfg: &SanaTransformerConfig, vb: Vb) -> Result<Self> {
         let (p, c, d) = (cfg.patch_size, cfg.in_channels, cfg.inner_dim());
-        let weight = vb.pp("proj").get((d, c, p, p), "weight")?.reshape((d, c * p * p))?;
+        let weight = vb.pp("proj").get_weight((d, c, p, p), "weight")?.reshape((d, c * p * p))?;
         let bias = Some(vb.pp("proj").get(d, "bias")?);
         let pos = cfg.interpolation_scale.map(|s| (cfg.sample_size / p, s));
         Ok(PatchEmbed { proj: Linear::from_weight(weight, bias, vb.pp("proj").prefix()), patch: p, pos })
