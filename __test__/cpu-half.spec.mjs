@@ -4,14 +4,15 @@
 import test from 'ava'
 import { join } from 'node:path'
 import { SanaPipeline, SanaTransformer2DModel, Tensor } from '../dist/index.js'
-import { SANA_TINY } from './helpers/paths.mjs'
+import { copyFixture, SANA_TINY } from './helpers/paths.mjs'
+import { readSafetensors, tensorsOf, writeSafetensors } from './helpers/safetensors.mjs'
 import { caseGenerateOptions } from './helpers/pipelines.mjs'
 import { caseOf, caseTensor, psnr } from './helpers/reference.mjs'
 
 const CASE = 'e2e_a_cfg'
 
-async function generate(dtype) {
-  const pipe = await SanaPipeline.load(SANA_TINY, { dtype })
+async function generate(dtype, dir = SANA_TINY) {
+  const pipe = await SanaPipeline.load(dir, { dtype })
   try {
     for (const c of [pipe.transformer, pipe.vae, pipe.textEncoder]) if (c.dtype !== (dtype === 'auto' ? 'float32' : dtype)) throw new Error(`${c.constructor.name}.dtype is ${c.dtype}`)
     const res = await pipe.generate(caseGenerateOptions(CASE, { outputType: 'tensor' }))
@@ -32,6 +33,26 @@ for (const dtype of ['bfloat16', 'float16']) {
     t.deepEqual(await generate(dtype), a)
   })
 }
+
+test('weights that bf16 cannot hold exactly: the bf16 image stays ≥ 35 dB from the float32 one on the same weights', async (t) => {
+  // The fixture's weights are bf16-exact, so nudge every f32 weight off the bf16 grid (×(1 + 2⁻¹¹·sin i)): holding
+  // them in bf16 now rounds each, as it does for real float32 checkpoints.
+  const dir = copyFixture(t, SANA_TINY)
+  for (const file of ['transformer/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors']) {
+    const tensors = tensorsOf(readSafetensors(join(dir, file)))
+    for (const tensor of Object.values(tensors)) {
+      if (tensor.dtype !== 'F32') continue
+      const v = new Float32Array(tensor.bytes.buffer, tensor.bytes.byteOffset, tensor.bytes.length / 4)
+      for (let i = 0; i < v.length; i++) v[i] *= 1 + 2 ** -11 * Math.sin(i + 0.5)
+    }
+    writeSafetensors(join(dir, file), tensors)
+  }
+  const full = await generate('float32', dir)
+  const half = await generate('bfloat16', dir)
+  const db = psnr(half, full)
+  t.log(`bf16 vs float32 on off-grid weights: PSNR ${db.toFixed(1)} dB`)
+  t.true(db >= 35 && db < 120, `PSNR ${db.toFixed(1)} dB (below 35, or so high that nothing was rounded)`)
+})
 
 test('the transformer keeps its matrices half and computes in float32; auto stays float32 on the CPU', async (t) => {
   const dir = join(SANA_TINY, 'transformer')
@@ -63,4 +84,24 @@ test('the transformer keeps its matrices half and computes in float32; auto stay
   t.true(rel <= 1e-5, `relative error ${rel}`)
   full.dispose()
   half.dispose()
+})
+
+test('LoRA on bf16 weights: scale 1 matches diffusers (the factors stay float32); unloading gives the base model', async (t) => {
+  const { assertClose } = await import('./helpers/reference.mjs')
+  const { transformerInput } = await import('./helpers/tensors.mjs')
+  const w2 = await import('./helpers/wave2.mjs')
+  const name = 'lora_transformer_scale_1'
+  const c = w2.caseOf(name)
+  const pipe = await SanaPipeline.load(SANA_TINY, { dtype: 'bfloat16' })
+  try {
+    const input = () => transformerInput((role) => w2.caseTensor(name, role))
+    const check = async (role, tolerance) =>
+      assertClose(t, await (await pipe.transformer.forward(input())).toFloat32Array(), w2.caseTensor(name, role).data, tolerance, role)
+    await pipe.loadLoraWeights(w2.wave2Path('lora-tiny'))
+    await check('output', c.tolerance)
+    await pipe.unloadLoraWeights()
+    await check('output_base', c.tolerance)
+  } finally {
+    pipe.dispose()
+  }
 })
