@@ -78,9 +78,19 @@ impl Linear {
         &self.weight
     }
 
+    /// The [out] bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// True for a 1×1 conv.
     pub fn is_conv(&self) -> bool {
         self.conv
+    }
+
+    /// True when the call's adapters change this layer (unfused terms or a fused weight).
+    pub fn is_adapted(&self, lora: LoraCall) -> bool {
+        lora.layers.is_some_and(|l| l.contains_key(&self.path))
     }
 
     /// x [..., in] → [..., out].

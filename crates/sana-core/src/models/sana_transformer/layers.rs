@@ -2,7 +2,7 @@
 //! timestep/guidance, caption).
 
 use crate::config::SanaTransformerConfig;
-use crate::models::linear::Linear;
+use crate::models::linear::{Layout, Linear, LoraCall};
 use crate::ops::{embeddings, rms_norm};
 use crate::weights::Vb;
 use crate::Result;
@@ -12,6 +12,75 @@ use candle_core::{DType, Tensor};
 const CAPTION_NORM_EPS: f64 = 1e-5;
 /// Channels of the sinusoidal timestep/guidance projection (`Timesteps(num_channels=256)`).
 const TIME_PROJ_DIM: usize = 256;
+
+// ================================================================================================
+// Merged projections
+// ================================================================================================
+
+/// Linears that read the same input (attn1's to_q/to_k/to_v, attn2's to_k/to_v) run as ONE GEMM: their
+/// weights are concatenated by rows at load, W [Σ out, in], and each layer keeps a narrow view of it, so the
+/// separate weights are not held beside the merged one (LoRA fusing and the checkpoint store read the views).
+/// ```text
+/// [q | k | v] = x · [Wq; Wk; Wv]ᵀ + [bq; bk; bv]        then narrow views along the last dim
+/// ```
+pub(crate) struct MergedLinear<const N: usize> {
+    merged: Linear,     // [N·out, in]
+    parts: [Linear; N], // views of `merged`, with the checkpoint paths
+}
+
+/// A Vec of exactly N items as an array.
+fn array<T, const N: usize>(v: Vec<T>) -> Result<[T; N]> {
+    let len = v.len();
+    v.try_into().map_err(|_| candle_core::Error::Msg(format!("expected {N} projections, got {len}")).into())
+}
+
+impl<const N: usize> MergedLinear<N> {
+    /// `prefix.{name}.weight` [out, in] (and `.bias` [out]) for each name.
+    pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb, names: [&str; N]) -> Result<Self> {
+        let loaded = names.iter().map(|n| Linear::new(in_dim, out_dim, bias, vb.pp(n))).collect::<Result<Vec<_>>>()?;
+        let weight = Tensor::cat(&loaded.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
+        let biases: Option<Vec<&Tensor>> = loaded.iter().map(|l| l.bias()).collect();
+        let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        let parts = loaded
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let view = |t: &Tensor| t.narrow(0, i * out_dim, out_dim);
+                Ok(Linear::from_weight(view(&weight)?, bias.as_ref().map(view).transpose()?, l.path()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MergedLinear { merged: Linear::from_weight(weight, bias, vb.prefix()), parts: array(parts)? })
+    }
+
+    /// The layers as the checkpoint names them (views of the merged weight): what LoRA targets.
+    pub(crate) fn parts(&self) -> &[Linear; N] {
+        &self.parts
+    }
+
+    /// x [..., in] → one [..., out] per layer. With adapters on any of the layers each runs on its own
+    /// (so LoRA stays exact); otherwise one GEMM and narrow views of its output.
+    pub(crate) fn forward(&self, x: &Tensor, lora: LoraCall) -> Result<[Tensor; N]> {
+        if self.parts.iter().any(|p| p.is_adapted(lora)) {
+            return array(self.parts.iter().map(|p| p.forward_lora(x, Layout::Tokens, lora)).collect::<Result<Vec<_>>>()?);
+        }
+        let y = self.merged.forward(x)?;
+        let (last, out) = (y.rank() - 1, y.dim(candle_core::D::Minus1)? / N);
+        array((0..N).map(|i| y.narrow(last, i * out, out)).collect::<candle_core::Result<Vec<_>>>()?)
+    }
+
+    /// The checkpoint tensors these layers were loaded from, as views of the merged ones (see
+    /// [`BuildModel::shared_weights`](crate::models::component::BuildModel::shared_weights)).
+    pub(crate) fn shared_weights(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for p in &self.parts {
+            out.push((format!("{}.weight", p.path()), p.weight().clone()));
+            if let Some(b) = p.bias() {
+                out.push((format!("{}.bias", p.path()), b.clone()));
+            }
+        }
+        out
+    }
+}
 
 // ================================================================================================
 // Embeddings
