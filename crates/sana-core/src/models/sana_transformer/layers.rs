@@ -199,3 +199,58 @@ impl CaptionProjection {
         rms_norm(&y, Some(&self.norm_weight), None, CAPTION_NORM_EPS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::linear::{AdapterLayers, LayerAdapters, LowRank};
+    use crate::weights::ParamStore;
+    use candle_core::Device;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn randn(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// One GEMM over the merged weight equals the three separate layers, with and without adapters on one of
+    /// them (which makes every part run on its own, with its terms or fused weight).
+    #[test]
+    fn merged_projections_equal_the_separate_layers_with_and_without_lora() -> Result<()> {
+        let (i, o, r) = (6, 4, 2);
+        let names = ["to_q", "to_k", "to_v"];
+        let mut tensors = BTreeMap::new();
+        for n in names {
+            tensors.insert(format!("attn.{n}.weight"), randn(&[o, i]));
+            tensors.insert(format!("attn.{n}.bias"), randn(&[o]));
+        }
+        let separate: Vec<Linear> = names
+            .iter()
+            .map(|n| Linear::from_weight(tensors[&format!("attn.{n}.weight")].clone(), Some(tensors[&format!("attn.{n}.bias")].clone()), &format!("attn.{n}")))
+            .collect();
+        let store = Arc::new(ParamStore::from_tensors(tensors));
+        let merged = MergedLinear::new(i, o, true, store.root().pp("attn"), names)?;
+        let x = randn(&[2, 5, i]);
+        let mut layers = AdapterLayers::new();
+        let term = LowRank { down: randn(&[r, i]), up: randn(&[o, r]), scale: 1.5 };
+        layers.insert("attn.to_k".into(), LayerAdapters { merged: None, terms: vec![term] });
+        let fused = LayerAdapters { merged: Some(randn(&[o, i])), terms: vec![] };
+        let mut fused_layers = AdapterLayers::new();
+        fused_layers.insert("attn.to_v".into(), fused);
+        for lora in [LoraCall::NONE, LoraCall::new(&layers, 0.7), LoraCall::new(&fused_layers, 1.0)] {
+            let got = merged.forward(&x, lora)?;
+            for (g, l) in got.iter().zip(&separate) {
+                assert!(max_diff(g, &l.forward_lora(&x, Layout::Tokens, lora)?) < 1e-5, "{}", l.path());
+            }
+        }
+        // The parts keep the checkpoint paths and are views of the merged weight.
+        assert_eq!(merged.parts().iter().map(|p| p.path().to_string()).collect::<Vec<_>>(), ["attn.to_q", "attn.to_k", "attn.to_v"]);
+        assert_eq!(merged.shared_weights().len(), 6);
+        assert_eq!(merged.parts()[2].weight().storage_and_layout().1.start_offset(), 2 * o * i);
+        Ok(())
+    }
+}
