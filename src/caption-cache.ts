@@ -14,8 +14,9 @@ import { native, type Binding } from './native'
  * recomputes). It holds ≈ 2 · layers · batch · 300 · crossAttentionWidth elements per model until
  * {@link dispose}. `SanaPipeline.generate` manages one itself.
  * @example
- * using cache = new CaptionCache()
+ * const cache = new CaptionCache()
  * for (const t of timesteps) v = await transformer.forward({ hiddenStates: x, encoderHiddenStates: e, timestep: [t], captionCache: cache })
+ * cache.dispose()
  */
 export class CaptionCache {
   /** @internal */
