@@ -203,19 +203,11 @@ impl CaptionProjection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::linear::tests::{max_diff, randn};
     use crate::models::linear::{AdapterLayers, LayerAdapters, LowRank};
     use crate::weights::ParamStore;
-    use candle_core::Device;
     use std::collections::BTreeMap;
     use std::sync::Arc;
-
-    fn randn(shape: &[usize]) -> Tensor {
-        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
 
     /// One GEMM over the merged weight equals the three separate layers, with and without adapters on one of
     /// them (which makes every part run on its own, with its terms or fused weight).
