@@ -34,6 +34,18 @@ export declare class NativeAutoencoderDC {
 }
 export type JsVae = NativeAutoencoderDC
 
+export declare class NativeCaptionCache {
+  /** An empty cache: the first forward that gets it fills its model's entry. */
+  constructor()
+  /** Drop every entry (a running forward keeps the one it uses until it finishes). Idempotent. */
+  clear(): void
+  /** Device bytes the entries hold. */
+  get bytes(): number
+  /** Number of models with an entry (the transformer, its ControlNet). */
+  get entries(): number
+}
+export type JsCaptionCache = NativeCaptionCache
+
 export declare class NativeControlNet {
   /** Load the component folder `dir` (config.json + weights). */
   static load(dir: string, options?: NativeLoadOptions | undefined | null): Promise<unknown>
@@ -208,6 +220,11 @@ export interface NativeControlNetInput {
   controlnetCond: JsTensor
   /** Multiplies every returned sample. */
   conditioningScale: number
+  /**
+   * The generation's caption cache (one per generation, shared by the transformer and its ControlNet).
+   * Defaults to computing the caption work in this call.
+   */
+  captionCache?: NativeCaptionCache
 }
 
 /** Options of `decode`. */
@@ -292,6 +309,11 @@ export interface NativeTransformerInput {
   loraScale?: number
   /** Perturbed-attention guidance for this call. Defaults to none. */
   pag?: NativePagInput
+  /**
+   * The generation's caption cache (one per generation, shared by the transformer and its ControlNet).
+   * Defaults to computing the caption work in this call.
+   */
+  captionCache?: NativeCaptionCache
 }
 
 /** The decode plan and its activation memory (weights not included). */

@@ -6,6 +6,7 @@
 import { existsSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { camelizeKeys, type AutoencoderDCConfig, type Gemma2Config, type SanaControlNetConfig, type SanaTransformerConfig } from './config'
+import { CaptionCache } from './caption-cache'
 import { callNative, callNativeSync, invalidArgument, SanaError } from './errors'
 import { native, type Binding } from './native'
 import { Tensor, type DeviceRequest } from './tensor'
@@ -156,6 +157,12 @@ export interface TransformerInput {
    * @example { layers: [1], perturbedRows: 1 } // batch [uncond, text, perturbed]
    */
   pag?: PagInput
+  /**
+   * The generation's {@link CaptionCache}: the caption projection and every block's cross-attention K/V are
+   * computed by the first call and reused while the caption, mask, adapters and `loraScale` stay the same.
+   * Defaults to none (computed in every call).
+   */
+  captionCache?: CaptionCache
 }
 
 /** See {@link TransformerInput.pag}. */
@@ -196,13 +203,16 @@ function optionalTensor(v: unknown, name: string): Binding.NativeTensor | undefi
 }
 
 /** The inputs the transformer and the ControlNet share, checked, as native handles. */
-function nativeDitInputs(input: Pick<TransformerInput, 'hiddenStates' | 'encoderHiddenStates' | 'timestep' | 'encoderAttentionMask'>) {
+function nativeDitInputs(input: Pick<TransformerInput, 'hiddenStates' | 'encoderHiddenStates' | 'timestep' | 'encoderAttentionMask' | 'captionCache'>) {
   if (!input || typeof input !== 'object') throw invalidArgument('input', 'an object', input)
+  const cache = input.captionCache
+  if (cache !== undefined && !(cache instanceof CaptionCache)) throw invalidArgument('captionCache', 'a CaptionCache', cache)
   return {
     hiddenStates: tensorArg(input.hiddenStates, 'hiddenStates'),
     encoderHiddenStates: tensorArg(input.encoderHiddenStates, 'encoderHiddenStates'),
     timestep: toVector(input.timestep, 'timestep').native,
     encoderAttentionMask: optionalTensor(input.encoderAttentionMask, 'encoderAttentionMask'),
+    captionCache: cache?.native,
   }
 }
 
@@ -260,6 +270,8 @@ export interface ControlNetInput {
   controlnetCond: Tensor
   /** Multiplies every block sample (diffusers' `conditioning_scale`). Defaults to 1. */
   conditioningScale?: number
+  /** The generation's {@link CaptionCache} (the transformer's one: entries are per model). Defaults to none. */
+  captionCache?: CaptionCache
 }
 
 /**

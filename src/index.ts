@@ -4,6 +4,7 @@
  */
 export { SanaError, type SanaErrorCode } from './errors'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
+export { CaptionCache } from './caption-cache'
 export {
   SanaTransformer2DModel,
   SanaControlNetModel,

@@ -143,7 +143,8 @@ const TRANSFORMER_OVERHEAD = 64 * 2 ** 20
  * - cross-attention: x, q, its head-major copy, output and its token-major copy → D + 4·ci, plus scores per head
  *   over the text and their softmax (f32 on CPU: 8 bytes; elsewhere the scores, their f32 copy and two f32
  *   temporaries: e + 12);
- * plus the projected captions, batch·S·(caption + 2D), and {@link TRANSFORMER_OVERHEAD}.
+ * plus the projected captions, batch·S·(caption + 2D), the generation's caption cache (every block's
+ * cross-attention K and V, batch·S·2·layers·ci, held for all steps), and {@link TRANSFORMER_OVERHEAD}.
  */
 export function transformerActivations(cfg: SanaTransformerConfig, batch: number, tokens: number, seqLen: number, e: number, cpu = true): number {
   const d = cfg.numAttentionHeads * cfg.attentionHeadDim
@@ -153,7 +154,8 @@ export function transformerActivations(cfg: SanaTransformerConfig, batch: number
   const ff = (3 * d + (cpu ? 5 : 7) * hid) * e
   const cross = (d + 4 * ci) * e + cfg.numCrossAttentionHeads * seqLen * (cpu ? 8 : e + 12)
   const perToken = Math.max(ff, 9 * d * e, cross)
-  return batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e + TRANSFORMER_OVERHEAD
+  const captionCache = batch * seqLen * 2 * cfg.numLayers * ci * e
+  return batch * (tokens / p) * perToken + batch * seqLen * (cfg.captionChannels + 2 * d) * e + captionCache + TRANSFORMER_OVERHEAD
 }
 
 /**

@@ -447,20 +447,26 @@ export class SanaPipeline {
       let latents: Tensor
       const stepTimes: number[] = []
       let t0 = performance.now()
-      for (;;) {
-        const { value, done } = await loop.next()
-        if (done) {
-          latents = value
-          break
+      try {
+        for (;;) {
+          const { value, done } = await loop.next()
+          if (done) {
+            latents = value
+            break
+          }
+          await value.latents.synchronize() // on CUDA: the step's time, not its launch time
+          stepTimes.push(performance.now() - t0)
+          const event: StepEvent = { ...value, preview: (o) => decodePreview(this.vae, value.denoised, o) }
+          if (r.previewEvery && (value.step + 1) % r.previewEvery === 0) {
+            event.previewImage = await event.preview({ maxSize: r.previewMaxSize })
+          }
+          yield event
+          t0 = performance.now()
         }
-        await value.latents.synchronize() // on CUDA: the step's time, not its launch time
-        stepTimes.push(performance.now() - t0)
-        const event: StepEvent = { ...value, preview: (o) => decodePreview(this.vae, value.denoised, o) }
-        if (r.previewEvery && (value.step + 1) % r.previewEvery === 0) {
-          event.previewImage = await event.preview({ maxSize: r.previewMaxSize })
-        }
-        yield event
-        t0 = performance.now()
+      } finally {
+        // A consumer that stops early, or a failed preview, must still end the loop: that frees its caption
+        // cache now (a finished loop ignores this).
+        await loop.return(undefined as never)
       }
       const meta = { seed: r.seed, stepTimesMs: stepTimes }
       if (r.outputType === 'latent') {

@@ -3,6 +3,7 @@
  * between text-to-image, img2img, inpainting, ControlNet and PAG, lives in a {@link Recipe}; the loop only
  * runs: model inputs → transformer → combine → scheduler step → after-step, once per timestep.
  */
+import { CaptionCache } from '../caption-cache'
 import type { TransformerInput } from '../components'
 import { throwIfAborted } from '../errors'
 import type { Scheduler, SchedulerStepOptions, SchedulerStepOutput } from '../schedulers'
@@ -20,8 +21,11 @@ export interface StepState {
 export interface Recipe {
   /** Build the schedule and the starting latents: noise, or an encoded image noised to the first kept timestep. */
   init(): Promise<{ latents: Tensor; timesteps: number[] }>
-  /** The transformer's input for one step: the CFG/PAG batch, Sprint's input scaling, ControlNet residuals. */
-  modelInputs(latents: Tensor, t: number, step: number): Promise<TransformerInput>
+  /**
+   * The transformer's input for one step: the CFG/PAG batch, Sprint's input scaling, ControlNet residuals.
+   * `captions` is the generation's caption cache, for the transformer and a ControlNet alike.
+   */
+  modelInputs(latents: Tensor, t: number, step: number, captions: CaptionCache): Promise<TransformerInput>
   /** Model output → what the scheduler steps with: the guidance formula (Sana), the TrigFlow conversion (Sprint). */
   combine(output: Tensor, inputs: TransformerInput, t: number, step: number): Tensor
   /** Scheduler options for a step (Sprint's fresh noise). */
@@ -49,7 +53,8 @@ export interface Denoiser {
 
 /**
  * Run a recipe to the end: yields after every step, returns the latents to decode. Aborts between steps with
- * an `AbortError` when `signal` fires.
+ * an `AbortError` when `signal` fires. The caption work is done once for all steps (one {@link CaptionCache},
+ * freed when the loop ends, however it ends).
  */
 export async function* sample(
   recipe: Recipe,
@@ -59,15 +64,20 @@ export async function* sample(
 ): AsyncGenerator<LoopStep, Tensor> {
   const { latents, timesteps } = await recipe.init()
   let state: StepState = { latents, denoised: latents }
-  for (const [step, t] of timesteps.entries()) {
-    throwIfAborted(signal)
-    // 1. Model inputs, 2. one transformer call, 3. guidance, 4. scheduler, 5. after-step hooks.
-    const inputs = await recipe.modelInputs(state.latents, t, step)
-    const output = await transformer.forward(inputs)
-    const prediction = recipe.combine(output, inputs, t, step)
-    const out = await scheduler.step(prediction, t, state.latents, recipe.stepOptions(step, state.latents))
-    state = recipe.afterStep(out, step)
-    yield { step, numSteps: timesteps.length, timestep: t, ...state }
+  const captions = new CaptionCache()
+  try {
+    for (const [step, t] of timesteps.entries()) {
+      throwIfAborted(signal)
+      // 1. Model inputs, 2. one transformer call, 3. guidance, 4. scheduler, 5. after-step hooks.
+      const inputs = await recipe.modelInputs(state.latents, t, step, captions)
+      const output = await transformer.forward(inputs)
+      const prediction = recipe.combine(output, inputs, t, step)
+      const out = await scheduler.step(prediction, t, state.latents, recipe.stepOptions(step, state.latents))
+      state = recipe.afterStep(out, step)
+      yield { step, numSteps: timesteps.length, timestep: t, ...state }
+    }
+  } finally {
+    captions.dispose()
   }
   return recipe.finish(state)
 }

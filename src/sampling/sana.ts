@@ -4,6 +4,7 @@
  * (StableDiffusion3InpaintPipeline's blend), ControlNet residuals (SanaControlNetPipeline) and PAG
  * (SanaPAGPipeline, through {@link Guidance}).
  */
+import type { CaptionCache } from '../caption-cache'
 import type { TransformerInput } from '../components'
 import type { DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler } from '../schedulers'
 import { Tensor } from '../tensor'
@@ -32,6 +33,7 @@ export interface ControlNetLike {
     timestep: number[]
     controlnetCond: Tensor
     conditioningScale: number
+    captionCache?: CaptionCache
   }): Promise<Tensor[]>
 }
 
@@ -77,7 +79,7 @@ export function sanaRecipe(p: SanaRecipeParts): Recipe {
       return { latents, timesteps: scheduler.timesteps.slice(tStart) }
     },
 
-    async modelInputs(latents, t) {
+    async modelInputs(latents, t, _step, captionCache) {
       const hiddenStates = copies(latents, guidance.copies)
       const b = hiddenStates.shape[0]
       // t.expand(B) · timestep_scale in float32; the model itself does not scale.
@@ -87,6 +89,7 @@ export function sanaRecipe(p: SanaRecipeParts): Recipe {
         encoderHiddenStates: guidance.text.embeds,
         encoderAttentionMask: guidance.text.mask,
         timestep,
+        captionCache,
       }
       const pag = guidance.pagInput(b)
       if (pag) input.pag = pag
@@ -100,6 +103,7 @@ export function sanaRecipe(p: SanaRecipeParts): Recipe {
           timestep,
           controlnetCond: cond,
           conditioningScale: scale,
+          captionCache,
         })
       }
       return input

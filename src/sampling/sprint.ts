@@ -43,7 +43,7 @@ export function sprintRecipe(p: SprintRecipeParts): Recipe {
       return { latents, timesteps }
     },
 
-    async modelInputs(latents, t) {
+    async modelInputs(latents, t, _step, captionCache) {
       // The TrigFlow angle → the transformer's timestep and input scale.
       const s = scheduler.trigflowScales(t)
       const b = latents.shape[0]
@@ -53,6 +53,7 @@ export function sprintRecipe(p: SprintRecipeParts): Recipe {
         encoderAttentionMask: p.text.mask,
         timestep: new Array<number>(b).fill(s.timestep),
         guidance: new Array<number>(b).fill(p.guidance),
+        captionCache,
         ...(p.loraScale === undefined ? {} : { loraScale: p.loraScale }),
       }
     },

@@ -111,6 +111,7 @@ fn input(cfg: &SanaTransformerConfig, size: usize) -> Result<TransformerInput> {
         controlnet_block_samples: None,
         lora_scale: 1.0,
         pag: None,
+        caption_cache: None,
     })
 }
 

@@ -33,6 +33,7 @@ fn input(lora_scale: f64) -> TransformerInput {
         controlnet_block_samples: None,
         lora_scale,
         pag: None,
+        caption_cache: None,
     }
 }
 

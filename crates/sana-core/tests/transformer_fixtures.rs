@@ -25,6 +25,7 @@ fn input(case_name: &str) -> TransformerInput {
         controlnet_block_samples: None,
         lora_scale: 1.0,
         pag: None,
+        caption_cache: None,
     }
 }
 
@@ -208,6 +209,7 @@ fn spatial_size_must_be_a_multiple_of_the_patch() {
         controlnet_block_samples: None,
         lora_scale: 1.0,
         pag: None,
+        caption_cache: None,
     };
     let out = model.forward(&inp).unwrap();
     assert_eq!(out.dims(), &[1, 4, 6, 4]);

@@ -89,7 +89,7 @@ macro_rules! component_class {
                 let opts = $crate::component::load_options(options);
                 ::napi::bindgen_prelude::AsyncTask::new($crate::job::Job::new(
                     move || {
-                        let c = sana_core::models::component::Component::<$cfg>::load($kind, &::std::path::PathBuf::from(dir), &opts)?;
+                        let mut c = sana_core::models::component::Component::<$cfg>::load($kind, &::std::path::PathBuf::from(dir), &opts)?;
                         let m = c.build::<$model>()?;
                         Ok((c, m))
                     },

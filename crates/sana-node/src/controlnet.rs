@@ -1,6 +1,7 @@
 //! `NativeControlNet`: diffusers' `SanaControlNetModel` (its block samples feed `NativeTransformer.forward`).
 
 use crate::component::ComponentKind;
+use crate::caption_cache::JsCaptionCache;
 use crate::job::Job;
 use crate::tensor::JsTensor;
 use napi::bindgen_prelude::{AsyncTask, ClassInstance};
@@ -26,6 +27,9 @@ pub struct NativeControlNetInput<'a> {
     pub controlnet_cond: ClassInstance<'a, JsTensor>,
     /// Multiplies every returned sample.
     pub conditioning_scale: f64,
+    /// The generation's caption cache (one per generation, shared by the transformer and its ControlNet).
+    /// Defaults to computing the caption work in this call.
+    pub caption_cache: Option<ClassInstance<'a, JsCaptionCache>>,
 }
 
 /// Clones share storage with the JS tensors; sana-core casts them to the model's device and dtype.
@@ -38,6 +42,7 @@ impl From<NativeControlNetInput<'_>> for ControlNetInput {
             encoder_attention_mask: i.encoder_attention_mask.map(|m| m.inner.clone()),
             controlnet_cond: i.controlnet_cond.inner.clone(),
             conditioning_scale: i.conditioning_scale,
+            caption_cache: i.caption_cache.map(|c| c.inner.clone()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! napi-rs bindings for sana-core. Bindings only: option structs, async jobs, conversions and error
 //! mapping. Tensor math lives in sana-core; orchestration (pipeline, schedulers, hub, CLI) in `src/*.ts`.
 
+mod caption_cache;
 mod component;
 mod controlnet;
 mod job;
@@ -10,6 +11,7 @@ mod tokenizer;
 mod transformer;
 mod vae;
 
+pub use caption_cache::*;
 pub use component::*;
 pub use controlnet::*;
 pub use text_encoder::*;

@@ -1,6 +1,7 @@
 //! `NativeTransformer`: the transformer component (`SanaTransformer2DModel`).
 
 use crate::component::ComponentKind;
+use crate::caption_cache::JsCaptionCache;
 use crate::job::Job;
 use crate::tensor::JsTensor;
 use napi::bindgen_prelude::{AsyncTask, ClassInstance};
@@ -32,6 +33,9 @@ pub struct NativeTransformerInput<'a> {
     pub lora_scale: Option<f64>,
     /// Perturbed-attention guidance for this call. Defaults to none.
     pub pag: Option<NativePagInput>,
+    /// The generation's caption cache (one per generation, shared by the transformer and its ControlNet).
+    /// Defaults to computing the caption work in this call.
+    pub caption_cache: Option<ClassInstance<'a, JsCaptionCache>>,
 }
 
 /// PAG (diffusers' `SanaPAGPipeline`): in the listed blocks, attn1 of the last `perturbedRows` batch rows
@@ -57,6 +61,7 @@ impl From<NativeTransformerInput<'_>> for TransformerInput {
             controlnet_block_samples: i.controlnet_block_samples.map(|s| s.iter().map(|t| t.inner.clone()).collect()),
             lora_scale: i.lora_scale.unwrap_or(1.0),
             pag: i.pag.map(|p| PagInput { layers: p.layers.iter().map(|&l| l as usize).collect(), perturbed_rows: p.perturbed_rows as usize }),
+            caption_cache: i.caption_cache.map(|c| c.inner.clone()),
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::config::{load_config, ValidateConfig};
 use crate::device::{resolve_device, resolve_dtype};
 use crate::weights::{ParamStore, Vb, WeightFiles};
 use crate::{Result, SanaError};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,7 +101,19 @@ impl<C: Serialize> Component<C> {
     }
 
     /// Build the model `M` on this component; a shape mismatch then names the config keys that were defaulted.
-    pub fn build<M: BuildModel<C>>(&self) -> Result<M> {
+    /// The checkpoint tensors the model re-laid out ([`BuildModel::shared_weights`]) are then replaced in the
+    /// store by the model's views of them, so the originals are freed (unless the store is shared elsewhere).
+    pub fn build<M: BuildModel<C>>(&mut self) -> Result<M> {
+        let model = self.build_model::<M>()?;
+        if let Some(store) = Arc::get_mut(&mut self.store) {
+            for (name, view) in model.shared_weights() {
+                store.tensors.insert(name, view);
+            }
+        }
+        Ok(model)
+    }
+
+    fn build_model<M: BuildModel<C>>(&self) -> Result<M> {
         M::build(self).map_err(|e| match e {
             SanaError::ShapeMismatch { path, name, expected, got, hint } if hint.is_empty() => {
                 let defaulted = self.defaulted_keys();
@@ -133,6 +145,12 @@ fn check_architectures(dir: &Path, json: &serde_json::Value) -> Result<()> {
 /// A model built from a loaded component (checks every tensor name and shape the config implies).
 pub trait BuildModel<C>: Sized {
     fn build(c: &Component<C>) -> Result<Self>;
+
+    /// Checkpoint tensors the model holds in another layout (merged q/k/v weights), as views of its own
+    /// tensors with the same shape and values, by checkpoint name. Defaults to none.
+    fn shared_weights(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
 }
 
 /// "No model": the component is loaded and its checkpoint validated, nothing more is built.

@@ -78,9 +78,19 @@ impl Linear {
         &self.weight
     }
 
+    /// The [out] bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// True for a 1×1 conv.
     pub fn is_conv(&self) -> bool {
         self.conv
+    }
+
+    /// True when the call's adapters change this layer (unfused terms or a fused weight).
+    pub fn is_adapted(&self, lora: LoraCall) -> bool {
+        lora.layers.is_some_and(|l| l.contains_key(&self.path))
     }
 
     /// x [..., in] → [..., out].
@@ -208,15 +218,16 @@ impl<'a> LoraCall<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
-    fn randn(shape: &[usize]) -> Tensor {
+    /// N(0, 1) f32 on the CPU (also the merged-projection tests' input).
+    pub(crate) fn randn(shape: &[usize]) -> Tensor {
         Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 

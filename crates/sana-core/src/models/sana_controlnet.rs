@@ -12,10 +12,12 @@ use crate::config::SanaControlNetConfig;
 use crate::models::component::{BuildModel, Component};
 use crate::models::linear::{Linear, LoraCall};
 use crate::models::sana_transformer::layers::{CaptionProjection, PatchEmbed, TimeEmbed};
+use crate::models::sana_transformer::caption::{next_model_id, CaptionCache, CaptionInput, CaptionModel};
 use crate::models::sana_transformer::{check_dit_inputs, BlockShared, DeviceInputs, SanaTransformerBlock};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{DType, Tensor};
+use std::sync::Arc;
 
 /// Inputs of one ControlNet call (diffusers' `forward` arguments).
 #[derive(Clone)]
@@ -32,6 +34,9 @@ pub struct ControlNetInput {
     pub controlnet_cond: Tensor,
     /// Multiplies every returned sample (diffusers' `conditioning_scale`, default 1.0).
     pub conditioning_scale: f64,
+    /// The generation's caption cache (the transformer's may be shared: entries are per model). `None`
+    /// computes the caption work in this call.
+    pub caption_cache: Option<Arc<CaptionCache>>,
 }
 
 pub struct SanaControlNetModel {
@@ -43,6 +48,8 @@ pub struct SanaControlNetModel {
     controlnet_blocks: Vec<Linear>, // num_layers × [D, D]
     cfg: SanaControlNetConfig,
     dtype: DType,
+    /// Process-unique: a caption cache entry is keyed on it.
+    id: u64,
 }
 
 impl SanaControlNetModel {
@@ -60,6 +67,7 @@ impl SanaControlNetModel {
             controlnet_blocks: (0..n).map(|i| Linear::new(d, d, true, vb.pp("controlnet_blocks").pp(i))).collect::<Result<_>>()?,
             dtype: vb.dtype(),
             cfg: cfg.clone(),
+            id: next_model_id(),
         })
     }
 
@@ -83,23 +91,25 @@ impl SanaControlNetModel {
         let scale = input.conditioning_scale;
         ensure_arg!(scale.is_finite(), "conditioningScale", "expected a finite number, got {scale}");
         let dev = self.input_block.weight().device();
-        let DeviceInputs { x, ctx, timestep, bias } =
-            DeviceInputs::new([&input.hidden_states, &input.encoder_hidden_states, &input.timestep], mask, dev, self.dtype)?;
+        let DeviceInputs { x, timestep } = DeviceInputs::new(&input.hidden_states, &input.timestep, dev, self.dtype)?;
         let cond = cond.to_device(dev)?.to_dtype(self.dtype)?;
 
         // 1. Input: x and the condition through the same patch_embed, the condition via input_block.
         let x = self.patch_embed.forward(&x)?; // [B, N, D]
         let mut x = (x + self.input_block.forward(&self.patch_embed.forward(&cond)?)?)?;
         let (temb, _) = self.time_embed.forward(&timestep, None, self.dtype)?;
-        let ctx = self.caption.forward(&ctx)?; // [B, S, D]
+        // The caption work (projection, norm, mask bias, every block's K/V), once per generation with a cache.
+        // The ControlNet has no LoRA targets: its blocks run their base weights.
+        let caption = CaptionModel { id: self.id, projection: &self.caption, blocks: &self.transformer_blocks, device: dev, dtype: self.dtype };
+        let caption_input = CaptionInput { caption: &input.encoder_hidden_states, mask, adapters: None, lora_scale: 1.0 };
+        let caption = caption.state(&caption_input, input.caption_cache.as_deref())?;
 
         // 2. Blocks; each output → controlnet_blocks[k] → × conditioning_scale.
         let p = tcfg.patch_size;
-        // The ControlNet has no LoRA targets: its blocks run their base weights.
-        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: h / p, w: w / p, lora: LoraCall::NONE };
+        let shared = BlockShared { bias: caption.bias.as_ref(), temb: &temb, h: h / p, w: w / p, lora: LoraCall::NONE };
         let mut samples = Vec::with_capacity(self.transformer_blocks.len());
-        for (block, head) in self.transformer_blocks.iter().zip(&self.controlnet_blocks) {
-            x = block.forward(&x, &shared, 0)?;
+        for ((block, head), kv) in self.transformer_blocks.iter().zip(&self.controlnet_blocks).zip(&caption.kv) {
+            x = block.forward(&x, kv, &shared, 0)?;
             samples.push(head.forward(&x)?.affine(scale, 0.0)?);
         }
         Ok(samples)
@@ -111,5 +121,9 @@ impl BuildModel<SanaControlNetConfig> for SanaControlNetModel {
         let model = SanaControlNetModel::new(&c.config, c.vb())?;
         c.store.ensure_all_used(|_| false)?;
         Ok(model)
+    }
+
+    fn shared_weights(&self) -> Vec<(String, Tensor)> {
+        self.transformer_blocks.iter().flat_map(|b| b.shared_weights()).collect()
     }
 }

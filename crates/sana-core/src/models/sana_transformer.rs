@@ -22,11 +22,15 @@ use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{DType, Device, Tensor};
 
+pub(crate) mod caption;
 pub(crate) mod layers;
 use crate::models::linear::{Layout, Linear, LoraCall};
 use crate::models::lora::Adapters;
 use crate::weights::adapters::{AdapterTarget, AdapterTargets};
-use layers::{CaptionProjection, PatchEmbed, TimeEmbed};
+pub use caption::{CaptionCache, CaptionState};
+use caption::{CaptionInput, CaptionModel};
+use layers::{CaptionProjection, MergedLinear, PatchEmbed, TimeEmbed};
+use std::sync::Arc;
 
 /// diffusers `Attention(qk_norm="rms_norm_across_heads")` builds `RMSNorm(heads·dim_head, eps=1e-5)`.
 const QK_NORM_EPS: f64 = 1e-5;
@@ -34,8 +38,6 @@ const QK_NORM_EPS: f64 = 1e-5;
 const NORM_OUT_EPS: f64 = 1e-6;
 /// `SanaLinearAttnProcessor2_0`'s denominator epsilon.
 const LINEAR_ATTN_EPS: f64 = 1e-15;
-/// diffusers turns a 1/0 mask into the additive bias `(1 − mask) · −10000` (not −inf).
-const MASK_BIAS: f64 = -10000.0;
 
 // ================================================================================================
 // Blocks
@@ -58,9 +60,8 @@ fn apply_norm(x: Tensor, w: &Option<Tensor>) -> Result<Tensor> {
 
 /// `attn1`: ReLU linear self-attention (`SanaLinearAttnProcessor2_0`).
 struct LinearSelfAttention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    /// to_q, to_k, to_v as one [3D, D] GEMM.
+    qkv: MergedLinear<3>,
     norm_q: Option<Tensor>,
     norm_k: Option<Tensor>,
     to_out: Linear,
@@ -72,9 +73,7 @@ impl LinearSelfAttention {
         let d = cfg.inner_dim();
         let bias = cfg.attention_bias;
         Ok(LinearSelfAttention {
-            to_q: Linear::new(d, d, bias, vb.pp("to_q"))?,
-            to_k: Linear::new(d, d, bias, vb.pp("to_k"))?,
-            to_v: Linear::new(d, d, bias, vb.pp("to_v"))?,
+            qkv: MergedLinear::new(d, d, bias, vb.clone(), ["to_q", "to_k", "to_v"])?,
             norm_q: qk_norm(cfg, d, vb.pp("norm_q"))?,
             norm_k: qk_norm(cfg, d, vb.pp("norm_k"))?,
             to_out: Linear::new(d, d, true, vb.pp("to_out").pp(0))?,
@@ -85,11 +84,10 @@ impl LinearSelfAttention {
     /// x [B, N, D] → [B, N, D]. No mask: the self-attention sees every latent token.
     /// `perturbed_rows` > 0 is a PAG layer (see [`PagInput`]).
     fn forward(&self, x: &Tensor, perturbed_rows: usize, lora: LoraCall) -> Result<Tensor> {
-        let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
         let o = if perturbed_rows == 0 {
-            let q = apply_norm(proj(&self.to_q, x)?, &self.norm_q)?;
-            let k = apply_norm(proj(&self.to_k, x)?, &self.norm_k)?;
-            proj(&self.to_out, &relu_linear_attention(&q, &k, &proj(&self.to_v, x)?, self.heads, LINEAR_ATTN_EPS)?)?
+            let [q, k, v] = self.qkv.forward(x, lora)?;
+            let (q, k) = (apply_norm(q, &self.norm_q)?, apply_norm(k, &self.norm_k)?);
+            self.to_out.forward_lora(&relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?, Layout::Tokens, lora)?
         } else {
             self.forward_pag(x, perturbed_rows, lora)?
         };
@@ -105,9 +103,9 @@ impl LinearSelfAttention {
         let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
         let b = x.dim(0)?;
         let (xo, xp) = (x.narrow(0, 0, b - p)?, x.narrow(0, b - p, p)?);
-        let (q, k, v) = (proj(&self.to_q, &xo)?, proj(&self.to_k, &xo)?, proj(&self.to_v, &xo)?);
+        let [q, k, v] = self.qkv.forward(&xo, lora)?;
         let o = proj(&self.to_out, &relu_linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?)?;
-        let ptb = proj(&self.to_out, &proj(&self.to_v, &xp)?)?;
+        let ptb = proj(&self.to_out, &proj(&self.qkv.parts()[2], &xp)?)?;
         Ok(Tensor::cat(&[o, ptb], 0)?)
     }
 }
@@ -115,8 +113,8 @@ impl LinearSelfAttention {
 /// `attn2`: softmax cross-attention to the caption (`SanaAttnProcessor2_0`, SDPA), own heads/head dim.
 struct CrossAttention {
     to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    /// to_k, to_v as one [2·inner, kv_in] GEMM (run once per generation with a caption cache).
+    kv: MergedLinear<2>,
     norm_q: Option<Tensor>,
     norm_k: Option<Tensor>,
     to_out: Linear,
@@ -133,8 +131,7 @@ impl CrossAttention {
         let (inner, kv_in) = (heads * head_dim, cfg.cross_attention_dim.unwrap_or(d));
         Ok(CrossAttention {
             to_q: Linear::new(d, inner, true, vb.pp("to_q"))?,
-            to_k: Linear::new(kv_in, inner, true, vb.pp("to_k"))?,
-            to_v: Linear::new(kv_in, inner, true, vb.pp("to_v"))?,
+            kv: MergedLinear::new(kv_in, inner, true, vb.clone(), ["to_k", "to_v"])?,
             norm_q: qk_norm(cfg, inner, vb.pp("norm_q"))?,
             norm_k: qk_norm(cfg, inner, vb.pp("norm_k"))?,
             to_out: Linear::new(inner, d, true, vb.pp("to_out").pp(0))?,
@@ -143,23 +140,30 @@ impl CrossAttention {
         })
     }
 
-    /// x [B, N, D], ctx [B, S, D], bias [B, 1, 1, S] (additive) → [B, N, D].
-    fn forward(&self, x: &Tensor, ctx: &Tensor, bias: Option<&Tensor>, lora: LoraCall) -> Result<Tensor> {
+    /// The caption side: ctx [B, S, kv_in] → K (after `norm_k`), V [B, H, S, hd]. The same for every step of
+    /// a generation (see [`CaptionCache`]).
+    fn caption_kv(&self, ctx: &Tensor, lora: LoraCall) -> Result<(Tensor, Tensor)> {
+        let (b, s, _) = ctx.dims3()?;
+        let [k, v] = self.kv.forward(ctx, lora)?;
+        Ok((self.split_heads(&apply_norm(k, &self.norm_k)?, b, s)?, self.split_heads(&v, b, s)?))
+    }
+
+    /// [B, len, H·hd] → [B, H, len, hd], contiguous.
+    fn split_heads(&self, t: &Tensor, b: usize, len: usize) -> Result<Tensor> {
+        Ok(t.reshape((b, len, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// x [B, N, D], (k, v) [B, H, S, hd] from [`CrossAttention::caption_kv`], bias [B, 1, 1, S] (additive) → [B, N, D].
+    fn forward(&self, x: &Tensor, (k, v): &(Tensor, Tensor), bias: Option<&Tensor>, lora: LoraCall) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
-        let s = ctx.dim(1)?;
         let (h, hd) = (self.heads, self.head_dim);
-        let proj = |l: &Linear, x: &Tensor| l.forward_lora(x, Layout::Tokens, lora);
-        // 1. Projections (+ qk RMSNorm over all heads), then split heads: [B, H, ·, hd].
-        let q = apply_norm(proj(&self.to_q, x)?, &self.norm_q)?;
-        let k = apply_norm(proj(&self.to_k, ctx)?, &self.norm_k)?;
-        let v = proj(&self.to_v, ctx)?;
-        let split = |t: Tensor, len: usize| t.reshape((b, len, h, hd))?.transpose(1, 2)?.contiguous();
-        let (q, k, v) = (split(q, n)?, split(k, s)?, split(v, s)?);
+        // 1. Query projection (+ qk RMSNorm over all heads), split heads: [B, H, N, hd].
+        let q = self.split_heads(&apply_norm(self.to_q.forward_lora(x, Layout::Tokens, lora)?, &self.norm_q)?, b, n)?;
         // 2. softmax(q kᵀ / √hd + bias) in f32: [B, H, N, S].
         let p = scaled_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt(), bias)?.to_dtype(v.dtype())?;
         // 3. Weighted values, merge heads, out projection.
-        let o = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h * hd))?;
-        proj(&self.to_out, &o)
+        let o = p.matmul(v)?.transpose(1, 2)?.reshape((b, n, h * hd))?;
+        self.to_out.forward_lora(&o, Layout::Tokens, lora)
     }
 }
 
@@ -201,8 +205,6 @@ impl GluMbConv {
 /// What every block of one forward shares.
 #[derive(Clone, Copy)]
 pub(crate) struct BlockShared<'a> {
-    /// Caption tokens after caption_norm [B, S, D].
-    pub ctx: &'a Tensor,
     /// Additive caption-mask bias [B, 1, 1, S] (f32).
     pub bias: Option<&'a Tensor>,
     /// Modulation [B, 6D] from the time embedding.
@@ -246,12 +248,24 @@ impl SanaTransformerBlock {
     /// The layers a Sana LoRA can target: q/k/v/out of both attentions, the Mix-FFN's 1×1 convs.
     fn lora_targets(&self) -> [&Linear; 10] {
         let (a1, a2, ff) = (&self.attn1, &self.attn2, &self.ff);
-        [&a1.to_q, &a1.to_k, &a1.to_v, &a1.to_out, &a2.to_q, &a2.to_k, &a2.to_v, &a2.to_out, &ff.conv_inverted, &ff.conv_point]
+        let ([q1, k1, v1], [k2, v2]) = (a1.qkv.parts(), a2.kv.parts());
+        [q1, k1, v1, &a1.to_out, &a2.to_q, k2, v2, &a2.to_out, &ff.conv_inverted, &ff.conv_point]
     }
 
-    /// x [B, N, D] → [B, N, D]; `perturbed_rows` > 0 makes attn1 a PAG layer for the last rows.
-    pub(crate) fn forward(&self, x: &Tensor, shared: &BlockShared, perturbed_rows: usize) -> Result<Tensor> {
-        let BlockShared { ctx, bias, temb, h, w, lora } = *shared;
+    /// The checkpoint tensors this block holds merged, as views (see [`BuildModel::shared_weights`]).
+    pub(crate) fn shared_weights(&self) -> Vec<(String, Tensor)> {
+        [self.attn1.qkv.shared_weights(), self.attn2.kv.shared_weights()].concat()
+    }
+
+    /// This block's cross-attention K, V [B, H, S, hd] of the caption tokens ctx [B, S, D].
+    pub(crate) fn caption_kv(&self, ctx: &Tensor, lora: LoraCall) -> Result<(Tensor, Tensor)> {
+        self.attn2.caption_kv(ctx, lora)
+    }
+
+    /// x [B, N, D] → [B, N, D], with this block's caption K/V; `perturbed_rows` > 0 makes attn1 a PAG layer
+    /// for the last rows.
+    pub(crate) fn forward(&self, x: &Tensor, kv: &(Tensor, Tensor), shared: &BlockShared, perturbed_rows: usize) -> Result<Tensor> {
+        let BlockShared { bias, temb, h, w, lora } = *shared;
         let (b, _, d) = x.dims3()?;
         // 1. Modulation: table[None] + temb.reshape(B, 6, D) → shift/scale/gate for attention and FFN.
         let m = temb.reshape((b, 6, d))?.broadcast_add(&self.scale_shift_table)?;
@@ -262,7 +276,7 @@ impl SanaTransformerBlock {
         let nx = modulated_layer_norm(x, &shift_msa, &scale_msa, self.norm_eps, None)?;
         let x = gated_residual(x, &self.attn1.forward(&nx, perturbed_rows, lora)?, &gate_msa)?;
         // 3. Cross-attention, no pre-norm: x += attn2(x, ctx).
-        let x = (&x + self.attn2.forward(&x, ctx, bias, lora)?)?;
+        let x = (&x + self.attn2.forward(&x, kv, bias, lora)?)?;
         // 4. Mix-FFN on the grid: x += gate_mlp · ff(norm2(x)·(1+scale)+shift).
         let nx = modulated_layer_norm(&x, &shift_mlp, &scale_mlp, self.norm_eps, self.norm2_affine.as_ref())?;
         gated_residual(&x, &self.ff.forward(&nx, h, w, lora)?, &gate_mlp)
@@ -293,6 +307,9 @@ pub struct TransformerInput {
     pub lora_scale: f64,
     /// Perturbed-attention guidance for this call. `None`: every block runs normally.
     pub pag: Option<PagInput>,
+    /// The generation's caption cache: the caption work is done once per key and reused (see
+    /// [`CaptionCache`]). `None` computes it in this call.
+    pub caption_cache: Option<Arc<CaptionCache>>,
 }
 
 /// Perturbed-attention guidance (diffusers' `SanaPAGPipeline`): in each listed block, `attn1` runs
@@ -317,6 +334,8 @@ pub struct SanaTransformer2DModel {
     adapters: Adapters,
     cfg: SanaTransformerConfig,
     dtype: DType,
+    /// Process-unique: a caption cache entry is keyed on it.
+    id: u64,
 }
 
 /// Named captures of a forward pass (see [`SanaTransformer2DModel::forward_with_intermediates`]).
@@ -340,6 +359,7 @@ impl SanaTransformer2DModel {
             proj_out: Linear::new(d, p * p * cfg.out_channels(), true, vb.pp("proj_out"))?,
             dtype: vb.dtype(),
             cfg: cfg.clone(),
+            id: caption::next_model_id(),
         })
     }
 
@@ -383,12 +403,7 @@ impl SanaTransformer2DModel {
         let p = self.cfg.patch_size;
         let (hp, wp) = (h / p, w / p);
         let dev = self.scale_shift_table.device();
-        let DeviceInputs { x, ctx, timestep, bias } = DeviceInputs::new(
-            [&input.hidden_states, &input.encoder_hidden_states, &input.timestep],
-            input.encoder_attention_mask.as_ref(),
-            dev,
-            self.dtype,
-        )?;
+        let DeviceInputs { x, timestep } = DeviceInputs::new(&input.hidden_states, &input.timestep, dev, self.dtype)?;
         let guidance = input.guidance.as_ref().map(|g| g.to_device(dev)).transpose()?;
 
         // 1. Input: patch tokens, timestep (+guidance) modulation, caption tokens.
@@ -397,20 +412,28 @@ impl SanaTransformer2DModel {
         let (temb, embedded) = self.time_embed.forward(&timestep, guidance.as_ref(), self.dtype)?;
         capture("time_embed", &temb);
         capture("time_embed_embedded_timestep", &embedded);
-        let ctx = self.caption.forward(&ctx)?; // [B, S, D]
-        capture("caption_norm", &ctx);
+        // The caption work (projection, norm, mask bias, every block's K/V), once per generation with a cache.
+        let adapters = self.adapters.snapshot();
+        let caption = CaptionModel { id: self.id, projection: &self.caption, blocks: &self.transformer_blocks, device: dev, dtype: self.dtype };
+        let caption_input = CaptionInput {
+            caption: &input.encoder_hidden_states,
+            mask: input.encoder_attention_mask.as_ref(),
+            adapters: Some(&adapters),
+            lora_scale: input.lora_scale,
+        };
+        let caption = caption.state(&caption_input, input.caption_cache.as_deref())?;
+        capture("caption_norm", &caption.ctx); // [B, S, D]
 
         // 2. Transformer blocks (+ ControlNet residuals after blocks 1..=len), with this call's LoRA snapshot.
-        let lora = self.adapters.snapshot();
-        let lora = LoraCall::new(&lora, input.lora_scale);
+        let lora = LoraCall::new(&adapters, input.lora_scale);
         let control = input.controlnet_block_samples.as_deref().unwrap_or(&[]);
-        let shared = BlockShared { ctx: &ctx, bias: bias.as_ref(), temb: &temb, h: hp, w: wp, lora };
-        for (i, block) in self.transformer_blocks.iter().enumerate() {
+        let shared = BlockShared { bias: caption.bias.as_ref(), temb: &temb, h: hp, w: wp, lora };
+        for (i, (block, kv)) in self.transformer_blocks.iter().zip(&caption.kv).enumerate() {
             let perturbed = match &input.pag {
                 Some(pag) if pag.layers.contains(&i) => pag.perturbed_rows,
                 _ => 0,
             };
-            x = block.forward(&x, &shared, perturbed)?;
+            x = block.forward(&x, kv, &shared, perturbed)?;
             if i > 0 && i <= control.len() {
                 x = (x + control[i - 1].to_device(dev)?.to_dtype(self.dtype)?)?;
             }
@@ -485,34 +508,18 @@ pub(crate) fn check_dit_inputs(
     Ok((b, h, w))
 }
 
-/// Inputs moved to the weights' device (they come from JS on the CPU): latents and caption embeddings
-/// in the model dtype, the timestep as given, the 1/0 mask as the additive bias diffusers uses.
+/// Inputs moved to the weights' device (they come from JS on the CPU): latents in the model dtype, the
+/// timestep as given. The caption and its mask go through [`CaptionModel`].
 pub(crate) struct DeviceInputs {
     /// [B, C, H, W].
     pub x: Tensor,
-    /// [B, S, caption_channels].
-    pub ctx: Tensor,
     /// [B].
     pub timestep: Tensor,
-    /// (1 − mask) · −10000 as f32 [B, 1, 1, S] (added to f32 logits).
-    pub bias: Option<Tensor>,
 }
 
 impl DeviceInputs {
-    pub(crate) fn new([x, ctx, timestep]: [&Tensor; 3], mask: Option<&Tensor>, dev: &Device, dtype: DType) -> Result<Self> {
-        let bias = match mask {
-            Some(m) => {
-                let (b, s) = m.dims2()?;
-                Some(m.to_device(dev)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
-            }
-            None => None,
-        };
-        Ok(DeviceInputs {
-            x: x.to_device(dev)?.to_dtype(dtype)?,
-            ctx: ctx.to_device(dev)?.to_dtype(dtype)?,
-            timestep: timestep.to_device(dev)?,
-            bias,
-        })
+    pub(crate) fn new(x: &Tensor, timestep: &Tensor, dev: &Device, dtype: DType) -> Result<Self> {
+        Ok(DeviceInputs { x: x.to_device(dev)?.to_dtype(dtype)?, timestep: timestep.to_device(dev)? })
     }
 }
 
@@ -534,5 +541,9 @@ impl BuildModel<SanaTransformerConfig> for SanaTransformer2DModel {
         // The sin-cos PE is a non-persistent buffer in diffusers, so every checkpoint tensor is a weight.
         c.store.ensure_all_used(|_| false)?;
         Ok(model)
+    }
+
+    fn shared_weights(&self) -> Vec<(String, Tensor)> {
+        self.transformer_blocks.iter().flat_map(|b| b.shared_weights()).collect()
     }
 }

@@ -2,7 +2,7 @@
 //! timestep/guidance, caption).
 
 use crate::config::SanaTransformerConfig;
-use crate::models::linear::Linear;
+use crate::models::linear::{Layout, Linear, LoraCall};
 use crate::ops::{embeddings, rms_norm};
 use crate::weights::Vb;
 use crate::Result;
@@ -12,6 +12,75 @@ use candle_core::{DType, Tensor};
 const CAPTION_NORM_EPS: f64 = 1e-5;
 /// Channels of the sinusoidal timestep/guidance projection (`Timesteps(num_channels=256)`).
 const TIME_PROJ_DIM: usize = 256;
+
+// ================================================================================================
+// Merged projections
+// ================================================================================================
+
+/// Linears that read the same input (attn1's to_q/to_k/to_v, attn2's to_k/to_v) run as ONE GEMM: their
+/// weights are concatenated by rows at load, W [Σ out, in], and each layer keeps a narrow view of it, so the
+/// separate weights are not held beside the merged one (LoRA fusing and the checkpoint store read the views).
+/// ```text
+/// [q | k | v] = x · [Wq; Wk; Wv]ᵀ + [bq; bk; bv]        then narrow views along the last dim
+/// ```
+pub(crate) struct MergedLinear<const N: usize> {
+    merged: Linear,     // [N·out, in]
+    parts: [Linear; N], // views of `merged`, with the checkpoint paths
+}
+
+/// A Vec of exactly N items as an array.
+fn array<T, const N: usize>(v: Vec<T>) -> Result<[T; N]> {
+    let len = v.len();
+    v.try_into().map_err(|_| candle_core::Error::Msg(format!("expected {N} projections, got {len}")).into())
+}
+
+impl<const N: usize> MergedLinear<N> {
+    /// `prefix.{name}.weight` [out, in] (and `.bias` [out]) for each name.
+    pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Vb, names: [&str; N]) -> Result<Self> {
+        let loaded = names.iter().map(|n| Linear::new(in_dim, out_dim, bias, vb.pp(n))).collect::<Result<Vec<_>>>()?;
+        let weight = Tensor::cat(&loaded.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
+        let biases: Option<Vec<&Tensor>> = loaded.iter().map(|l| l.bias()).collect();
+        let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        let parts = loaded
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let view = |t: &Tensor| t.narrow(0, i * out_dim, out_dim);
+                Ok(Linear::from_weight(view(&weight)?, bias.as_ref().map(view).transpose()?, l.path()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MergedLinear { merged: Linear::from_weight(weight, bias, vb.prefix()), parts: array(parts)? })
+    }
+
+    /// The layers as the checkpoint names them (views of the merged weight): what LoRA targets.
+    pub(crate) fn parts(&self) -> &[Linear; N] {
+        &self.parts
+    }
+
+    /// x [..., in] → one [..., out] per layer. With adapters on any of the layers each runs on its own
+    /// (so LoRA stays exact); otherwise one GEMM and narrow views of its output.
+    pub(crate) fn forward(&self, x: &Tensor, lora: LoraCall) -> Result<[Tensor; N]> {
+        if self.parts.iter().any(|p| p.is_adapted(lora)) {
+            return array(self.parts.iter().map(|p| p.forward_lora(x, Layout::Tokens, lora)).collect::<Result<Vec<_>>>()?);
+        }
+        let y = self.merged.forward(x)?;
+        let (last, out) = (y.rank() - 1, y.dim(candle_core::D::Minus1)? / N);
+        array((0..N).map(|i| y.narrow(last, i * out, out)).collect::<candle_core::Result<Vec<_>>>()?)
+    }
+
+    /// The checkpoint tensors these layers were loaded from, as views of the merged ones (see
+    /// [`BuildModel::shared_weights`](crate::models::component::BuildModel::shared_weights)).
+    pub(crate) fn shared_weights(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for p in &self.parts {
+            out.push((format!("{}.weight", p.path()), p.weight().clone()));
+            if let Some(b) = p.bias() {
+                out.push((format!("{}.bias", p.path()), b.clone()));
+            }
+        }
+        out
+    }
+}
 
 // ================================================================================================
 // Embeddings
@@ -128,5 +197,52 @@ impl CaptionProjection {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.linear_2.forward(&self.linear_1.forward(x)?.gelu()?)?; // candle's gelu is the tanh form
         rms_norm(&y, Some(&self.norm_weight), None, CAPTION_NORM_EPS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::linear::tests::{max_diff, randn};
+    use crate::models::linear::{AdapterLayers, LayerAdapters, LowRank};
+    use crate::weights::ParamStore;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// One GEMM over the merged weight equals the three separate layers, with and without adapters on one of
+    /// them (which makes every part run on its own, with its terms or fused weight).
+    #[test]
+    fn merged_projections_equal_the_separate_layers_with_and_without_lora() -> Result<()> {
+        let (i, o, r) = (6, 4, 2);
+        let names = ["to_q", "to_k", "to_v"];
+        let mut tensors = BTreeMap::new();
+        for n in names {
+            tensors.insert(format!("attn.{n}.weight"), randn(&[o, i]));
+            tensors.insert(format!("attn.{n}.bias"), randn(&[o]));
+        }
+        let separate: Vec<Linear> = names
+            .iter()
+            .map(|n| Linear::from_weight(tensors[&format!("attn.{n}.weight")].clone(), Some(tensors[&format!("attn.{n}.bias")].clone()), &format!("attn.{n}")))
+            .collect();
+        let store = Arc::new(ParamStore::from_tensors(tensors));
+        let merged = MergedLinear::new(i, o, true, store.root().pp("attn"), names)?;
+        let x = randn(&[2, 5, i]);
+        let mut layers = AdapterLayers::new();
+        let term = LowRank { down: randn(&[r, i]), up: randn(&[o, r]), scale: 1.5 };
+        layers.insert("attn.to_k".into(), LayerAdapters { merged: None, terms: vec![term] });
+        let fused = LayerAdapters { merged: Some(randn(&[o, i])), terms: vec![] };
+        let mut fused_layers = AdapterLayers::new();
+        fused_layers.insert("attn.to_v".into(), fused);
+        for lora in [LoraCall::NONE, LoraCall::new(&layers, 0.7), LoraCall::new(&fused_layers, 1.0)] {
+            let got = merged.forward(&x, lora)?;
+            for (g, l) in got.iter().zip(&separate) {
+                assert!(max_diff(g, &l.forward_lora(&x, Layout::Tokens, lora)?) < 1e-5, "{}", l.path());
+            }
+        }
+        // The parts keep the checkpoint paths and are views of the merged weight.
+        assert_eq!(merged.parts().iter().map(|p| p.path().to_string()).collect::<Vec<_>>(), ["attn.to_q", "attn.to_k", "attn.to_v"]);
+        assert_eq!(merged.shared_weights().len(), 6);
+        assert_eq!(merged.parts()[2].weight().storage_and_layout().1.start_offset(), 2 * o * i);
+        Ok(())
     }
 }
