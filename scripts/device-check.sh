@@ -76,7 +76,8 @@ if [[ "$what" != bench ]]; then
     ((PIPESTATUS[0] == 0)) || failures=$((failures + 1))
   done
   # 2. One block, op group by op group: OLD, each switch alone, NEW. ~5 s each (start-up, PTX JIT, 11 runs).
-  for setting in OLD SANA_CUDA_FUSED=softmax SANA_CUDA_FUSED=adaln SANA_CUDA_FUSED=residual SANA_CUDA_FUSED=all \
+  for setting in OLD SANA_CUDA_FUSED=softmax SANA_CUDA_FUSED=adaln SANA_CUDA_FUSED=residual SANA_CUDA_FUSED=mixffn \
+    SANA_CUDA_FUSED=all \
     SANA_CUDA_EVENT_TRACKING=0 SANA_CUDA_POOL_KEEP=1 NEW; do
     fits 15 || break
     stamp "2. block timing: $setting"

@@ -5,7 +5,7 @@
 //! DiT batches: with CFG, 1 image = batch 2, 16 images = batch 32. × 28 blocks ≈ one step's blocks.
 //!
 //! Old vs new paths come from the environment, read once per process (see `ops/cuda/mod.rs` and
-//! `device.rs`): `SANA_CUDA_FUSED=softmax,adaln,residual|all`, `SANA_CUDA_EVENT_TRACKING=0`,
+//! `device.rs`): `SANA_CUDA_FUSED=softmax,adaln,residual,mixffn|all`, `SANA_CUDA_EVENT_TRACKING=0`,
 //! `SANA_CUDA_POOL_KEEP=1`; scripts/device-check.sh runs it once per setting.
 //!
 //! cargo run --release -p sana-core --features cuda --example time_dit_step_cuda [-- RUNS BATCHES DTYPE]

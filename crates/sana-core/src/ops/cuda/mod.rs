@@ -10,8 +10,9 @@
 //! old candle path by default; the environment variable `SANA_CUDA_FUSED` (read once per process) turns
 //! them on: a comma-separated list of `softmax` (cross-attention softmax with scale and mask folded in),
 //! `adaln` (modulated LayerNorm reading shift/scale from the modulation tensor), `residual` (gated
-//! residual `x + gate·(y + bias)`), or `all`. Unset or empty: none. Once a GPU session has verified them
-//! (scripts/device-check.sh), flip the default in [`fused`].
+//! residual `x + gate·(y + bias)`), `mixffn` (the Mix-FFN's SiLU, with the expand bias when the caller
+//! passes it, folded into the depthwise 3×3 + GLU kernel), or `all`. Unset or empty: none. Once a GPU
+//! session has verified them (scripts/device-check.sh), flip the default in [`fused`].
 //! Linear attention, depthwise conv (+GLU) and channel RMSNorm are verified and always on.
 
 mod channel_norm;
@@ -24,7 +25,7 @@ mod softmax;
 mod testing;
 
 pub(crate) use channel_norm::rms_norm_channels;
-pub(crate) use depthwise_conv::depthwise_conv2d;
+pub(crate) use depthwise_conv::{depthwise_conv2d, silu_depthwise_conv2d_glu};
 pub(crate) use fused_norm::{gated_residual, modulated_layer_norm};
 pub(crate) use linear_attention::{relu_linear_attention, LINEAR_ATTENTION_MAX_HEAD_DIM};
 pub(crate) use softmax::scaled_softmax;
@@ -35,6 +36,7 @@ pub(crate) enum Fused {
     Softmax,
     AdaLn,
     Residual,
+    MixFfn,
 }
 
 /// Whether `kernel` is switched on (`SANA_CUDA_FUSED`, see the module doc; default: off).
@@ -46,7 +48,7 @@ pub(crate) fn fused(kernel: Fused) -> bool {
 
 /// `"softmax,adaln"` → [Softmax, AdaLn]; `"all"` → every kernel; unknown names are ignored.
 fn parse_fused(list: &str) -> Vec<Fused> {
-    let all = [Fused::Softmax, Fused::AdaLn, Fused::Residual];
+    let all = [Fused::Softmax, Fused::AdaLn, Fused::Residual, Fused::MixFfn];
     let mut on = Vec::new();
     for name in list.split(',').map(|s| s.trim().to_ascii_lowercase()) {
         match name.as_str() {
@@ -54,6 +56,7 @@ fn parse_fused(list: &str) -> Vec<Fused> {
             "softmax" => on.push(Fused::Softmax),
             "adaln" => on.push(Fused::AdaLn),
             "residual" => on.push(Fused::Residual),
+            "mixffn" => on.push(Fused::MixFfn),
             _ => {}
         }
     }
@@ -69,6 +72,6 @@ mod tests {
         assert_eq!(parse_fused(""), vec![]);
         assert_eq!(parse_fused("softmax, ADALN"), vec![Fused::Softmax, Fused::AdaLn]);
         assert_eq!(parse_fused("residual,bogus"), vec![Fused::Residual]);
-        assert_eq!(parse_fused("all"), vec![Fused::Softmax, Fused::AdaLn, Fused::Residual]);
+        assert_eq!(parse_fused("all"), vec![Fused::Softmax, Fused::AdaLn, Fused::Residual, Fused::MixFfn]);
     }
 }
