@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Packs what a GPU machine with no network needs to run the CUDA checks (scripts/device-check.sh) into .dev/
-# (git-ignored via .git/info/exclude): node itself, ava and its dependencies, the built CUDA binary, the
-# Rust op-test binary and block-timing example (stripped), the compiled dist/, the fixture pipeline with
-# only the e2e case the CUDA tests use, and diffusers for the PyTorch side of the GPU benchmark. Compressed with xz to fit the
-# device tool's 64 MiB transfer limit. Run after `npm run build` and `npm run build:cuda` (with the same
-# SANA_CUDA_PREFIX / SANA_CUDA_TARGET_DIR).
+# (git-ignored, so the device tool must carry it: `carry: [".dev"]`): node itself, ava and its dependencies,
+# the built CUDA binary, the Rust op-test binary and block-timing example (stripped), the compiled dist/,
+# the fixture pipeline with only the e2e case the CUDA tests use, and diffusers for the PyTorch side of the
+# GPU benchmark. Compressed with xz to fit the device tool's 64 MiB transfer limit. Run after
+# `npm run build` and `npm run build:cuda` (with the same SANA_CUDA_PREFIX / SANA_CUDA_TARGET_DIR).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -12,7 +12,6 @@ fixtures="${SANA_FIXTURES:-$repo/../shared/fixtures}"
 out="$repo/.dev"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo '/.dev/' >>.git/info/exclude
 rm -rf "$out" && mkdir -p "$out"
 xzc() { xz -T2 -9e -c; }
 
