@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Packs what a GPU machine with no network needs to run the CUDA checks (scripts/device-check.sh) into .dev/
-# (git-ignored via .git/info/exclude): node itself, ava and its dependencies, the built CUDA binary and
-# Rust op-test binary (stripped), the compiled dist/, the fixture pipeline with only the e2e case the CUDA
-# tests use, and diffusers for the PyTorch side of the GPU benchmark. Compressed with xz to fit the
-# device tool's 64 MiB transfer limit. Run after `npm run build` and `npm run build:cuda`.
+# (git-ignored, so the device tool must carry it: `carry: [".dev"]`): node itself, ava and its dependencies,
+# the built CUDA binary, the Rust op-test binary and block-timing example (stripped), the compiled dist/,
+# the fixture pipeline with only the e2e case the CUDA tests use, and diffusers for the PyTorch side of the
+# GPU benchmark. Compressed with xz to fit the device tool's 64 MiB transfer limit. Run after
+# `npm run build` and `npm run build:cuda` (with the same SANA_CUDA_PREFIX / SANA_CUDA_TARGET_DIR).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -11,7 +12,6 @@ fixtures="${SANA_FIXTURES:-$repo/../shared/fixtures}"
 out="$repo/.dev"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo '/.dev/' >>.git/info/exclude
 rm -rf "$out" && mkdir -p "$out"
 xzc() { xz -T2 -9e -c; }
 
@@ -38,12 +38,27 @@ node -e '
   console.log([...seen].map((d) => path.relative(".", d)).join("\n"))' >"$tmp/ava-files"
 tar -cf - -T "$tmp/ava-files" dist index.js package.json | xzc >"$out/js.tar.xz"
 
-# Binaries: the CUDA .node and the sana-core unit-test binary built with --features cuda (ops::cuda tests).
+# Binaries: the CUDA .node, the sana-core unit-test binary built with --features cuda (ops::cuda tests) and
+# the block-timing example (examples/time_dit_step_cuda.rs). Both are (re)built here with the flags CI's
+# CUDA step uses (--workspace --features cuda, the CUDA target dir), so they reuse build:cuda's artifacts;
+# their paths come from cargo's own report, not from guessing the newest file.
+cuda_prefix="${SANA_CUDA_PREFIX:-$repo/.cuda}"
+host="$(rustc -vV | sed -n 's/^host: //p')"
+artifacts() {
+  (source "$cuda_prefix/env.sh" && CARGO_TARGET_DIR="${SANA_CUDA_TARGET_DIR:-$repo/target}" \
+    cargo "$@" --release --target "$host" --workspace --features cuda --message-format=json) |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line) if line.startswith("{") else {}
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("sana_core", "time_dit_step_cuda"):
+        print(m["target"]["name"], m["executable"])'
+}
+{ artifacts test --no-run --lib && artifacts build --example time_dit_step_cuda; } >"$tmp/artifacts"
+cat "$tmp/artifacts"
 cp sana.linux-x64-gnu-cuda.node "$tmp/" && strip "$tmp/sana.linux-x64-gnu-cuda.node"
-target="${SANA_CUDA_TARGET_DIR:-$repo/target}/$(rustc -vV | sed -n 's/^host: //p')/release/deps"
-test_bin="$(ls -t "$target"/sana_core-* | grep -v '\.d$' | head -1)"
-cp "$test_bin" "$tmp/sana_core_tests" && strip "$tmp/sana_core_tests"
-tar -cf - -C "$tmp" sana.linux-x64-gnu-cuda.node sana_core_tests | xzc >"$out/bin.tar.xz"
+cp "$(awk '$1 == "sana_core" { print $2 }' "$tmp/artifacts")" "$tmp/sana_core_tests" && strip "$tmp/sana_core_tests"
+cp "$(awk '$1 == "time_dit_step_cuda" { print $2 }' "$tmp/artifacts")" "$tmp/time_dit_step_cuda" && strip "$tmp/time_dit_step_cuda"
+tar -cf - -C "$tmp" sana.linux-x64-gnu-cuda.node sana_core_tests time_dit_step_cuda | xzc >"$out/bin.tar.xz"
 
 # The fixture pipeline; reference.safetensors cut down to the e2e_a_cfg tensors (the manifest is unchanged).
 mkdir -p "$tmp/fx" && cp -r "$fixtures/sana-tiny" "$tmp/fx/" && chmod -R u+w "$tmp/fx" && rm -f "$tmp"/fx/sana-tiny/reference/*.png

@@ -27,3 +27,16 @@ template <> __device__ __forceinline__ __half from_f32_sat<__half>(float x) {
   M(float, f32)                \
   M(__half, f16)               \
   M(__nv_bfloat16, bf16)
+
+// Sum / max over the 32 lanes of a warp; every lane gets the result. fmaxf drops a NaN operand, so a
+// caller that must propagate NaN carries it through a sum instead (see softmax.cu).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}

@@ -45,8 +45,51 @@ fn cuda_device(ordinal: usize) -> Result<Device> {
     }
     let dev = Device::new_cuda_with_stream(ordinal)
         .map_err(|e| SanaError::DeviceUnavailable(format!("CUDA device {ordinal}: {e}")))?;
+    tune_cuda_device(&dev).map_err(|e| SanaError::DeviceUnavailable(format!("CUDA device {ordinal}: {e}")))?;
     devices.insert(ordinal, dev.clone());
     Ok(dev)
+}
+
+/// Opt-in driver settings for the one-stream device, each behind an environment variable because no GPU
+/// has measured them yet (the next GPU session times them with scripts/device-check.sh and flips the
+/// defaults if they hold):
+///
+/// - `SANA_CUDA_EVENT_TRACKING=0`: no cudarc event tracking. `new_cuda_with_stream` creates a second
+///   stream, which puts cudarc in multi-stream mode: every allocation then creates two CUDA events and
+///   every kernel argument records or waits on one (≈ 25 driver calls per op, ≈ 2,000 ops per step). The
+///   events order work *between* streams; all our work is on this one stream, where CUDA already orders
+///   launches, copies and stream-ordered frees (`cuMemFreeAsync`) in submission order, so they buy
+///   nothing. Only buffers allocated after this call go untracked (cuBLAS's and cuRAND's, made with the
+///   device, keep theirs — harmless). To check on a GPU: the op tests (especially
+///   `work_from_several_threads_is_ordered_on_one_stream`), scripts/cuda-repeatability.mjs (bit-identical
+///   runs, no NaN) and __test__/cuda.spec.mjs with the variable set, and the step time without it.
+/// - `SANA_CUDA_POOL_KEEP=1`: keep freed memory in the driver's pool across synchronisations. The
+///   default pool's release threshold is 0, so every sync (each read back to the host) hands all unused
+///   pool memory back to the driver and the next step allocates it again. With the threshold at the
+///   maximum the pool keeps it (the process then holds its peak until exit). To check on a GPU: step time
+///   and peak memory (`nvidia-smi`) with and without.
+#[cfg(feature = "cuda")]
+fn tune_cuda_device(dev: &Device) -> candle_core::Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    use candle_core::cuda_backend::WrapErr;
+    let cuda = dev.as_cuda_device()?;
+    if std::env::var("SANA_CUDA_EVENT_TRACKING").is_ok_and(|v| v.trim() == "0") {
+        // SAFETY: every CudaSlice of this device lives on its one stream (see `cuda_device`), so no
+        // buffer is used by a second stream, which is what the events would order.
+        unsafe { cuda.disable_event_tracking() };
+    }
+    if std::env::var("SANA_CUDA_POOL_KEEP").is_ok_and(|v| v.trim() == "1") {
+        let ctx = cuda.cuda_stream().context().clone();
+        ctx.bind_to_thread().w()?;
+        let mut threshold = u64::MAX;
+        // SAFETY: cu_device() is this context's device; the release threshold attribute is a u64.
+        unsafe {
+            let pool = result::device::get_default_mem_pool(ctx.cu_device()).w()?;
+            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+            result::mem_pool::set_attribute(pool, attr, (&mut threshold as *mut u64).cast()).w()?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]

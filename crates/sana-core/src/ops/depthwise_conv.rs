@@ -61,11 +61,34 @@ pub fn depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) 
 /// them and writes `value · silu(gate)`: the SiLU'd input and the 2C-channel conv output (each as large
 /// as x) never exist. Elsewhere: `x.silu()`, then [`depthwise_conv2d_glu`].
 pub fn silu_depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    silu_depthwise_conv2d_glu_with_input_bias(x, None, weight, bias)
+}
+
+/// The Mix-FFN's middle with the expand 1×1 conv's bias folded in: `depthwise_conv2d_glu(silu(x +
+/// input_bias), weight, bias)`, input_bias [2C] or none. On CUDA with `SANA_CUDA_FUSED=mixffn` one kernel
+/// (ops/cuda/depthwise_conv.rs: neither the biased nor the SiLU'd 2C-channel tensor is stored); on the
+/// CPU (f32) the loop of [`silu_depthwise_conv2d_glu`] after adding the bias; elsewhere candle ops.
+pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<&Tensor>, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (b, c2, h, w) = x.dims4()?;
     let (wc, one, kh, kw) = weight.dims4()?;
     ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
     ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
         "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+    if let Some(t) = input_bias {
+        ensure_arg!(t.elem_count() == c2, "input_bias", "expected {c2} values, got shape {:?}", t.dims());
+    }
+    #[cfg(feature = "cuda")]
+    if super::cuda::fused(super::cuda::Fused::MixFfn) && super::is_cuda_kernel_dtype(&[x]) {
+        return super::cuda::silu_depthwise_conv2d_glu(x, input_bias, weight, bias);
+    }
+    let biased;
+    let x = match input_bias {
+        Some(t) => {
+            biased = x.broadcast_add(&t.to_dtype(x.dtype())?.reshape((1, c2, 1, 1))?)?;
+            &biased
+        }
+        None => x,
+    };
     if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
         return depthwise_conv2d_glu(&x.silu()?, weight, bias);
     }
@@ -199,6 +222,36 @@ mod tests {
                 let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
                 let err = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? / scale;
                 assert!(err < 1e-6, "{:?}: relative error {err}", (b, c, h, w, k));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn input_bias_is_added_before_the_silu() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, c, h, w, k) = (2, 6, 4, 5, 3);
+        let x = (Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)? * 3.0)?;
+        let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
+        let ib = Tensor::randn(0f32, 1.0, c, &dev)?;
+        let got = silu_depthwise_conv2d_glu_with_input_bias(&x, Some(&ib), &wt, Some(&bias))?.flatten_all()?.to_vec1::<f32>()?;
+        // Naive: silu(x + ib) per element in f64, the naive conv, then value · silu(gate).
+        let (xv, ibv) = (x.flatten_all()?.to_vec1::<f32>()?, ib.to_vec1::<f32>()?);
+        let act: Vec<f32> = xv.iter().enumerate().map(|(i, v)| {
+            let z = (*v + ibv[(i / (h * w)) % c]) as f64;
+            (z / (1.0 + (-z).exp())) as f32
+        }).collect();
+        let y = naive(&act, &wt.flatten_all()?.to_vec1()?, &bias.to_vec1()?, b, c, h, w, k);
+        let hw = h * w;
+        for n in 0..b {
+            for ch in 0..c / 2 {
+                for p in 0..hw {
+                    let (v, g) = (y[(n * c + ch) * hw + p] as f64, y[(n * c + c / 2 + ch) * hw + p] as f64);
+                    let want = v * g / (1.0 + (-g).exp());
+                    let got = got[(n * (c / 2) + ch) * hw + p] as f64;
+                    assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "[{n}, {ch}, {p}]: {got} vs {want}");
+                }
             }
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! Ops that candle lacks or does slowly. Each op has a CPU implementation over contiguous f32 slices
-//! (checked against a naive reference in its tests), a CUDA kernel (`cuda.rs`, with the `cuda` feature)
+//! (checked against a naive reference in its tests), a CUDA kernel (`cuda/`, with the `cuda` feature)
 //! and a candle-op fallback for anything else.
 
 pub mod activation;
@@ -20,8 +20,8 @@ pub mod norm;
 pub mod rope;
 pub mod softmax;
 
-pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu, silu_depthwise_conv2d_glu};
-pub use modulation::{gated_residual, modulated_layer_norm};
+pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu, silu_depthwise_conv2d_glu, silu_depthwise_conv2d_glu_with_input_bias};
+pub use modulation::{gated_residual, gated_residual_with_bias, modulated_layer_norm};
 pub use linear_attention::relu_linear_attention;
 pub use norm::rms_norm;
 pub use attention::{causal_attention, CausalAttention};

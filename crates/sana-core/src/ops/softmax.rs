@@ -3,13 +3,15 @@
 //!
 //! On the CPU one parallel pass per row with the vectorised exp of `fastmath`; as candle ops it was
 //! six passes (scale, bias, max, subtract, exp, sum and divide), each allocating, and a scalar `expf`.
+//! On CUDA, `SANA_CUDA_FUSED=softmax` runs one fused kernel (ops/cuda/softmax.rs) whose output is in the
+//! logits' dtype; the default is still the candle composition below.
 
 use super::{fastmath, is_cpu_f32, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-/// logits [B, …, S] → f32 probabilities of the same shape. `bias`: additive, [B, 1, …, 1, S] (one row of
+/// logits [B, …, S] → f32 probabilities of the same shape (in the logits' dtype on the fused CUDA path). `bias`: additive, [B, 1, …, 1, S] (one row of
 /// S values per batch item), or none.
 pub fn scaled_softmax(logits: &Tensor, scale: f64, bias: Option<&Tensor>) -> Result<Tensor> {
     let dims = logits.dims().to_vec();
@@ -18,6 +20,10 @@ pub fn scaled_softmax(logits: &Tensor, scale: f64, bias: Option<&Tensor>) -> Res
     if let Some(bias) = bias {
         ensure_arg!(bias.elem_count() == b * s && bias.dim(0)? == b, "bias",
             "expected {b} rows of {s} values ([B, 1, …, S]), got {:?}", bias.dims());
+    }
+    #[cfg(feature = "cuda")]
+    if super::cuda::fused(super::cuda::Fused::Softmax) && super::is_cuda_kernel_dtype(&[logits]) {
+        return super::cuda::scaled_softmax(logits, scale, bias);
     }
     let logits = logits.to_dtype(DType::F32)?;
     if !is_cpu_f32(&logits) {
