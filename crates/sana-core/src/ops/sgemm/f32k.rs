@@ -1,0 +1,123 @@
+//! The f32 microkernels: 6×16 with AVX2 + FMA (12 ymm accumulators, the classic Haswell/Zen shape), and
+//! the same shape in plain Rust for CPUs without them. A half-precision rhs arrives here already widened.
+
+use super::driver::{gemm, store_tile, Elem, MicroKernel, Tile, View};
+use super::Strided;
+
+const MR: usize = 6;
+const NR: usize = 16;
+// A B panel (KC × 16 f32 = 16 KiB) stays in a 32 KiB L1d, an A block (MC × KC = 144 KiB) in L2, a B block
+// (KC × NC = 3 MiB) in L3.
+const KC: usize = 256;
+const MC: usize = 144;
+const NC: usize = 3072;
+
+/// The portable kernel.
+pub(super) struct Scalar;
+
+impl MicroKernel for Scalar {
+    type P = f32;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = 1;
+    const KC: usize = KC;
+    const MC: usize = MC;
+    const NC: usize = NC;
+
+    unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {
+        let (a, b) = (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR));
+        let mut acc = [0f32; MR * NR];
+        for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+            for (i, &ai) in ap.iter().enumerate() {
+                for (c, &bj) in acc[i * NR..(i + 1) * NR].iter_mut().zip(bp) {
+                    *c += ai * bj;
+                }
+            }
+        }
+        store_tile(&acc, NR, t);
+    }
+}
+
+pub(super) fn sgemm_scalar<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+    gemm(&Scalar, mnk, dst, d, a, b, accumulate);
+}
+
+/// True when this CPU can run [`Avx2`].
+pub(super) fn cpu_has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The AVX2 + FMA kernel. Construct only where [`cpu_has_avx2_fma`] holds.
+pub(super) struct Avx2(());
+
+impl Avx2 {
+    /// The kernel, where this CPU can run it.
+    pub fn new() -> Option<Self> {
+        cpu_has_avx2_fma().then_some(Avx2(()))
+    }
+}
+
+impl MicroKernel for Avx2 {
+    type P = f32;
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KG: usize = 1;
+    const KC: usize = KC;
+    const MC: usize = MC;
+    const NC: usize = NC;
+
+    unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an Avx2 exists only where the CPU has avx2 and fma.
+        tile_avx2(kc, a, b, t);
+        #[cfg(not(target_arch = "x86_64"))]
+        Scalar.tile(kc, a, b, t);
+    }
+}
+
+/// dst = (accumulate ? dst : 0) + a · b on the AVX2 kernel (the caller checked that the CPU has it).
+pub(super) fn sgemm_avx2<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+    match Avx2::new() {
+        Some(kern) => gemm(&kern, mnk, dst, d, a, b, accumulate),
+        None => gemm(&Scalar, mnk, dst, d, a, b, accumulate),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
+    use std::arch::x86_64::*;
+    let mut c = [[_mm256_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let (ap, bp) = (a.add(p * MR), b.add(p * NR));
+        let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+        for (i, ci) in c.iter_mut().enumerate() {
+            let ai = _mm256_set1_ps(*ap.add(i));
+            ci[0] = _mm256_fmadd_ps(ai, b0, ci[0]);
+            ci[1] = _mm256_fmadd_ps(ai, b1, ci[1]);
+        }
+    }
+    if t.mr == MR && t.nr == NR && t.cs == 1 {
+        // A full tile with contiguous rows: straight from the registers.
+        for (i, ci) in c.iter().enumerate() {
+            let row = t.c.add(i * t.rs);
+            let (mut v0, mut v1) = (ci[0], ci[1]);
+            if t.load {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+            }
+            _mm256_storeu_ps(row, v0);
+            _mm256_storeu_ps(row.add(8), v1);
+        }
+    } else {
+        let mut acc = [0f32; MR * NR];
+        for (i, ci) in c.iter().enumerate() {
+            _mm256_storeu_ps(acc.as_mut_ptr().add(i * NR), ci[0]);
+            _mm256_storeu_ps(acc.as_mut_ptr().add(i * NR + 8), ci[1]);
+        }
+        store_tile(&acc, NR, t);
+    }
+}
