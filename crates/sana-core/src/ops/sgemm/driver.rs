@@ -11,13 +11,18 @@ use std::cell::Cell;
 use std::thread::LocalKey;
 
 /// A product smaller than this (in flops) runs on the calling thread: a rayon fork costs microseconds.
-const PARALLEL_FLOPS: usize = 1 << 21;
+pub(super) const PARALLEL_FLOPS: usize = 1 << 21;
 
 /// An element type the rhs may be stored as; widened to f32 (exactly) as it is packed.
 pub trait Elem: Copy + Send + Sync + 'static {
     /// True for bf16, the one type the opt-in bf16-dot kernel multiplies directly.
     const IS_BF16: bool;
     fn to_f32(self) -> f32;
+    /// 8 consecutive values at `p`, widened. Safety: 8 values readable at p; only inlined into
+    /// functions that enable avx2 and f16c.
+    #[cfg(target_arch = "x86_64")]
+    #[doc(hidden)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 }
 
 impl Elem for f32 {
@@ -25,6 +30,11 @@ impl Elem for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
     }
 }
 
@@ -35,6 +45,13 @@ impl Elem for bf16 {
         // bf16 is the top half of an f32: a shift, not half's generic conversion.
         f32::from_bits((self.to_bits() as u32) << 16)
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let h = _mm_loadu_si128(p.cast());
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    }
 }
 
 impl Elem for f16 {
@@ -42,6 +59,12 @@ impl Elem for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
     }
 }
 
@@ -86,10 +109,14 @@ impl<'a, T: Copy> View<'a, T> {
         View { s: Strided { offset: self.s.offset, rs: self.s.cs, cs: self.s.rs }, ..self }
     }
 
-    /// Element (i, j). Safety: (i, j) lies within the shape the view's bounds were checked for.
+    /// Pointer to element (i, j). Safety: (i, j) lies within the shape the view's bounds were checked for.
     #[inline(always)]
-    unsafe fn get(&self, i: usize, j: usize) -> T {
-        *self.data.get_unchecked(self.s.offset + i * self.s.rs + j * self.s.cs)
+    pub unsafe fn ptr(&self, i: usize, j: usize) -> *const T {
+        self.data.as_ptr().add(self.s.offset + i * self.s.rs + j * self.s.cs)
+    }
+
+    pub fn strides(&self) -> (usize, usize) {
+        (self.s.rs, self.s.cs)
     }
 }
 
@@ -120,6 +147,13 @@ pub(super) trait MicroKernel: Sync {
     /// (kc × MR), `b` one packed B panel (kc × NR). Safety: the panels hold kc·MR and kc·NR values and
     /// the tile's mr × nr elements lie in dst.
     unsafe fn tile(&self, kc: usize, a: *const Self::P, b: *const Self::P, t: &Tile);
+
+    /// Pack one full B panel (`NR` columns, depth `kc`, KG = 1) whose columns are contiguous (the Linear
+    /// weight layout) faster than the generic loop; false where this kernel has no such packer.
+    /// `src` is element (k 0, column 0), `cs` the column stride. Safety: as [`pack_panel`].
+    unsafe fn pack_b_cols<T: Elem>(&self, _src: *const T, _cs: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
+        false
+    }
 }
 
 /// Write an accumulator tile (row i at `acc[i·ld ..]`) into `t`'s elements, adding when `t.load`.
@@ -137,33 +171,59 @@ pub(super) unsafe fn store_tile(acc: &[f32], ld: usize, t: &Tile) {
 /// (w, p) of panel w / lanes at `(p / kg)·lanes·kg + (w % lanes)·kg + p % kg`, padded with zeros to
 /// full lanes and to a depth that is a multiple of kg. `out` holds exactly the panels.
 fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, kg: usize, out: &mut [P]) {
-    let sh = kg.trailing_zeros(); // kg is 1 or 2
+    assert!(out.len() >= depth.next_multiple_of(kg) * lanes && wn <= lanes);
     if wn < lanes || depth % kg != 0 {
         out.fill(P::default());
     }
-    let idx = |w: usize, p: usize| ((p >> sh) * lanes << sh) + (w << sh) + (p & (kg - 1));
-    // SAFETY (both loops): w < wn and p < depth lie within the block the caller's bounds check covered.
+    // SAFETY: w < wn and p < depth lie within the block the caller's bounds check covered, and every
+    // index written is below depth.next_multiple_of(kg) · lanes ≤ out.len() (asserted above).
+    unsafe {
+        match kg {
+            1 => pack_panel_kg::<T, P, 1>(v, wn, depth, lanes, out.as_mut_ptr()),
+            _ => pack_panel_kg::<T, P, 2>(v, wn, depth, lanes, out.as_mut_ptr()),
+        }
+    }
+}
+
+/// [`pack_panel`] for a group size known at compile time (the index arithmetic folds).
+/// Safety: as in [`pack_panel`].
+#[inline(always)]
+unsafe fn pack_panel_kg<T: Elem, P: Packed, const KG: usize>(v: View<T>, wn: usize, depth: usize, lanes: usize, out: *mut P) {
+    let src = v.ptr(0, 0);
+    let (ws, ps) = (v.s.rs, v.s.cs);
+    let idx = |w: usize, p: usize| (p / KG) * lanes * KG + w * KG + p % KG;
     // Read along whichever index is contiguous in memory.
-    if v.s.cs <= v.s.rs {
+    if ps <= ws {
         for w in 0..wn {
+            let col = src.add(w * ws);
             for p in 0..depth {
-                out[idx(w, p)] = P::from_f32(unsafe { v.get(w, p) }.to_f32());
+                *out.add(idx(w, p)) = P::from_f32((*col.add(p * ps)).to_f32());
             }
         }
     } else {
         for p in 0..depth {
+            let row = src.add(p * ps);
             for w in 0..wn {
-                out[idx(w, p)] = P::from_f32(unsafe { v.get(w, p) }.to_f32());
+                *out.add(idx(w, p)) = P::from_f32((*row.add(w * ws)).to_f32());
             }
         }
     }
 }
 
 /// Pack `width × depth` of `v` into consecutive panels (`out` holds exactly ⌈width / lanes⌉ of them),
-/// on rayon when `parallel`.
-fn pack<T: Elem, P: Packed>(v: View<T>, width: usize, depth: usize, lanes: usize, kg: usize, out: &mut [P], parallel: bool) {
+/// on rayon when `parallel`; B panels (`b_of`) through the kernel's fast packer where it has one.
+fn pack<K: MicroKernel, T: Elem>(b_of: Option<&K>, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
+    let (lanes, kg) = if b_of.is_some() { (K::NR, K::KG) } else { (K::MR, K::KG) };
     let panel_len = depth.next_multiple_of(kg) * lanes;
-    let one = |(i, o): (usize, &mut [P])| pack_panel(v.at(i * lanes, 0), lanes.min(width - i * lanes), depth, lanes, kg, o);
+    let one = |(i, o): (usize, &mut [K::P])| {
+        let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
+        let (ws, ps) = v.strides();
+        // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
+        let fast = |kern: &K| wn == lanes && kg == 1 && ps == 1 && unsafe { kern.pack_b_cols(v.ptr(0, 0), ws, depth, o) };
+        if !b_of.is_some_and(fast) {
+            pack_panel(v, wn, depth, lanes, kg, o);
+        }
+    };
     if parallel {
         out.par_chunks_mut(panel_len).enumerate().for_each(one);
     } else {
@@ -200,12 +260,13 @@ fn with_buf<P: Packed, R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f
 
 /// The destination pointer, shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
-struct DstPtr(*mut f32);
+pub(super) struct DstPtr(pub *mut f32);
 // SAFETY: tasks write disjoint tiles of dst (each (row block, panel range) once per depth slice).
 unsafe impl Send for DstPtr {}
 unsafe impl Sync for DstPtr {}
 impl DstPtr {
-    fn get(self) -> *mut f32 {
+    /// The pointer (a method, so that closures capture the Sync wrapper, not the raw field).
+    pub fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -247,14 +308,14 @@ pub(super) fn gemm<K: MicroKernel, T: Elem>(
             let kpad = kc.next_multiple_of(K::KG);
             let load = accumulate || pc > 0;
             with_buf(&B_BUF, panels * kpad * K::NR, |bp: &mut [K::P]| {
-                pack(b.at(pc, jc).t(), nc, kc, K::NR, K::KG, bp, threads > 1);
+                pack(Some(kern), b.at(pc, jc).t(), nc, kc, bp, threads > 1);
                 let bp = &*bp;
                 let task = |t: usize| {
                     let (ib, chunk) = (t / n_chunks, t % n_chunks);
                     let (i0, jp0) = (ib * mc, chunk * per_chunk);
                     let (mcur, a_panels) = (mc.min(m - i0), mc.min(m - i0).div_ceil(K::MR));
                     with_buf(&A_BUF, a_panels * kpad * K::MR, |ap: &mut [K::P]| {
-                        pack(a.at(i0, pc), mcur, kc, K::MR, K::KG, ap, false);
+                        pack::<K, f32>(None, a.at(i0, pc), mcur, kc, ap, false);
                         for jp in jp0..(jp0 + per_chunk).min(panels) {
                             let j = jc + jp * K::NR;
                             for ip in 0..a_panels {

@@ -2,7 +2,7 @@
 //! the same shape in plain Rust for CPUs without them. A half-precision rhs arrives here already widened.
 
 use super::driver::{gemm, store_tile, Elem, MicroKernel, Tile, View};
-use super::Strided;
+use super::{small, Strided};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -39,13 +39,17 @@ impl MicroKernel for Scalar {
 }
 
 pub(super) fn sgemm_scalar<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
-    gemm(&Scalar, mnk, dst, d, a, b, accumulate);
+    if small::applies(mnk[0], &a, &b) {
+        small::gemm(false, mnk, dst, d, a, b, accumulate);
+    } else {
+        gemm(&Scalar, mnk, dst, d, a, b, accumulate);
+    }
 }
 
-/// True when this CPU can run [`Avx2`].
+/// True when this CPU can run [`Avx2`] (and the small-m path's f16c widening, which every AVX2 CPU has).
 pub(super) fn cpu_has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -76,13 +80,59 @@ impl MicroKernel for Avx2 {
         #[cfg(not(target_arch = "x86_64"))]
         Scalar.tile(kc, a, b, t);
     }
+
+    unsafe fn pack_b_cols<T: Elem>(&self, src: *const T, cs: usize, kc: usize, out: &mut [f32]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the trait's; an Avx2 exists only where the CPU has avx2, fma and f16c.
+        pack_b_cols_avx2(src, cs, kc, out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        return true;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
+
+/// A B panel from 16 contiguous columns: 8×8 blocks transposed in registers (one store per 8 values,
+/// where the generic loop stores each value to a different cache line), widened as they are loaded.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_b_cols_avx2<T: Elem>(src: *const T, cs: usize, kc: usize, out: *mut f32) {
+    use std::arch::x86_64::*;
+    let k8 = kc / 8 * 8;
+    for p0 in (0..k8).step_by(8) {
+        for half in 0..2 {
+            let r: [__m256; 8] = std::array::from_fn(|w| T::load8(src.add((half * 8 + w) * cs + p0)));
+            let t0 = [_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]), _mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3])];
+            let t1 = [_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]), _mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7])];
+            let s = |t: [__m256; 4]| {
+                [
+                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                ]
+            };
+            let (s0, s1) = (s(t0), s(t1));
+            for q in 0..4 {
+                // Row p0 + q of the panel holds value q of each column: low lanes, then high lanes.
+                _mm256_storeu_ps(out.add((p0 + q) * NR + half * 8), _mm256_permute2f128_ps::<0x20>(s0[q], s1[q]));
+                _mm256_storeu_ps(out.add((p0 + q + 4) * NR + half * 8), _mm256_permute2f128_ps::<0x31>(s0[q], s1[q]));
+            }
+        }
+    }
+    for p in k8..kc {
+        for w in 0..NR {
+            *out.add(p * NR + w) = (*src.add(w * cs + p)).to_f32();
+        }
+    }
 }
 
 /// dst = (accumulate ? dst : 0) + a · b on the AVX2 kernel (the caller checked that the CPU has it).
 pub(super) fn sgemm_avx2<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
     match Avx2::new() {
+        Some(_) if small::applies(mnk[0], &a, &b) => small::gemm(true, mnk, dst, d, a, b, accumulate),
         Some(kern) => gemm(&kern, mnk, dst, d, a, b, accumulate),
-        None => gemm(&Scalar, mnk, dst, d, a, b, accumulate),
+        None => sgemm_scalar(mnk, dst, d, a, b, accumulate),
     }
 }
 
@@ -90,6 +140,13 @@ pub(super) fn sgemm_avx2<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided, 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
     use std::arch::x86_64::*;
+    // dst is far larger than L2 and revisited once per KC slice: fetch the tile's lines now, so they
+    // arrive while the k loop runs instead of stalling the final load-add-store.
+    for i in 0..t.mr {
+        let row = t.c.add(i * t.rs).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.add(60.min(4 * (t.nr - 1) * t.cs)));
+    }
     let mut c = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
         let (ap, bp) = (a.add(p * MR), b.add(p * NR));

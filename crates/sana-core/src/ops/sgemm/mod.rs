@@ -15,10 +15,14 @@
 //! - `avx2-fma` (`f32k.rs`): a 6×16 FMA kernel, picked at run time when the CPU has avx2 + fma (every
 //!   rhs type, and a bf16 rhs whenever the bf16 kernel is not opted into).
 //! - `scalar`: the portable 6×16 kernel for any other CPU (plain Rust, correct, slower).
+//!
+//! Up to 16 rows with contiguous lhs rows and rhs columns (a Linear on a few tokens), `small.rs` computes
+//! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
 
 mod bf16dot;
 mod driver;
 mod f32k;
+mod small;
 #[cfg(test)]
 mod tests;
 

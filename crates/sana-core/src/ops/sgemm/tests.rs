@@ -1,7 +1,31 @@
 use super::bf16dot::{self, Bf16Dot, Emulated};
 use super::driver::{gemm, Elem, MicroKernel, View};
+use super::small;
 use super::f32k::{Avx2, Scalar};
 use super::*;
+
+/// One way of computing the product: a packed kernel, or the small-m dot-product path.
+trait Runner: Sync {
+    fn run<T: Elem>(&self, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool);
+}
+
+struct Packed<K>(K);
+
+impl<K: MicroKernel> Runner for Packed<K> {
+    fn run<T: Elem>(&self, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+        gemm(&self.0, mnk, dst, d, a, b, accumulate)
+    }
+}
+
+/// The small-m path, with the AVX2 loop or without.
+struct Small(bool);
+
+impl Runner for Small {
+    fn run<T: Elem>(&self, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+        assert!(small::applies(mnk[0], &a, &b), "a small-path case must have m ≤ {} and contiguous dots", small::SMALL_M);
+        small::gemm(self.0, mnk, dst, d, a, b, accumulate)
+    }
+}
 
 /// Deterministic values in [-1, 1) (xorshift), so a failure reproduces.
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -58,7 +82,7 @@ struct Case {
 /// Run `kern` on one case in a pool of `threads` and compare with an f64 reference over the values the
 /// kernel actually multiplies (the rhs after its storage rounding; with `bf16_dot`, A and B rounded to
 /// bf16 as well). The tolerance is the worst-case f32 summation error, k·ε·Σ|a·b|, plus ε·|dst|.
-fn check<K: MicroKernel>(kern: &K, case: &Case, threads: usize, bf16_dot: bool) {
+fn check(kern: &impl Runner, case: &Case, threads: usize, bf16_dot: bool) {
     let [m, n, k] = case.mnk;
     let [dl, ll, rl] = case.layouts;
     let ((d, dlen), (l, llen), (r, rlen)) = (dl.strided(m, n), ll.strided(m, k), rl.strided(k, n));
@@ -70,17 +94,17 @@ fn check<K: MicroKernel>(kern: &K, case: &Case, threads: usize, bf16_dot: bool) 
     let a = View::new(&lhs[..], l);
     let rhs_used: Vec<f32> = match case.rhs {
         RhsType::F32 => {
-            pool.install(|| gemm(kern, [m, n, k], &mut dst, d, a, View::new(&rhs32[..], r), case.accumulate));
+            pool.install(|| kern.run([m, n, k], &mut dst, d, a, View::new(&rhs32[..], r), case.accumulate));
             rhs32.clone()
         }
         RhsType::Bf16 => {
             let h: Vec<bf16> = rhs32.iter().map(|&v| bf16::from_f32(v)).collect();
-            pool.install(|| gemm(kern, [m, n, k], &mut dst, d, a, View::new(&h[..], r), case.accumulate));
+            pool.install(|| kern.run([m, n, k], &mut dst, d, a, View::new(&h[..], r), case.accumulate));
             h.iter().map(|v| v.to_f32()).collect()
         }
         RhsType::F16 => {
             let h: Vec<f16> = rhs32.iter().map(|&v| f16::from_f32(v)).collect();
-            pool.install(|| gemm(kern, [m, n, k], &mut dst, d, a, View::new(&h[..], r), case.accumulate));
+            pool.install(|| kern.run([m, n, k], &mut dst, d, a, View::new(&h[..], r), case.accumulate));
             h.iter().map(|v| v.to_f32()).collect()
         }
     };
@@ -137,7 +161,7 @@ fn cases(rhs: RhsType) -> impl Iterator<Item = Case> {
     })
 }
 
-fn check_all<K: MicroKernel>(kern: &K, bf16_dot: bool) {
+fn check_all(kern: &impl Runner, bf16_dot: bool) {
     for rhs in [RhsType::F32, RhsType::Bf16, RhsType::F16] {
         for case in cases(rhs) {
             for threads in [1, 2] {
@@ -149,27 +173,50 @@ fn check_all<K: MicroKernel>(kern: &K, bf16_dot: bool) {
 
 #[test]
 fn scalar_kernel_matches_the_reference() {
-    check_all(&Scalar, false);
+    check_all(&Packed(Scalar), false);
 }
 
 #[test]
 fn avx2_kernel_matches_the_reference() {
     match Avx2::new() {
-        Some(kern) => check_all(&kern, false),
+        Some(kern) => check_all(&Packed(kern), false),
         None => eprintln!("SKIP avx2_kernel_matches_the_reference: this CPU lacks avx2/fma"),
     }
 }
 
 #[test]
 fn emulated_bf16_dot_kernel_matches_a_bf16_rounded_reference() {
-    check_all(&bf16dot::emulated(), true);
+    check_all(&Packed(bf16dot::emulated()), true);
 }
 
 #[test]
 fn avx512_bf16_kernel_matches_a_bf16_rounded_reference() {
     match bf16dot::avx512() {
-        Some(kern) => check_all(&kern, true),
+        Some(kern) => check_all(&Packed(kern), true),
         None => eprintln!("SKIP avx512_bf16_kernel_matches_a_bf16_rounded_reference: this CPU lacks avx512_bf16"),
+    }
+}
+
+/// Few-row products in the Linear layout (lhs rows, rhs columns contiguous), around the 4 × 2 register
+/// block and the 8-wide loop: m 1…16, n odd and even, k below, at and past multiples of 8.
+fn check_small(kern: &Small) {
+    use Layout::*;
+    for (s, mnk) in [[1, 1, 1], [1, 9, 7], [2, 6912 / 64, 1152], [3, 5, 8], [5, 2, 17], [16, 33, 300], [13, 400, 1000]].into_iter().enumerate() {
+        for rhs in [RhsType::F32, RhsType::Bf16, RhsType::F16] {
+            for (li, layouts) in [[Rows, Rows, Cols], [Cols, Block, Cols], [Block, Rows, Cols]].into_iter().enumerate() {
+                let case = Case { mnk, layouts, rhs, accumulate: (s + li) % 2 == 1 };
+                [1, 2].into_iter().for_each(|threads| check(kern, &case, threads, false));
+            }
+        }
+    }
+}
+
+#[test]
+fn small_m_path_matches_the_reference() {
+    check_small(&Small(false));
+    match Avx2::new() {
+        Some(_) => check_small(&Small(true)),
+        None => eprintln!("SKIP small_m_path_matches_the_reference (AVX2 loop): this CPU lacks avx2/fma/f16c"),
     }
 }
 
