@@ -4,7 +4,8 @@
 //!
 //! The kernel body is generic over the instruction ([`Bf16Dot`]): [`Avx512`] is the intrinsic, and
 //! [`Emulated`] does exactly what the instruction does to each lane in scalar code, so the packing,
-//! blocking and edge handling of this kernel are tested on any CPU (only `Avx512` needs the hardware).
+//! blocking and edge handling of this kernel are tested on any CPU (only `Avx512` needs the hardware);
+//! `Emulated` exists in test builds only.
 
 use super::driver::{gemm, store_tile, Elem, MicroKernel, Tile, View};
 use super::Strided;
@@ -30,22 +31,29 @@ pub(super) trait Bf16Dot: Sync {
     unsafe fn dot(acc: Self::Acc, a: Self::Pairs, b: Self::Pairs) -> Self::Acc;
     /// Safety: 16 values writable at p.
     unsafe fn store(acc: Self::Acc, p: *mut f32);
+    /// [`tile_body`] on this instruction, compiled with the CPU features it needs.
+    /// Safety: as [`MicroKernel::tile`].
+    unsafe fn tile(kc: usize, a: *const bf16, b: *const bf16, t: &Tile);
 }
 
 /// vdpbf16ps in scalar code. Per lane the instruction adds the odd pair's product, then the even one's,
 /// each a fused multiply-add rounded to nearest even, with bf16 denormal inputs read as zero and denormal
 /// results flushed to zero (Intel SDM, VDPBF16PS; MXCSR is not consulted).
+#[cfg(test)]
 pub(super) struct Emulated;
 
+#[cfg(test)]
 fn daz(x: bf16) -> f32 {
     let v = x.to_f32();
     if v.is_subnormal() { 0.0f32.copysign(v) } else { v }
 }
 
+#[cfg(test)]
 fn ftz(x: f32) -> f32 {
     if x.is_subnormal() { 0.0f32.copysign(x) } else { x }
 }
 
+#[cfg(test)]
 impl Bf16Dot for Emulated {
     type Acc = [f32; 16];
     type Pairs = [bf16; 32];
@@ -72,6 +80,10 @@ impl Bf16Dot for Emulated {
 
     unsafe fn store(acc: Self::Acc, p: *mut f32) {
         p.cast::<[f32; 16]>().write_unaligned(acc);
+    }
+
+    unsafe fn tile(kc: usize, a: *const bf16, b: *const bf16, t: &Tile) {
+        tile_body::<Emulated>(kc, a, b, t)
     }
 }
 
@@ -109,6 +121,11 @@ impl Bf16Dot for Avx512 {
     #[inline(always)]
     unsafe fn store(acc: Self::Acc, p: *mut f32) {
         std::arch::x86_64::_mm512_storeu_ps(p, acc)
+    }
+
+    unsafe fn tile(kc: usize, a: *const bf16, b: *const bf16, t: &Tile) {
+        // SAFETY: an Avx512 exists only where the CPU has avx512f and avx512bf16.
+        tile_avx512(kc, a, b, t)
     }
 }
 
@@ -150,7 +167,7 @@ unsafe fn tile_avx512(kc: usize, a: *const bf16, b: *const bf16, t: &Tile) {
 /// The bf16-dot kernel on instruction `D`.
 pub(super) struct DotKernel<D>(D);
 
-impl MicroKernel for DotKernel<Emulated> {
+impl<D: Bf16Dot> MicroKernel for DotKernel<D> {
     type P = bf16;
     const MR: usize = MR;
     const NR: usize = NR;
@@ -161,23 +178,7 @@ impl MicroKernel for DotKernel<Emulated> {
     const NC: usize = 3072;
 
     unsafe fn tile(&self, kc: usize, a: *const bf16, b: *const bf16, t: &Tile) {
-        tile_body::<Emulated>(kc, a, b, t)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl MicroKernel for DotKernel<Avx512> {
-    type P = bf16;
-    const MR: usize = MR;
-    const NR: usize = NR;
-    const KG: usize = KG;
-    const KC: usize = <DotKernel<Emulated> as MicroKernel>::KC;
-    const MC: usize = <DotKernel<Emulated> as MicroKernel>::MC;
-    const NC: usize = <DotKernel<Emulated> as MicroKernel>::NC;
-
-    unsafe fn tile(&self, kc: usize, a: *const bf16, b: *const bf16, t: &Tile) {
-        // SAFETY: a DotKernel<Avx512> exists only where the CPU has avx512f and avx512bf16.
-        tile_avx512(kc, a, b, t)
+        D::tile(kc, a, b, t)
     }
 }
 

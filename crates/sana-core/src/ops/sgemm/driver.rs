@@ -172,7 +172,7 @@ pub(super) unsafe fn store_tile(acc: &[f32], ld: usize, t: &Tile) {
 /// full lanes and to a depth that is a multiple of kg. `out` holds exactly the panels.
 fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, kg: usize, out: &mut [P]) {
     assert!(out.len() >= depth.next_multiple_of(kg) * lanes && wn <= lanes);
-    if wn < lanes || depth % kg != 0 {
+    if wn < lanes || !depth.is_multiple_of(kg) {
         out.fill(P::default());
     }
     // SAFETY: w < wn and p < depth lie within the block the caller's bounds check covered, and every

@@ -12,17 +12,24 @@ const KC: usize = 256;
 const MC: usize = 144;
 const NC: usize = 3072;
 
+/// The blocking the two f32 kernels share (items of their `MicroKernel` impls).
+macro_rules! f32_blocking {
+    () => {
+        type P = f32;
+        const MR: usize = MR;
+        const NR: usize = NR;
+        const KG: usize = 1;
+        const KC: usize = KC;
+        const MC: usize = MC;
+        const NC: usize = NC;
+    };
+}
+
 /// The portable kernel.
 pub(super) struct Scalar;
 
 impl MicroKernel for Scalar {
-    type P = f32;
-    const MR: usize = MR;
-    const NR: usize = NR;
-    const KG: usize = 1;
-    const KC: usize = KC;
-    const MC: usize = MC;
-    const NC: usize = NC;
+    f32_blocking!();
 
     unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {
         let (a, b) = (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR));
@@ -65,13 +72,7 @@ impl Avx2 {
 }
 
 impl MicroKernel for Avx2 {
-    type P = f32;
-    const MR: usize = MR;
-    const NR: usize = NR;
-    const KG: usize = 1;
-    const KC: usize = KC;
-    const MC: usize = MC;
-    const NC: usize = NC;
+    f32_blocking!();
 
     unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {
         #[cfg(target_arch = "x86_64")]

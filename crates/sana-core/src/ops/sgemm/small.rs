@@ -1,7 +1,7 @@
 //! Few rows with contiguous dot products (lhs rows and rhs columns contiguous: the Linear layout
 //! y = x·Wᵀ with W [n, k] row-major), without packing. Packing B reads and writes every weight, which for
-//! a handful of rows costs more than the product; here each weight is read once per 4 rows, widened in
-//! registers. Modulation/timestep Linears (m = batch) and gemv-like products take this path.
+//! a handful of rows costs more than the product; here each weight is read once per 4 rows (once for
+//! m ≤ 2), widened in registers. Modulation/timestep Linears (m = batch) and gemv-like products take this path.
 
 use super::driver::{DstPtr, Elem, View, PARALLEL_FLOPS};
 use super::Strided;
@@ -10,9 +10,6 @@ use rayon::prelude::*;
 /// Up to this many rows the dot-product path beats packing (it re-reads B once per 4 rows).
 pub(super) const SMALL_M: usize = 16;
 
-/// Rows and columns of one register block: 4 × 2 dot products, 8 accumulators.
-const R: usize = 4;
-const C: usize = 2;
 
 /// True when [`gemm`] handles this product.
 pub(super) fn applies<T: Copy>(m: usize, a: &View<f32>, b: &View<T>) -> bool {
@@ -22,7 +19,18 @@ pub(super) fn applies<T: Copy>(m: usize, a: &View<f32>, b: &View<T>) -> bool {
 /// dst = (accumulate ? dst : 0) + a · b by dot products; `simd` selects the AVX2 loop (the caller
 /// checked that this CPU has avx2, fma and f16c). Views bounds-checked by the caller.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gemm<T: Elem>(simd: bool, [m, n, k]: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+pub(super) fn gemm<T: Elem>(simd: bool, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+    // Register blocks of R rows × C columns, 8 accumulators: a block never computes more than m rows.
+    match mnk[0] {
+        1 => blocks::<T, 1, 8>(simd, mnk, dst, d, a, b, accumulate),
+        2 => blocks::<T, 2, 4>(simd, mnk, dst, d, a, b, accumulate),
+        _ => blocks::<T, 4, 2>(simd, mnk, dst, d, a, b, accumulate),
+    }
+}
+
+/// [`gemm`] in R × C blocks of dot products, column chunks split among rayon's threads.
+#[allow(clippy::too_many_arguments)]
+fn blocks<T: Elem, const R: usize, const C: usize>(simd: bool, [m, n, k]: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
     let c = DstPtr(dst.as_mut_ptr());
     let threads = if 2 * m * n * k < PARALLEL_FLOPS { 1 } else { rayon::current_num_threads().max(1) };
     let chunk = n.div_ceil(4 * threads).next_multiple_of(C);
@@ -54,7 +62,7 @@ pub(super) fn gemm<T: Elem>(simd: bool, [m, n, k]: [usize; 3], dst: &mut [f32], 
 
 /// The R × C dot products of `rows` with `cols` over k contiguous values. Safety: k values readable at
 /// each pointer; with `simd`, the CPU has avx2, fma and f16c.
-unsafe fn dots<T: Elem>(simd: bool, rows: [*const f32; R], cols: [*const T; C], k: usize) -> [[f32; C]; R] {
+unsafe fn dots<T: Elem, const R: usize, const C: usize>(simd: bool, rows: [*const f32; R], cols: [*const T; C], k: usize) -> [[f32; C]; R] {
     #[cfg(target_arch = "x86_64")]
     if simd {
         return dots_avx2(rows, cols, k);
@@ -64,7 +72,7 @@ unsafe fn dots<T: Elem>(simd: bool, rows: [*const f32; R], cols: [*const T; C], 
 }
 
 /// `acc` plus the dot products over p in p0..k, in plain Rust.
-unsafe fn dots_tail<T: Elem>(rows: [*const f32; R], cols: [*const T; C], p0: usize, k: usize, mut acc: [[f32; C]; R]) -> [[f32; C]; R] {
+unsafe fn dots_tail<T: Elem, const R: usize, const C: usize>(rows: [*const f32; R], cols: [*const T; C], p0: usize, k: usize, mut acc: [[f32; C]; R]) -> [[f32; C]; R] {
     for p in p0..k {
         let bv: [f32; C] = std::array::from_fn(|q| (*cols[q].add(p)).to_f32());
         for (r, ar) in acc.iter_mut().enumerate() {
@@ -79,7 +87,7 @@ unsafe fn dots_tail<T: Elem>(rows: [*const f32; R], cols: [*const T; C], p0: usi
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dots_avx2<T: Elem>(rows: [*const f32; R], cols: [*const T; C], k: usize) -> [[f32; C]; R] {
+unsafe fn dots_avx2<T: Elem, const R: usize, const C: usize>(rows: [*const f32; R], cols: [*const T; C], k: usize) -> [[f32; C]; R] {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let k8 = k / 8 * 8;
