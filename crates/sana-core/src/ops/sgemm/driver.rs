@@ -325,8 +325,9 @@ pub(super) fn gemm<K: MicroKernel, T: Elem>(
                                     c: unsafe { c.get().add(d.offset + i * d.rs + j * d.cs) },
                                     rs: d.rs,
                                     cs: d.cs,
-                                    mr: K::MR.min(m - i),
-                                    nr: K::NR.min(n - j),
+                                    // Clipped to this task's block, so no tile crosses into another task's.
+                                    mr: K::MR.min(i0 + mcur - i),
+                                    nr: K::NR.min(jc + nc - j),
                                     load,
                                 };
                                 // SAFETY: both panels are fully packed (kpad deep), the tile lies in dst,

@@ -146,6 +146,7 @@ unsafe fn tile_avx2(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
     for i in 0..t.mr {
         let row = t.c.add(i * t.rs).cast::<i8>();
         _mm_prefetch::<_MM_HINT_T0>(row);
+        // The row's last element or 60 bytes on, whichever is nearer: inside the tile row's span.
         _mm_prefetch::<_MM_HINT_T0>(row.add(60.min(4 * (t.nr - 1) * t.cs)));
     }
     let mut c = [[_mm256_setzero_ps(); 2]; MR];
