@@ -215,19 +215,55 @@ unsafe fn pack_panel_kg<T: Elem, P: Packed, const KG: usize>(v: View<T>, wn: usi
 fn pack<K: MicroKernel, T: Elem>(b_of: Option<&K>, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
     let (lanes, kg) = if b_of.is_some() { (K::NR, K::KG) } else { (K::MR, K::KG) };
     let panel_len = depth.next_multiple_of(kg) * lanes;
-    let one = |(i, o): (usize, &mut [K::P])| {
+    let (ws, ps) = v.strides();
+    let one = |i: usize, o: &mut [K::P]| {
         let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
-        let (ws, ps) = v.strides();
         // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
         let fast = |kern: &K| wn == lanes && kg == 1 && ps == 1 && unsafe { kern.pack_b_cols(v.ptr(0, 0), ws, depth, o) };
         if !b_of.is_some_and(fast) {
             pack_panel(v, wn, depth, lanes, kg, o);
         }
     };
+    // Rows contiguous along width (conv's im2col columns): each task reads a row segment across
+    // PACK_GROUP panels at once. Panel by panel, its 64-byte reads would stride a whole row apart, past
+    // what the hardware prefetcher follows.
+    let group = |(g, o): (usize, &mut [K::P])| {
+        let first = g * PACK_GROUP;
+        if ws == 1 && ps > 1 && kg == 1 {
+            pack_rows(v.at(first * lanes, 0), (width - first * lanes).min(PACK_GROUP * lanes), depth, lanes, o);
+        } else {
+            o.chunks_mut(panel_len).enumerate().for_each(|(i, op)| one(first + i, op));
+        }
+    };
     if parallel {
-        out.par_chunks_mut(panel_len).enumerate().for_each(one);
+        out.par_chunks_mut(PACK_GROUP * panel_len).enumerate().for_each(group);
     } else {
-        out.chunks_mut(panel_len).enumerate().for_each(one);
+        out.chunks_mut(PACK_GROUP * panel_len).enumerate().for_each(group);
+    }
+}
+
+/// Panels packed per task.
+const PACK_GROUP: usize = 8;
+
+/// Pack consecutive panels (kg = 1) of a width-contiguous view row by row: `out` holds ⌈wn / lanes⌉
+/// panels of depth × lanes.
+fn pack_rows<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, out: &mut [P]) {
+    let panels = wn.div_ceil(lanes);
+    assert!(out.len() >= panels * depth * lanes);
+    if wn < panels * lanes {
+        out.fill(P::default());
+    }
+    for p in 0..depth {
+        // SAFETY: w < wn and p < depth lie within the checked block; indices stay below panels·depth·lanes.
+        unsafe {
+            let row = v.ptr(0, p);
+            for jp in 0..panels {
+                let dst = out.as_mut_ptr().add(jp * depth * lanes + p * lanes);
+                for w in 0..lanes.min(wn - jp * lanes) {
+                    *dst.add(w) = P::from_f32((*row.add(jp * lanes + w)).to_f32());
+                }
+            }
+        }
     }
 }
 
