@@ -13,6 +13,7 @@ pub mod depthwise_conv;
 pub mod embeddings;
 pub mod fastmath;
 mod gemm;
+pub mod sgemm;
 pub mod grouped_conv;
 pub mod linear_attention;
 pub mod modulation;

@@ -1,0 +1,385 @@
+//! Blocking, packing and threading shared by every microkernel: BLIS's loops around the MR×NR kernel.
+//!
+//! for jc in n by NC: for pc in k by KC: pack B[pc.., jc..] into NR-column panels (all threads share it)
+//!   for each (MC-row block of A, range of B panels) — one rayon task each: pack the A block into MR-row
+//!   panels (the task's own buffer), then for each B panel (kept in L1) × A panel (from L2): microkernel.
+
+use super::Strided;
+use half::{bf16, f16};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+/// A product smaller than this (in flops) runs on the calling thread: a rayon fork costs microseconds.
+pub(super) const PARALLEL_FLOPS: usize = 1 << 21;
+
+/// An element type the rhs may be stored as; widened to f32 (exactly) as it is packed.
+pub trait Elem: Copy + Send + Sync + 'static {
+    /// True for bf16, the one type the opt-in bf16-dot kernel multiplies directly.
+    const IS_BF16: bool;
+    fn to_f32(self) -> f32;
+    /// 8 consecutive values at `p`, widened. Safety: 8 values readable at p; only inlined into
+    /// functions that enable avx2 and f16c.
+    #[cfg(target_arch = "x86_64")]
+    #[doc(hidden)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Elem for f32 {
+    const IS_BF16: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Elem for bf16 {
+    const IS_BF16: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        // bf16 is the top half of an f32: a shift, not half's generic conversion.
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let h = _mm_loadu_si128(p.cast());
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    }
+}
+
+impl Elem for f16 {
+    const IS_BF16: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    }
+}
+
+/// The type a microkernel reads its packed panels as (f32, or bf16 for the bf16-dot kernel).
+pub(super) trait Packed: Copy + Default + Send + Sync + 'static {
+    fn from_f32(x: f32) -> Self;
+}
+
+impl Packed for f32 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}
+
+impl Packed for bf16 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x) // round to nearest even
+    }
+}
+
+/// A strided matrix view whose every element (within the shape it was checked for) lies in `data`.
+#[derive(Clone, Copy)]
+pub(super) struct View<'a, T> {
+    data: &'a [T],
+    s: Strided,
+}
+
+impl<'a, T: Copy> View<'a, T> {
+    pub fn new(data: &'a [T], s: Strided) -> Self {
+        View { data, s }
+    }
+
+    /// The view starting at element (i, j).
+    fn at(self, i: usize, j: usize) -> Self {
+        View { s: Strided { offset: self.s.offset + i * self.s.rs + j * self.s.cs, ..self.s }, ..self }
+    }
+
+    /// The transposed view.
+    fn t(self) -> Self {
+        View { s: Strided { offset: self.s.offset, rs: self.s.cs, cs: self.s.rs }, ..self }
+    }
+
+    /// Pointer to element (i, j). Safety: (i, j) lies within the shape the view's bounds were checked for.
+    #[inline(always)]
+    pub unsafe fn ptr(&self, i: usize, j: usize) -> *const T {
+        self.data.as_ptr().add(self.s.offset + i * self.s.rs + j * self.s.cs)
+    }
+
+    pub fn strides(&self) -> (usize, usize) {
+        (self.s.rs, self.s.cs)
+    }
+}
+
+/// Where one microkernel call writes: an `mr × nr` block (mr ≤ MR, nr ≤ NR) of dst, which it adds to
+/// (`load`) or overwrites.
+pub(super) struct Tile {
+    pub c: *mut f32,
+    pub rs: usize,
+    pub cs: usize,
+    pub mr: usize,
+    pub nr: usize,
+    pub load: bool,
+}
+
+/// An MR×NR microkernel and the blocking it is tuned for.
+pub(super) trait MicroKernel: Sync {
+    type P: Packed;
+    /// Rows of an A panel and columns of a B panel.
+    const MR: usize;
+    const NR: usize;
+    /// k values per packed group (2 for vdpbf16ps' bf16 pairs, else 1); KC is padded to a multiple of it.
+    const KG: usize;
+    /// Depth of one packed slice, rows of an A block (a multiple of MR), columns of a B block.
+    const KC: usize;
+    const MC: usize;
+    const NC: usize;
+    /// t (=, or += with t.load) a · b over depth `kc` (a multiple of KG): `a` one packed A panel
+    /// (kc × MR), `b` one packed B panel (kc × NR). Safety: the panels hold kc·MR and kc·NR values and
+    /// the tile's mr × nr elements lie in dst.
+    unsafe fn tile(&self, kc: usize, a: *const Self::P, b: *const Self::P, t: &Tile);
+
+    /// Pack one full B panel (`NR` columns, depth `kc`, KG = 1) whose columns are contiguous (the Linear
+    /// weight layout) faster than the generic loop; false where this kernel has no such packer.
+    /// `src` is element (k 0, column 0), `cs` the column stride. Safety: as [`pack_panel`].
+    unsafe fn pack_b_cols<T: Elem>(&self, _src: *const T, _cs: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
+        false
+    }
+}
+
+/// Write an accumulator tile (row i at `acc[i·ld ..]`) into `t`'s elements, adding when `t.load`.
+/// Safety: as [`MicroKernel::tile`].
+pub(super) unsafe fn store_tile(acc: &[f32], ld: usize, t: &Tile) {
+    for i in 0..t.mr {
+        for j in 0..t.nr {
+            let c = t.c.add(i * t.rs + j * t.cs);
+            *c = if t.load { *c + acc[i * ld + j] } else { acc[i * ld + j] };
+        }
+    }
+}
+
+/// Pack `width × depth` of `v` (element (w, p) = v(w, p)) into panels of `lanes` along width: value
+/// (w, p) of panel w / lanes at `(p / kg)·lanes·kg + (w % lanes)·kg + p % kg`, padded with zeros to
+/// full lanes and to a depth that is a multiple of kg. `out` holds exactly the panels.
+fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, kg: usize, out: &mut [P]) {
+    assert!(out.len() >= depth.next_multiple_of(kg) * lanes && wn <= lanes);
+    if wn < lanes || !depth.is_multiple_of(kg) {
+        out.fill(P::default());
+    }
+    // SAFETY: w < wn and p < depth lie within the block the caller's bounds check covered, and every
+    // index written is below depth.next_multiple_of(kg) · lanes ≤ out.len() (asserted above).
+    unsafe {
+        match kg {
+            1 => pack_panel_kg::<T, P, 1>(v, wn, depth, lanes, out.as_mut_ptr()),
+            _ => pack_panel_kg::<T, P, 2>(v, wn, depth, lanes, out.as_mut_ptr()),
+        }
+    }
+}
+
+/// [`pack_panel`] for a group size known at compile time (the index arithmetic folds).
+/// Safety: as in [`pack_panel`].
+#[inline(always)]
+unsafe fn pack_panel_kg<T: Elem, P: Packed, const KG: usize>(v: View<T>, wn: usize, depth: usize, lanes: usize, out: *mut P) {
+    let src = v.ptr(0, 0);
+    let (ws, ps) = (v.s.rs, v.s.cs);
+    let idx = |w: usize, p: usize| (p / KG) * lanes * KG + w * KG + p % KG;
+    // Read along whichever index is contiguous in memory.
+    if ps <= ws {
+        for w in 0..wn {
+            let col = src.add(w * ws);
+            for p in 0..depth {
+                *out.add(idx(w, p)) = P::from_f32((*col.add(p * ps)).to_f32());
+            }
+        }
+    } else {
+        for p in 0..depth {
+            let row = src.add(p * ps);
+            for w in 0..wn {
+                *out.add(idx(w, p)) = P::from_f32((*row.add(w * ws)).to_f32());
+            }
+        }
+    }
+}
+
+/// Pack `width × depth` of `v` into consecutive panels (`out` holds exactly ⌈width / lanes⌉ of them),
+/// on rayon when `parallel`; B panels (`b_of`) through the kernel's fast packer where it has one.
+fn pack<K: MicroKernel, T: Elem>(b_of: Option<&K>, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
+    let (lanes, kg) = if b_of.is_some() { (K::NR, K::KG) } else { (K::MR, K::KG) };
+    let panel_len = depth.next_multiple_of(kg) * lanes;
+    let (ws, ps) = v.strides();
+    let one = |i: usize, o: &mut [K::P]| {
+        let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
+        // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
+        let fast = |kern: &K| wn == lanes && kg == 1 && ps == 1 && unsafe { kern.pack_b_cols(v.ptr(0, 0), ws, depth, o) };
+        if !b_of.is_some_and(fast) {
+            pack_panel(v, wn, depth, lanes, kg, o);
+        }
+    };
+    // Rows contiguous along width (conv's im2col columns): each task reads a row segment across
+    // PACK_GROUP panels at once. Panel by panel, its 64-byte reads would stride a whole row apart, past
+    // what the hardware prefetcher follows.
+    let group = |(g, o): (usize, &mut [K::P])| {
+        let first = g * PACK_GROUP;
+        if ws == 1 && ps > 1 && kg == 1 {
+            pack_rows(v.at(first * lanes, 0), (width - first * lanes).min(PACK_GROUP * lanes), depth, lanes, o);
+        } else {
+            o.chunks_mut(panel_len).enumerate().for_each(|(i, op)| one(first + i, op));
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(PACK_GROUP * panel_len).enumerate().for_each(group);
+    } else {
+        out.chunks_mut(PACK_GROUP * panel_len).enumerate().for_each(group);
+    }
+}
+
+/// Panels packed per task.
+const PACK_GROUP: usize = 8;
+
+/// Pack consecutive panels (kg = 1) of a width-contiguous view row by row: `out` holds ⌈wn / lanes⌉
+/// panels of depth × lanes.
+fn pack_rows<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, out: &mut [P]) {
+    let panels = wn.div_ceil(lanes);
+    assert!(out.len() >= panels * depth * lanes);
+    if wn < panels * lanes {
+        out.fill(P::default());
+    }
+    for p in 0..depth {
+        // SAFETY: w < wn and p < depth lie within the checked block; indices stay below panels·depth·lanes.
+        unsafe {
+            let row = v.ptr(0, p);
+            for jp in 0..panels {
+                let dst = out.as_mut_ptr().add(jp * depth * lanes + p * lanes);
+                for w in 0..lanes.min(wn - jp * lanes) {
+                    *dst.add(w) = P::from_f32((*row.add(jp * lanes + w)).to_f32());
+                }
+            }
+        }
+    }
+}
+
+/// 64-byte aligned storage for packed panels (a B panel row of 16 f32 is one cache line).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+thread_local! {
+    // Reused across calls so that packing does not page-fault fresh memory each time.
+    static A_BUF: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static B_BUF: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+}
+
+/// Run `f` on this thread's buffer `key`, grown to `len` values of `P`. The buffer is taken out while `f`
+/// runs, so a nested call on the same thread (rayon runs stolen tasks while a thread waits) gets a
+/// fresh one instead of aliasing it.
+fn with_buf<P: Packed, R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f: impl FnOnce(&mut [P]) -> R) -> R {
+    let mut buf = key.take();
+    let lines = (len * size_of::<P>()).div_ceil(64);
+    if buf.len() < lines {
+        buf.resize(lines, Line([0; 64]));
+    }
+    // SAFETY: the buffer holds at least len·size_of::<P>() bytes, 64-byte aligned (≥ P's alignment), and
+    // every bit pattern is a valid P (f32 or bf16).
+    let r = f(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<P>(), len) });
+    key.set(buf);
+    r
+}
+
+/// The destination pointer, shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+pub(super) struct DstPtr(pub *mut f32);
+// SAFETY: tasks write disjoint tiles of dst (each (row block, panel range) once per depth slice).
+unsafe impl Send for DstPtr {}
+unsafe impl Sync for DstPtr {}
+impl DstPtr {
+    /// The pointer (a method, so that closures capture the Sync wrapper, not the raw field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// dst[m×n] = (accumulate ? dst : 0) + a · b with kernel `kern`, on rayon's current pool.
+/// The views and dst's view `d` must have been bounds-checked for these shapes.
+pub(super) fn gemm<K: MicroKernel, T: Elem>(
+    kern: &K,
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    d: Strided,
+    a: View<f32>,
+    b: View<T>,
+    accumulate: bool,
+) {
+    let c = DstPtr(dst.as_mut_ptr());
+    if k == 0 {
+        if !accumulate {
+            // SAFETY: every (i, j) < (m, n) of d lies in dst (checked by the caller).
+            (0..m).for_each(|i| (0..n).for_each(|j| unsafe { *c.get().add(d.offset + i * d.rs + j * d.cs) = 0.0 }));
+        }
+        return;
+    }
+    let threads = if 2 * m * n * k < PARALLEL_FLOPS { 1 } else { rayon::current_num_threads().max(1) };
+    // Row blocks: as few as MC allows, rounded up to a multiple of the thread count so that they split
+    // evenly, and equal in size (MR-aligned).
+    let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
+    let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
+    let m_blocks = m.div_ceil(mc);
+    for jc in (0..n).step_by(K::NC) {
+        let nc = K::NC.min(n - jc);
+        let panels = nc.div_ceil(K::NR);
+        // Too few row blocks for the threads: split the B panels among them too (each task then packs its
+        // own copy of its A block, cheap next to its share of the product).
+        let n_chunks = if m_blocks >= threads { 1 } else { (2 * threads).div_ceil(m_blocks).min(panels) };
+        let per_chunk = panels.div_ceil(n_chunks);
+        for pc in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - pc);
+            let kpad = kc.next_multiple_of(K::KG);
+            let load = accumulate || pc > 0;
+            with_buf(&B_BUF, panels * kpad * K::NR, |bp: &mut [K::P]| {
+                pack(Some(kern), b.at(pc, jc).t(), nc, kc, bp, threads > 1);
+                let bp = &*bp;
+                let task = |t: usize| {
+                    let (ib, chunk) = (t / n_chunks, t % n_chunks);
+                    let (i0, jp0) = (ib * mc, chunk * per_chunk);
+                    let (mcur, a_panels) = (mc.min(m - i0), mc.min(m - i0).div_ceil(K::MR));
+                    with_buf(&A_BUF, a_panels * kpad * K::MR, |ap: &mut [K::P]| {
+                        pack::<K, f32>(None, a.at(i0, pc), mcur, kc, ap, false);
+                        for jp in jp0..(jp0 + per_chunk).min(panels) {
+                            let j = jc + jp * K::NR;
+                            for ip in 0..a_panels {
+                                let i = i0 + ip * K::MR;
+                                let tile = Tile {
+                                    // SAFETY: (i, j) < (m, n), inside dst's checked view.
+                                    c: unsafe { c.get().add(d.offset + i * d.rs + j * d.cs) },
+                                    rs: d.rs,
+                                    cs: d.cs,
+                                    // Clipped to this task's block, so no tile crosses into another task's.
+                                    mr: K::MR.min(i0 + mcur - i),
+                                    nr: K::NR.min(jc + nc - j),
+                                    load,
+                                };
+                                // SAFETY: both panels are fully packed (kpad deep), the tile lies in dst,
+                                // and no other task writes it during this depth slice.
+                                unsafe { kern.tile(kpad, ap.as_ptr().add(ip * kpad * K::MR), bp.as_ptr().add(jp * kpad * K::NR), &tile) };
+                            }
+                        }
+                    })
+                };
+                let tasks = m_blocks * n_chunks;
+                if threads == 1 || tasks == 1 {
+                    (0..tasks).for_each(task);
+                } else {
+                    (0..tasks).into_par_iter().for_each(task);
+                }
+            });
+        }
+    }
+}

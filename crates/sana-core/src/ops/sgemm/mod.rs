@@ -1,0 +1,128 @@
+//! Our own CPU GEMM: `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n]` on strided slices, f32 lhs,
+//! and an f32, bf16 or f16 rhs. A half-precision rhs (the weights) stays half in memory: it is widened to
+//! f32 while it is packed, panel by panel.
+//!
+//! BLIS layout (`driver.rs`): for each NC-column block of B and KC-deep slice of k, B is packed once into
+//! NR-column panels (shared by all threads); each thread packs MC-row blocks of A into MR-row panels and
+//! runs the MR×NR microkernel over them. The threads split M (or, when M has too few blocks, N), so both
+//! threads of a 2-core machine work on every large shape — unlike the `gemm` crate (issue 13).
+//!
+//! Which microkernel runs ([`cpu_gemm_kernel`] names it):
+//! - `avx512bf16` (`bf16dot.rs`): only for a bf16 rhs, only when the CPU has avx512f + avx512bf16 AND the
+//!   env `SANA_CPU_BF16_DOT=1` is set. It rounds A to bf16 and multiplies with `vdpbf16ps`, f32
+//!   accumulators. Opt-in because it is less precise than f32 and because the development machine cannot
+//!   run it (its packing and blocking are tested through an exact scalar emulation of the instruction).
+//! - `avx2-fma` (`f32k.rs`): a 6×16 FMA kernel, picked at run time when the CPU has avx2 + fma (every
+//!   rhs type, and a bf16 rhs whenever the bf16 kernel is not opted into).
+//! - `scalar`: the portable 6×16 kernel for any other CPU (plain Rust, correct, slower).
+//!
+//! Up to 16 rows with contiguous lhs rows and rhs columns (a Linear on a few tokens), `small.rs` computes
+//! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
+
+mod bf16dot;
+mod driver;
+mod f32k;
+mod small;
+#[cfg(test)]
+mod tests;
+
+use super::gemm::Strided;
+use driver::View;
+pub use driver::Elem;
+use half::{bf16, f16};
+use std::sync::OnceLock;
+
+// Until ops/gemm.rs, linear.rs and conv2d.rs call `sgemm` (the integration step), only tests use it.
+#[cfg_attr(not(test), allow(dead_code))]
+/// The right-hand matrix's storage: f32, or half precision widened while packed.
+pub(crate) enum Rhs<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    F16(&'a [f16]),
+}
+
+/// The microkernels this CPU can run, chosen once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Scalar,
+    Avx2,
+    Avx512Bf16,
+}
+
+fn kernel() -> Kernel {
+    static KERNEL: OnceLock<Kernel> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let opted_in = std::env::var("SANA_CPU_BF16_DOT").is_ok_and(|v| v == "1");
+        if opted_in && bf16dot::cpu_has_avx512_bf16() {
+            Kernel::Avx512Bf16
+        } else if f32k::cpu_has_avx2_fma() {
+            Kernel::Avx2
+        } else {
+            Kernel::Scalar
+        }
+    })
+}
+
+/// The CPU GEMM microkernel in use: `"avx512bf16"` (bf16 rhs only; f32/f16 rhs use `avx2-fma`),
+/// `"avx2-fma"` or `"scalar"`. See the module doc for what picks which.
+pub fn cpu_gemm_kernel() -> &'static str {
+    match kernel() {
+        Kernel::Scalar => "scalar",
+        Kernel::Avx2 => "avx2-fma",
+        Kernel::Avx512Bf16 => "avx512bf16",
+    }
+}
+
+/// Index of element (rows − 1, cols − 1) of a view, the furthest one for non-negative strides.
+fn last(s: &Strided, rows: usize, cols: usize) -> usize {
+    s.offset + (rows - 1) * s.rs + (cols - 1) * s.cs
+}
+
+/// dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n], multithreaded on rayon's current pool (safe to
+/// call from inside a rayon task). With `accumulate` false, dst's old contents are never read.
+/// Panics if a view reaches past its slice.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn sgemm(
+    [m, n, k]: [usize; 3],
+    (dst, d): (&mut [f32], Strided),
+    (lhs, l): (&[f32], Strided),
+    (rhs, r): (Rhs<'_>, Strided),
+    accumulate: bool,
+) {
+    match rhs {
+        Rhs::F32(s) => sgemm_typed([m, n, k], (dst, d), (lhs, l), (s, r), accumulate),
+        Rhs::Bf16(s) => sgemm_typed([m, n, k], (dst, d), (lhs, l), (s, r), accumulate),
+        Rhs::F16(s) => sgemm_typed([m, n, k], (dst, d), (lhs, l), (s, r), accumulate),
+    }
+}
+
+/// [`sgemm`] for one rhs element type: the bounds check, then the kernel picked for this CPU.
+fn sgemm_typed<T: Elem>(
+    [m, n, k]: [usize; 3],
+    (dst, d): (&mut [f32], Strided),
+    (lhs, l): (&[f32], Strided),
+    (rhs, r): (&[T], Strided),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        last(&d, m, n) < dst.len() && (k == 0 || (last(&l, m, k) < lhs.len() && last(&r, k, n) < rhs.len())),
+        "sgemm: a {m}×{n}×{k} product reaches past its buffers ({d:?}, {l:?}, {r:?})"
+    );
+    let (a, b) = (View::new(lhs, l), View::new(rhs, r));
+    match kernel() {
+        Kernel::Avx512Bf16 if T::IS_BF16 => bf16dot::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Avx2 | Kernel::Avx512Bf16 => f32k::sgemm_avx2([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Scalar => f32k::sgemm_scalar([m, n, k], dst, d, a, b, accumulate),
+    }
+}
+
+/// Benchmark entry (`examples/bench_sgemm.rs`): dense row-major dst [m, n] and lhs [m, k]; rhs is [k, n]
+/// row-major, or with `rhs_nk` the Linear weight layout [n, k] row-major (used transposed).
+#[doc(hidden)]
+pub fn bench_sgemm<T: Elem>([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[T], rhs_nk: bool) {
+    let r = if rhs_nk { Strided { offset: 0, rs: 1, cs: k } } else { Strided::rows(0, n) };
+    sgemm_typed([m, n, k], (dst, Strided::rows(0, n)), (lhs, Strided::rows(0, k)), (rhs, r), false);
+}

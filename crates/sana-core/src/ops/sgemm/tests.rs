@@ -1,0 +1,301 @@
+use super::bf16dot::{self, Bf16Dot, Emulated};
+use super::driver::{gemm, Elem, MicroKernel, View};
+use super::small;
+use super::f32k::{Avx2, Scalar};
+use super::*;
+
+/// One way of computing the product: a packed kernel, or the small-m dot-product path.
+trait Runner: Sync {
+    fn run<T: Elem>(&self, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool);
+}
+
+struct Packed<K>(K);
+
+impl<K: MicroKernel> Runner for Packed<K> {
+    fn run<T: Elem>(&self, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+        gemm(&self.0, mnk, dst, d, a, b, accumulate)
+    }
+}
+
+/// The small-m path, with the AVX2 loop or without.
+struct Small(bool);
+
+impl Runner for Small {
+    fn run<T: Elem>(&self, mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
+        assert!(small::applies(mnk[0], &a, &b), "a small-path case must have m ≤ {} and contiguous dots", small::SMALL_M);
+        small::gemm(self.0, mnk, dst, d, a, b, accumulate)
+    }
+}
+
+/// Deterministic values in [-1, 1) (xorshift), so a failure reproduces.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// How a test stores a rows × cols matrix.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Rows,
+    Cols,
+    /// Row-major, at offset 3 of a buffer whose rows are 5 elements longer than needed.
+    Block,
+}
+
+impl Layout {
+    fn strided(self, rows: usize, cols: usize) -> (Strided, usize) {
+        let s = match self {
+            Layout::Rows => Strided::rows(0, cols),
+            Layout::Cols => Strided { offset: 0, rs: 1, cs: rows },
+            Layout::Block => Strided::rows(3, cols + 5),
+        };
+        (s, last(&s, rows, cols) + 1 + 2)
+    }
+}
+
+fn at(s: &Strided, i: usize, j: usize) -> usize {
+    s.offset + i * s.rs + j * s.cs
+}
+
+/// The rhs type a case stores.
+#[derive(Debug, Clone, Copy)]
+enum RhsType {
+    F32,
+    Bf16,
+    F16,
+}
+
+struct Case {
+    mnk: [usize; 3],
+    layouts: [Layout; 3], // dst, lhs, rhs
+    rhs: RhsType,
+    accumulate: bool,
+}
+
+/// Run `kern` on one case in a pool of `threads` and compare with an f64 reference over the values the
+/// kernel actually multiplies (the rhs after its storage rounding; with `bf16_dot`, A and B rounded to
+/// bf16 as well). The tolerance is the worst-case f32 summation error, k·ε·Σ|a·b|, plus ε·|dst|.
+fn check(kern: &impl Runner, case: &Case, threads: usize, bf16_dot: bool) {
+    let [m, n, k] = case.mnk;
+    let [dl, ll, rl] = case.layouts;
+    let ((d, dlen), (l, llen), (r, rlen)) = (dl.strided(m, n), ll.strided(m, k), rl.strided(k, n));
+    let lhs = values(llen, 1 + (m * n * k) as u64);
+    let rhs32 = values(rlen, 2 + (m + n + k) as u64);
+    let old = values(dlen, 3);
+    let mut dst = if case.accumulate { old.clone() } else { vec![f32::NAN; dlen] };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let a = View::new(&lhs[..], l);
+    let rhs_used: Vec<f32> = match case.rhs {
+        RhsType::F32 => {
+            pool.install(|| kern.run([m, n, k], &mut dst, d, a, View::new(&rhs32[..], r), case.accumulate));
+            rhs32.clone()
+        }
+        RhsType::Bf16 => {
+            let h: Vec<bf16> = rhs32.iter().map(|&v| bf16::from_f32(v)).collect();
+            pool.install(|| kern.run([m, n, k], &mut dst, d, a, View::new(&h[..], r), case.accumulate));
+            h.iter().map(|v| v.to_f32()).collect()
+        }
+        RhsType::F16 => {
+            let h: Vec<f16> = rhs32.iter().map(|&v| f16::from_f32(v)).collect();
+            pool.install(|| kern.run([m, n, k], &mut dst, d, a, View::new(&h[..], r), case.accumulate));
+            h.iter().map(|v| v.to_f32()).collect()
+        }
+    };
+    let round = |v: f32| if bf16_dot { bf16::from_f32(v).to_f32() } else { v };
+    let eps = f32::EPSILON as f64;
+    for i in 0..m {
+        for j in 0..n {
+            let (mut want, mut mag) = (0f64, 0f64);
+            for p in 0..k {
+                let prod = round(lhs[at(&l, i, p)]) as f64 * round(rhs_used[at(&r, p, j)]) as f64;
+                want += prod;
+                mag += prod.abs();
+            }
+            let o = at(&d, i, j);
+            let base = if case.accumulate { old[o] as f64 } else { 0.0 };
+            let got = dst[o] as f64;
+            let tol = (k as f64 + 2.0) * eps * mag + 2.0 * eps * base.abs() + 1e-30;
+            assert!(
+                (got - (want + base)).abs() <= tol,
+                "{}×{}×{} {:?} {:?} acc={} threads={threads}: ({i}, {j}) = {got}, want {}",
+                m, n, k, case.layouts, case.rhs, case.accumulate, want + base
+            );
+        }
+    }
+    // Nothing outside dst's view changed.
+    let mut inside = vec![false; dlen];
+    (0..m).for_each(|i| (0..n).for_each(|j| inside[at(&d, i, j)] = true));
+    for (o, _) in inside.iter().enumerate().filter(|(_, &x)| !x) {
+        assert!(dst[o].to_bits() == if case.accumulate { old[o] } else { f32::NAN }.to_bits(), "element {o} outside dst changed");
+    }
+}
+
+/// Shapes around every blocking edge: 1×1, primes, partial MR/NR tiles, k past KC (256) and not a
+/// multiple of 2, m past MC (144), n past NC (3072), and sizes large enough to run on two threads.
+const SHAPES: [[usize; 3]; 11] = [
+    [1, 1, 1],
+    [1, 7, 3],
+    [5, 1, 9],
+    [6, 16, 256],
+    [7, 17, 257],
+    [13, 31, 300],
+    [97, 61, 53],
+    [150, 40, 520],
+    [2, 3100, 5],
+    [200, 300, 260],
+    [12, 64, 2],
+];
+
+fn cases(rhs: RhsType) -> impl Iterator<Item = Case> {
+    use Layout::*;
+    let layouts = [[Rows, Rows, Rows], [Rows, Rows, Cols], [Cols, Cols, Rows], [Block, Block, Block], [Block, Cols, Cols]];
+    SHAPES.into_iter().enumerate().flat_map(move |(s, mnk)| {
+        layouts.into_iter().enumerate().map(move |(li, layouts)| Case { mnk, layouts, rhs, accumulate: (s + li) % 2 == 0 })
+    })
+}
+
+fn check_all(kern: &impl Runner, bf16_dot: bool) {
+    for rhs in [RhsType::F32, RhsType::Bf16, RhsType::F16] {
+        for case in cases(rhs) {
+            for threads in [1, 2] {
+                check(kern, &case, threads, bf16_dot);
+            }
+        }
+    }
+}
+
+#[test]
+fn scalar_kernel_matches_the_reference() {
+    check_all(&Packed(Scalar), false);
+}
+
+#[test]
+fn avx2_kernel_matches_the_reference() {
+    match Avx2::new() {
+        Some(kern) => check_all(&Packed(kern), false),
+        None => eprintln!("SKIP avx2_kernel_matches_the_reference: this CPU lacks avx2/fma"),
+    }
+}
+
+#[test]
+fn emulated_bf16_dot_kernel_matches_a_bf16_rounded_reference() {
+    check_all(&Packed(bf16dot::emulated()), true);
+}
+
+#[test]
+fn avx512_bf16_kernel_matches_a_bf16_rounded_reference() {
+    match bf16dot::avx512() {
+        Some(kern) => check_all(&Packed(kern), true),
+        None => eprintln!("SKIP avx512_bf16_kernel_matches_a_bf16_rounded_reference: this CPU lacks avx512_bf16"),
+    }
+}
+
+/// Few-row products in the Linear layout (lhs rows, rhs columns contiguous), around the 4 × 2 register
+/// block and the 8-wide loop: m 1…16, n odd and even, k below, at and past multiples of 8.
+fn check_small(kern: &Small) {
+    use Layout::*;
+    for (s, mnk) in [[1, 1, 1], [1, 9, 7], [2, 6912 / 64, 1152], [3, 5, 8], [5, 2, 17], [16, 33, 300], [13, 400, 1000]].into_iter().enumerate() {
+        for rhs in [RhsType::F32, RhsType::Bf16, RhsType::F16] {
+            for (li, layouts) in [[Rows, Rows, Cols], [Cols, Block, Cols], [Block, Rows, Cols]].into_iter().enumerate() {
+                let case = Case { mnk, layouts, rhs, accumulate: (s + li) % 2 == 1 };
+                [1, 2].into_iter().for_each(|threads| check(kern, &case, threads, false));
+            }
+        }
+    }
+}
+
+#[test]
+fn small_m_path_matches_the_reference() {
+    check_small(&Small(false));
+    match Avx2::new() {
+        Some(_) => check_small(&Small(true)),
+        None => eprintln!("SKIP small_m_path_matches_the_reference (AVX2 loop): this CPU lacks avx2/fma/f16c"),
+    }
+}
+
+#[test]
+fn emulated_vdpbf16ps_adds_the_odd_pair_first_and_reads_denormals_as_zero() {
+    let b = |v: f32| bf16::from_f32(v);
+    let mut a = [b(0.0); 32];
+    let mut w = [b(1.0); 32];
+    // Lane 0: 1 + 2^24 rounds to 2^24 (odd pair first), then − 2^24 gives 0; even-first would give 1.
+    (a[1], w[1], a[0], w[0]) = (b(4096.0), b(4096.0), b(-4096.0), b(4096.0));
+    // Lane 1: a denormal bf16 input contributes nothing, however large its partner.
+    (a[3], w[3]) = (bf16::from_bits(0x0001), b(1e30));
+    let got = unsafe {
+        let mut out = [0f32; 16];
+        Emulated::store(Emulated::dot([1.0; 16], Emulated::load(a.as_ptr()), Emulated::load(w.as_ptr())), out.as_mut_ptr());
+        out
+    };
+    assert_eq!(got[0], 0.0);
+    assert_eq!(got[1], 1.0);
+    assert_eq!(got[2], 1.0);
+}
+
+#[test]
+fn sgemm_computes_a_linear_layer_from_inside_rayon_tasks() {
+    // y[M, N] = x[M, K] · Wᵀ, W [N, K] bf16, called concurrently from a 2-thread pool's tasks (nested
+    // rayon, thread-local buffers), with the kernel this CPU picks.
+    use rayon::prelude::*;
+    let [m, n, k] = [70, 90, 300];
+    let x = values(m * k, 7);
+    let w: Vec<bf16> = values(n * k, 8).iter().map(|&v| bf16::from_f32(v)).collect();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let outs: Vec<Vec<f32>> = pool.install(|| {
+        (0..6)
+            .into_par_iter()
+            .map(|_| {
+                let mut y = vec![0f32; m * n];
+                let r = Strided { offset: 0, rs: 1, cs: k };
+                sgemm([m, n, k], (&mut y, Strided::rows(0, n)), (&x, Strided::rows(0, k)), (Rhs::Bf16(&w), r), false);
+                y
+            })
+            .collect()
+    });
+    let bf16_dot = cpu_gemm_kernel() == "avx512bf16";
+    let round = |v: f32| if bf16_dot { bf16::from_f32(v).to_f32() } else { v };
+    for y in &outs {
+        for i in 0..m {
+            for j in 0..n {
+                let (want, mag) = (0..k).fold((0f64, 0f64), |(s, g), p| {
+                    let prod = round(x[i * k + p]) as f64 * w[j * k + p].to_f32() as f64;
+                    (s + prod, g + prod.abs())
+                });
+                assert!((y[i * n + j] as f64 - want).abs() <= (k as f64 + 2.0) * f32::EPSILON as f64 * mag);
+            }
+        }
+    }
+}
+
+#[test]
+fn sgemm_with_k_zero_zeroes_or_keeps_dst() {
+    let mut dst = vec![5f32; 6];
+    sgemm([2, 3, 0], (&mut dst, Strided::rows(0, 3)), (&[], Strided::rows(0, 0)), (Rhs::F32(&[]), Strided::rows(0, 3)), true);
+    assert_eq!(dst, [5.0; 6]);
+    sgemm([2, 3, 0], (&mut dst, Strided::rows(0, 3)), (&[], Strided::rows(0, 0)), (Rhs::F32(&[]), Strided::rows(0, 3)), false);
+    assert_eq!(dst, [0.0; 6]);
+}
+
+#[test]
+#[should_panic(expected = "reaches past")]
+fn sgemm_refuses_a_view_past_its_slice() {
+    let mut dst = vec![0f32; 4];
+    sgemm([2, 2, 2], (&mut dst, Strided::rows(1, 2)), (&[0f32; 4], Strided::rows(0, 2)), (Rhs::F16(&[f16::ZERO; 4]), Strided::rows(0, 2)), false);
+}
+
+#[test]
+fn cpu_gemm_kernel_names_a_kernel_this_cpu_runs() {
+    let name = cpu_gemm_kernel();
+    assert!(["scalar", "avx2-fma", "avx512bf16"].contains(&name), "{name}");
+    if name == "avx2-fma" {
+        assert!(Avx2::new().is_some());
+    }
+    let _: fn(f32) -> f32 = <f32 as Elem>::to_f32;
+}
