@@ -11,7 +11,7 @@
 
 use crate::weights::Vb;
 use crate::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use std::collections::BTreeMap;
 
 /// How a Linear's input and output are laid out (the DiT keeps its Mix-FFN channel-major).
@@ -137,8 +137,9 @@ impl Linear {
 
 /// x · Wᵀ + b in `layout`, W [out, in].
 fn project(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tensor) -> Result<Tensor> {
-    // CPU weights kept in bf16/f16 are widened for the f32 GEMM (a transient copy of one layer's weight).
-    let weight = &crate::ops::cpu_weight(weight)?;
+    if crate::ops::is_cpu_f32(x) && weight.device().is_cpu() && matches!(weight.dtype(), DType::F32 | DType::BF16 | DType::F16) {
+        return project_cpu(weight, bias, layout, x);
+    }
     match layout {
         Layout::Tokens => {
             // One GEMM over all leading dims: x[M, in] @ Wᵀ.
@@ -173,6 +174,88 @@ fn project(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tensor) -
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
             })
+        }
+    }
+}
+
+/// The CPU path of [`project`]: our GEMM ([`crate::ops::sgemm`]) reads W in place in whatever layout and dtype it
+/// is stored (bf16/f16 weights are widened panel by panel as they are packed: no f32 copy of the layer), x in
+/// place through its strides (a channel-major x needs no transpose copy), and accumulates onto the bias written
+/// into the output first (no separate broadcast add).
+fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tensor) -> Result<Tensor> {
+    use crate::ops::sgemm::{sgemm, Rhs};
+    use crate::ops::Strided;
+    use candle_core::Storage;
+    let (o, i) = weight.dims2()?;
+    let bias: Option<Vec<f32>> = match bias {
+        Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+        None => None,
+    };
+    // Tokens: one GEMM over every leading dim, on a contiguous [M, in] (a copy only if x is strided).
+    let x = if layout == Layout::Tokens { x.contiguous()? } else { x.clone() };
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let (w_storage, w_layout) = weight.storage_and_layout();
+    let (Storage::Cpu(xs), Storage::Cpu(ws)) = (&*x_storage, &*w_storage) else {
+        unreachable!("project_cpu: checked CPU tensors")
+    };
+    let xs = xs.as_slice::<f32>()?;
+    // rhs (k, j) = W[j, k]: the weight read transposed through its own strides.
+    let ws_strides = w_layout.stride();
+    let r = Strided { offset: w_layout.start_offset(), rs: ws_strides[1], cs: ws_strides[0] };
+    let rhs = || -> Result<Rhs<'_>> {
+        Ok(match weight.dtype() {
+            DType::BF16 => Rhs::Bf16(ws.as_slice()?),
+            DType::F16 => Rhs::F16(ws.as_slice()?),
+            _ => Rhs::F32(ws.as_slice()?),
+        })
+    };
+    // The output starts as the bias (so the GEMM accumulates onto it), or is fully written by the GEMM.
+    let init = |rows: usize, row_of: &dyn Fn(usize) -> usize, out: &mut [f32]| {
+        if let Some(b) = &bias {
+            for r in 0..rows {
+                let row = &mut out[row_of(r)..][..o];
+                row.copy_from_slice(b);
+            }
+        }
+    };
+    let acc = bias.is_some();
+    match layout {
+        Layout::Tokens => {
+            let (&in_dim, lead) = x.dims().split_last().ok_or_else(|| candle_core::Error::Msg("linear input is a scalar".into()))?;
+            crate::ensure_arg!(in_dim == i, "x", "linear input has {in_dim} features, the weight expects {i}");
+            let m: usize = lead.iter().product();
+            let mut out = vec![0f32; m * o];
+            init(m, &|r| r * o, &mut out);
+            let l = Strided::rows(x_layout.start_offset(), i);
+            sgemm([m, o, i], (&mut out, Strided::rows(0, o)), (xs, l), (rhs()?, r), acc);
+            drop((x_storage, w_storage));
+            Ok(Tensor::from_vec(out, [lead, &[o]].concat(), &candle_core::Device::Cpu)?)
+        }
+        Layout::Channels | Layout::ChannelsToTokens => {
+            let (b, in_dim, n) = x.dims3()?;
+            crate::ensure_arg!(in_dim == i, "x", "1×1 conv input has {in_dim} channels, the weight expects {i}");
+            let st = x_layout.stride();
+            let mut out = vec![0f32; b * n * o];
+            for bi in 0..b {
+                // lhs (token t, channel c) = x[bi, c, t].
+                let l = Strided { offset: x_layout.start_offset() + bi * st[0], rs: st[2], cs: st[1] };
+                let d = if layout == Layout::Channels {
+                    // [B, out, N]: element (t, j) at j·N + t; the bias fills each output channel's row.
+                    if let Some(bv) = &bias {
+                        for (j, row) in out[bi * o * n..(bi + 1) * o * n].chunks_mut(n).enumerate() {
+                            row.fill(bv[j]);
+                        }
+                    }
+                    Strided { offset: bi * o * n, rs: 1, cs: n }
+                } else {
+                    init(n, &|t| (bi * n + t) * o, &mut out);
+                    Strided::rows(bi * n * o, o)
+                };
+                sgemm([n, o, i], (&mut out, d), (xs, l), (rhs()?, r), acc);
+            }
+            drop((x_storage, w_storage));
+            let shape = if layout == Layout::Channels { (b, o, n) } else { (b, n, o) };
+            Ok(Tensor::from_vec(out, shape, &candle_core::Device::Cpu)?)
         }
     }
 }
@@ -257,6 +340,34 @@ pub(crate) mod tests {
         // An image [B, in, H, W] is the channel-major case over H·W pixels.
         let image = channels.contiguous()?.reshape((b, i, 1, n))?;
         assert!(max_diff(&lin.forward_nchw(&image)?.reshape((b, o, n))?, &lin.forward_channels(&channels)?) < 1e-5);
+        Ok(())
+    }
+
+    /// The CPU GEMM path equals candle's matmul on the widened weight, in every layout, for f32/bf16/f16
+    /// weights, a strided (transposed) x, with and without a bias, and a weight that is a row view.
+    #[test]
+    fn cpu_gemm_path_matches_candle_matmul() -> Result<()> {
+        let (o, i, b, n) = (37, 29, 3, 41);
+        let big = randn(&[o + 5, i]);
+        let bias = randn(&[o]);
+        let tokens = randn(&[b, n, i]);
+        let channels = tokens.transpose(1, 2)?; // [B, in, N], strided
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let w = big.to_dtype(dtype)?.narrow(0, 5, o)?; // a view at an offset, as the merged q/k/v weights
+            let w32 = w.to_dtype(DType::F32)?;
+            for bias in [Some(&bias), None] {
+                let mut want = tokens.reshape((b * n, i))?.matmul(&w32.t()?)?;
+                if let Some(bias) = bias {
+                    want = want.broadcast_add(bias)?;
+                }
+                let want = want.reshape((b, n, o))?;
+                let tol = 1e-4;
+                assert!(max_diff(&project(&w, bias, Layout::Tokens, &tokens)?, &want) < tol, "{dtype:?} tokens");
+                let got = project(&w, bias, Layout::Channels, &channels)?;
+                assert!(max_diff(&got, &want.transpose(1, 2)?) < tol, "{dtype:?} channels");
+                assert!(max_diff(&project(&w, bias, Layout::ChannelsToTokens, &channels)?, &want) < tol, "{dtype:?} c→t");
+            }
+        }
         Ok(())
     }
 

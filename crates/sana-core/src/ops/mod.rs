@@ -14,6 +14,7 @@ pub mod embeddings;
 pub mod fastmath;
 mod gemm;
 pub mod sgemm;
+pub(crate) use gemm::Strided;
 pub mod grouped_conv;
 pub mod linear_attention;
 pub mod modulation;

@@ -32,8 +32,6 @@ pub use driver::Elem;
 use half::{bf16, f16};
 use std::sync::OnceLock;
 
-// Until ops/gemm.rs, linear.rs and conv2d.rs call `sgemm` (the integration step), only tests use it.
-#[cfg_attr(not(test), allow(dead_code))]
 /// The right-hand matrix's storage: f32, or half precision widened while packed.
 pub(crate) enum Rhs<'a> {
     F32(&'a [f32]),
@@ -81,7 +79,6 @@ fn last(s: &Strided, rows: usize, cols: usize) -> usize {
 /// dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n], multithreaded on rayon's current pool (safe to
 /// call from inside a rayon task). With `accumulate` false, dst's old contents are never read.
 /// Panics if a view reaches past its slice.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn sgemm(
     [m, n, k]: [usize; 3],
     (dst, d): (&mut [f32], Strided),
