@@ -4,7 +4,7 @@
 //   npm run bench                      # full shapes, ours only (~14 min on 2 cores)
 //   npm run bench -- --compare         # + PyTorch on the same weight files (needs benches/setup-torch.sh)
 //   npm run bench -- --quick           # tiny shapes, seconds: checks the harness itself
-//   npm run bench -- --only dit-600m   # rows whose model or description contains the text
+//   npm run bench -- --only dit-600m   # rows whose model or description contains the text (a,b: any of them)
 //   npm run bench -- --report benches/out/X.json   # (re)write the table of a saved, possibly stopped, run
 //   --threads N (default 2) · --no-record (JSON only, no RESULTS.md) · SANA_BENCH_CACHE=/tmp/… for the weights
 //
@@ -122,7 +122,8 @@ async function main() {
   }
   const runTorch = compare && !torchNote
   let todo = planRows(mode)
-  if (only) todo = todo.filter((r) => r.model.includes(only) || r.what.includes(only))
+  // --only a,b: rows whose model or description (with its batch as `bN`) contains any of the texts.
+  if (only) todo = todo.filter((r) => only.split(',').some((o) => `${r.model} ${r.what} b${r.batch}`.includes(o)))
 
   // 1. Random-weight folders (written once, reused while the config is unchanged).
   const modelDirs = {}
