@@ -210,12 +210,11 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
         })
     };
     // The output starts as the bias (so the GEMM accumulates onto it), or is fully written by the GEMM.
-    let init = |rows: usize, row_of: &dyn Fn(usize) -> usize, out: &mut [f32]| {
-        if let Some(b) = &bias {
-            for r in 0..rows {
-                let row = &mut out[row_of(r)..][..o];
-                row.copy_from_slice(b);
-            }
+    // Token-major outputs ([M, out], [B, N, out]) hold one bias row per token.
+    let token_rows_with_bias = |len: usize| -> Vec<f32> {
+        match &bias {
+            Some(b) => b.iter().copied().cycle().take(len).collect(),
+            None => vec![0f32; len],
         }
     };
     let acc = bias.is_some();
@@ -224,8 +223,7 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
             let (&in_dim, lead) = x.dims().split_last().ok_or_else(|| candle_core::Error::Msg("linear input is a scalar".into()))?;
             crate::ensure_arg!(in_dim == i, "x", "linear input has {in_dim} features, the weight expects {i}");
             let m: usize = lead.iter().product();
-            let mut out = vec![0f32; m * o];
-            init(m, &|r| r * o, &mut out);
+            let mut out = token_rows_with_bias(m * o);
             let l = Strided::rows(x_layout.start_offset(), i);
             sgemm([m, o, i], (&mut out, Strided::rows(0, o)), (xs, l), (rhs()?, r), acc);
             drop((x_storage, w_storage));
@@ -235,7 +233,7 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
             let (b, in_dim, n) = x.dims3()?;
             crate::ensure_arg!(in_dim == i, "x", "1×1 conv input has {in_dim} channels, the weight expects {i}");
             let st = x_layout.stride();
-            let mut out = vec![0f32; b * n * o];
+            let mut out = if layout == Layout::Channels { vec![0f32; b * n * o] } else { token_rows_with_bias(b * n * o) };
             for bi in 0..b {
                 // lhs (token t, channel c) = x[bi, c, t].
                 let l = Strided { offset: x_layout.start_offset() + bi * st[0], rs: st[2], cs: st[1] };
@@ -248,7 +246,6 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
                     }
                     Strided { offset: bi * o * n, rs: 1, cs: n }
                 } else {
-                    init(n, &|t| (bi * n + t) * o, &mut out);
                     Strided::rows(bi * n * o, o)
                 };
                 sgemm([n, o, i], (&mut out, d), (xs, l), (rhs()?, r), acc);
