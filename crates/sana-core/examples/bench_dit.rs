@@ -173,6 +173,8 @@ fn bench(name: &str, only: Option<usize>) -> Result<()> {
             if reps > 1 { "median" } else { "single run" }, median(times.clone()),
             times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(), warm, vm_hwm_mb());
     }
+    // Per-shape GEMM time, with SANA_GEMM_STATS=1 (empty otherwise).
+    print!("{}", sana_core::ops::sgemm::sgemm_stats_report());
     if share {
         let block_params: usize = shapes(&cfg, Some(0)).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         let extra = (cfg.num_layers - 1) * block_params * 4;

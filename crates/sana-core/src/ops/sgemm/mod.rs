@@ -23,6 +23,8 @@ mod bf16dot;
 mod driver;
 mod f32k;
 mod small;
+mod stats;
+pub use stats::sgemm_stats_report;
 #[cfg(test)]
 mod tests;
 
@@ -109,6 +111,7 @@ fn sgemm_typed<T: Elem>(
         "sgemm: a {m}×{n}×{k} product reaches past its buffers ({d:?}, {l:?}, {r:?})"
     );
     let (a, b) = (View::new(lhs, l), View::new(rhs, r));
+    let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], std::mem::size_of::<T>());
     match kernel() {
         Kernel::Avx512Bf16 if T::IS_BF16 => bf16dot::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
         Kernel::Avx2 | Kernel::Avx512Bf16 => f32k::sgemm_avx2([m, n, k], dst, d, a, b, accumulate),
