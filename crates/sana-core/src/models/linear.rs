@@ -213,7 +213,11 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
     // Token-major outputs ([M, out], [B, N, out]) hold one bias row per token.
     let token_rows_with_bias = |len: usize| -> Vec<f32> {
         match &bias {
-            Some(b) => b.iter().copied().cycle().take(len).collect(),
+            Some(b) => {
+                let mut v = Vec::with_capacity(len);
+                (0..len / b.len()).for_each(|_| v.extend_from_slice(b));
+                v
+            }
             None => vec![0f32; len],
         }
     };

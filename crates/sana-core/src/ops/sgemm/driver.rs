@@ -154,6 +154,12 @@ pub(super) trait MicroKernel: Sync {
     unsafe fn pack_b_cols<T: Elem>(&self, _src: *const T, _cs: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
         false
     }
+
+    /// The same for one full A panel (`MR` rows, depth `kc`, KG = 1) whose rows are contiguous along k;
+    /// `src` is element (row 0, k 0), `rs` the row stride.
+    unsafe fn pack_a_rows<T: Elem>(&self, _src: *const T, _rs: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
+        false
+    }
 }
 
 /// Write an accumulator tile (row i at `acc[i·ld ..]`) into `t`'s elements, adding when `t.load`.
@@ -210,17 +216,29 @@ unsafe fn pack_panel_kg<T: Elem, P: Packed, const KG: usize>(v: View<T>, wn: usi
     }
 }
 
+/// Which operand a [`pack`] call packs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
 /// Pack `width × depth` of `v` into consecutive panels (`out` holds exactly ⌈width / lanes⌉ of them),
-/// on rayon when `parallel`; B panels (`b_of`) through the kernel's fast packer where it has one.
-fn pack<K: MicroKernel, T: Elem>(b_of: Option<&K>, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
-    let (lanes, kg) = if b_of.is_some() { (K::NR, K::KG) } else { (K::MR, K::KG) };
+/// on rayon when `parallel`, through the kernel's fast packers where they apply.
+fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
+    let (lanes, kg) = if side == Side::B { (K::NR, K::KG) } else { (K::MR, K::KG) };
     let panel_len = depth.next_multiple_of(kg) * lanes;
     let (ws, ps) = v.strides();
     let one = |i: usize, o: &mut [K::P]| {
         let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
         // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
-        let fast = |kern: &K| wn == lanes && kg == 1 && ps == 1 && unsafe { kern.pack_b_cols(v.ptr(0, 0), ws, depth, o) };
-        if !b_of.is_some_and(fast) {
+        let fast = wn == lanes && kg == 1 && ps == 1 && unsafe {
+            match side {
+                Side::B => kern.pack_b_cols(v.ptr(0, 0), ws, depth, o),
+                Side::A => kern.pack_a_rows(v.ptr(0, 0), ws, depth, o),
+            }
+        };
+        if !fast {
             pack_panel(v, wn, depth, lanes, kg, o);
         }
     };
@@ -352,14 +370,14 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
             let kpad = kc.next_multiple_of(K::KG);
             let load = accumulate || pc > 0;
             with_buf(&B_BUF, panels * kpad * K::NR, |bp: &mut [K::P]| {
-                pack(Some(kern), b.at(pc, jc).t(), nc, kc, bp, threads > 1);
+                pack(kern, Side::B, b.at(pc, jc).t(), nc, kc, bp, threads > 1);
                 let bp = &*bp;
                 let task = |t: usize| {
                     let (ib, chunk) = (t / n_chunks, t % n_chunks);
                     let (i0, jp0) = (ib * mc, chunk * per_chunk);
                     let (mcur, a_panels) = (mc.min(m - i0), mc.min(m - i0).div_ceil(K::MR));
                     with_buf(&A_BUF, a_panels * kpad * K::MR, |ap: &mut [K::P]| {
-                        pack::<K, TA>(None, a.at(i0, pc), mcur, kc, ap, false);
+                        pack(kern, Side::A, a.at(i0, pc), mcur, kc, ap, false);
                         for jp in jp0..(jp0 + per_chunk).min(panels) {
                             let j = jc + jp * K::NR;
                             for ip in 0..a_panels {

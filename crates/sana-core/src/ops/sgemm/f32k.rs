@@ -91,6 +91,36 @@ impl MicroKernel for Avx2 {
         #[cfg(not(target_arch = "x86_64"))]
         false
     }
+
+    unsafe fn pack_a_rows<T: Elem>(&self, src: *const T, rs: usize, kc: usize, out: &mut [f32]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the trait's; an Avx2 exists only where the CPU has avx2, fma and f16c.
+        pack_a_rows_avx2(src, rs, kc, out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        return true;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
+
+/// The 8×8 transpose of `r` (row w of the result holds element w of each input row).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = [_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]), _mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3])];
+    let t1 = [_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]), _mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7])];
+    let s = |t: [__m256; 4]| {
+        [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        ]
+    };
+    let (s0, s1) = (s(t0), s(t1));
+    // Value q of each row: low lanes, then high lanes.
+    std::array::from_fn(|q| if q < 4 { _mm256_permute2f128_ps::<0x20>(s0[q], s1[q]) } else { _mm256_permute2f128_ps::<0x31>(s0[q - 4], s1[q - 4]) })
 }
 
 /// A B panel from 16 contiguous columns: 8×8 blocks transposed in registers (one store per 8 values,
@@ -102,28 +132,43 @@ unsafe fn pack_b_cols_avx2<T: Elem>(src: *const T, cs: usize, kc: usize, out: *m
     let k8 = kc / 8 * 8;
     for p0 in (0..k8).step_by(8) {
         for half in 0..2 {
-            let r: [__m256; 8] = std::array::from_fn(|w| T::load8(src.add((half * 8 + w) * cs + p0)));
-            let t0 = [_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]), _mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3])];
-            let t1 = [_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]), _mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7])];
-            let s = |t: [__m256; 4]| {
-                [
-                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-                ]
-            };
-            let (s0, s1) = (s(t0), s(t1));
-            for q in 0..4 {
-                // Row p0 + q of the panel holds value q of each column: low lanes, then high lanes.
-                _mm256_storeu_ps(out.add((p0 + q) * NR + half * 8), _mm256_permute2f128_ps::<0x20>(s0[q], s1[q]));
-                _mm256_storeu_ps(out.add((p0 + q + 4) * NR + half * 8), _mm256_permute2f128_ps::<0x31>(s0[q], s1[q]));
+            let t = transpose8(std::array::from_fn(|w| T::load8(src.add((half * 8 + w) * cs + p0))));
+            for (q, tq) in t.iter().enumerate() {
+                _mm256_storeu_ps(out.add((p0 + q) * NR + half * 8), *tq);
             }
         }
     }
     for p in k8..kc {
         for w in 0..NR {
             *out.add(p * NR + w) = (*src.add(w * cs + p)).to_f32();
+        }
+    }
+}
+
+/// An A panel from 6 rows that are contiguous along k (the lhs of a Linear, or a weight when a
+/// column-major product is computed transposed): 6 rows (and 2 of zeros) transposed 8 values at a time.
+/// Each 8-lane store overlaps the next group's first 2 values, which the next store overwrites; the
+/// last one of a block is masked to 6 lanes so nothing past the panel is touched.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_a_rows_avx2<T: Elem>(src: *const T, rs: usize, kc: usize, out: *mut f32) {
+    use std::arch::x86_64::*;
+    let k8 = kc / 8 * 8;
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    for p0 in (0..k8).step_by(8) {
+        let t = transpose8(std::array::from_fn(|w| if w < MR { T::load8(src.add(w * rs + p0)) } else { _mm256_setzero_ps() }));
+        for (q, tq) in t.iter().enumerate() {
+            let o = out.add((p0 + q) * MR);
+            if q < 7 {
+                _mm256_storeu_ps(o, *tq);
+            } else {
+                _mm256_maskstore_ps(o, six, *tq);
+            }
+        }
+    }
+    for p in k8..kc {
+        for w in 0..MR {
+            *out.add(p * MR + w) = (*src.add(w * rs + p)).to_f32();
         }
     }
 }
