@@ -7,6 +7,11 @@
 //!
 //! `cargo run --release -p sana-core --example bench_gemma`
 
+
+// As in the Node addon: freed activation blocks are reused instead of page-faulted in again.
+#[global_allocator]
+static ALLOC: sana_core::alloc_cache::LargeBlockCache = sana_core::alloc_cache::LargeBlockCache::new();
+
 use sana_core::config::Gemma2Config;
 use sana_core::models::gemma2::Gemma2Model;
 use sana_core::weights::ParamStore;

@@ -7,6 +7,7 @@
 //! - [`tokenizer`]: the Gemma tokenizer (tokenizer.json + tokenizer_config.json) as the pipeline calls it.
 
 pub mod alloc;
+pub mod alloc_cache;
 pub mod config;
 pub mod device;
 pub mod error;

@@ -11,6 +11,11 @@ mod tokenizer;
 mod transformer;
 mod vae;
 
+/// Freed large blocks (activations) are kept for the next request of the same size instead of being
+/// unmapped and page-faulted in again (sana_core::alloc_cache; `SANA_ALLOC_CACHE_MB=0` turns it off).
+#[global_allocator]
+static ALLOC: sana_core::alloc_cache::LargeBlockCache = sana_core::alloc_cache::LargeBlockCache::new();
+
 pub use caption_cache::*;
 pub use component::*;
 pub use controlnet::*;
