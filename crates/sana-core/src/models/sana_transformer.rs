@@ -16,7 +16,7 @@
 
 use crate::config::SanaTransformerConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::softmax::scaled_softmax;
+use crate::ops::cross_attention::cross_attention;
 use crate::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, rms_norm, silu_depthwise_conv2d_glu};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
@@ -155,14 +155,11 @@ impl CrossAttention {
 
     /// x [B, N, D], (k, v) [B, H, S, hd] from [`CrossAttention::caption_kv`], bias [B, 1, 1, S] (additive) → [B, N, D].
     fn forward(&self, x: &Tensor, (k, v): &(Tensor, Tensor), bias: Option<&Tensor>, lora: LoraCall) -> Result<Tensor> {
-        let (b, n, _) = x.dims3()?;
-        let (h, hd) = (self.heads, self.head_dim);
-        // 1. Query projection (+ qk RMSNorm over all heads), split heads: [B, H, N, hd].
-        let q = self.split_heads(&apply_norm(self.to_q.forward_lora(x, Layout::Tokens, lora)?, &self.norm_q)?, b, n)?;
-        // 2. softmax(q kᵀ / √hd + bias) in f32: [B, H, N, S].
-        let p = scaled_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt(), bias)?.to_dtype(v.dtype())?;
-        // 3. Weighted values, merge heads, out projection.
-        let o = p.matmul(v)?.transpose(1, 2)?.reshape((b, n, h * hd))?;
+        // 1. Query projection (+ qk RMSNorm over all heads), heads still merged: [B, N, H·hd].
+        let q = apply_norm(self.to_q.forward_lora(x, Layout::Tokens, lora)?, &self.norm_q)?;
+        // 2. softmax(q kᵀ / √hd + bias) (f32) · v per head, merged again: [B, N, H·hd].
+        let o = cross_attention(&q, k, v, 1.0 / (self.head_dim as f64).sqrt(), bias)?;
+        // 3. Out projection.
         self.to_out.forward_lora(&o, Layout::Tokens, lora)
     }
 }

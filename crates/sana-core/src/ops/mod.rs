@@ -7,6 +7,7 @@ pub mod attention;
 pub mod blend;
 pub mod channel_ops;
 pub mod conv2d;
+pub mod cross_attention;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod depthwise_conv;

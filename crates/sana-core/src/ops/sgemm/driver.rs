@@ -11,7 +11,25 @@ use std::cell::Cell;
 use std::thread::LocalKey;
 
 /// A product smaller than this (in flops) runs on the calling thread: a rayon fork costs microseconds.
-pub(super) const PARALLEL_FLOPS: usize = 1 << 21;
+const PARALLEL_FLOPS: usize = 1 << 21;
+
+thread_local! {
+    /// Set by [`super::sgemm_serial`]: products on this thread run on it alone.
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Threads a product of `flops` splits over: 1 when small or inside [`serial`], else rayon's pool.
+pub(super) fn threads_for(flops: usize) -> usize {
+    if flops < PARALLEL_FLOPS || SERIAL.get() { 1 } else { rayon::current_num_threads().max(1) }
+}
+
+/// Run `f` with every product on this thread kept on it.
+pub(super) fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let was = SERIAL.replace(true);
+    let r = f();
+    SERIAL.set(was);
+    r
+}
 
 /// An element type the rhs may be stored as; widened to f32 (exactly) as it is packed.
 pub trait Elem: Copy + Send + Sync + 'static {
@@ -352,7 +370,7 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
         }
         return;
     }
-    let threads = if 2 * m * n * k < PARALLEL_FLOPS { 1 } else { rayon::current_num_threads().max(1) };
+    let threads = threads_for(2 * m * n * k);
     // Row blocks: as few as MC allows, rounded up to a multiple of the thread count so that they split
     // evenly, and equal in size (MR-aligned).
     let blocks = m.div_ceil(K::MC).next_multiple_of(threads);

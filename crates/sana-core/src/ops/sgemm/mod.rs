@@ -95,6 +95,18 @@ pub(crate) fn sgemm(
     }
 }
 
+/// [`sgemm`] on the calling thread alone, whatever its size: for callers whose rayon tasks are already
+/// the parallelism (one product per attention head and row block), where a nested split only adds forks.
+pub(crate) fn sgemm_serial(
+    mnk: [usize; 3],
+    dst: (&mut [f32], Strided),
+    lhs: (&[f32], Strided),
+    rhs: (Rhs<'_>, Strided),
+    accumulate: bool,
+) {
+    driver::serial(|| sgemm(mnk, dst, lhs, rhs, accumulate));
+}
+
 /// [`sgemm`] for one rhs element type: the bounds check, then the kernel picked for this CPU.
 fn sgemm_typed<T: Elem>(
     [m, n, k]: [usize; 3],

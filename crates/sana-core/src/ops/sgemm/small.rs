@@ -3,7 +3,7 @@
 //! a handful of rows costs more than the product; here each weight is read once per 4 rows (once for
 //! m ≤ 2), widened in registers. Modulation/timestep Linears (m = batch) and gemv-like products take this path.
 
-use super::driver::{DstPtr, Elem, View, PARALLEL_FLOPS};
+use super::driver::{threads_for, DstPtr, Elem, View};
 use super::Strided;
 use rayon::prelude::*;
 
@@ -32,7 +32,7 @@ pub(super) fn gemm<T: Elem>(simd: bool, mnk: [usize; 3], dst: &mut [f32], d: Str
 #[allow(clippy::too_many_arguments)]
 fn blocks<T: Elem, const R: usize, const C: usize>(simd: bool, [m, n, k]: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
     let c = DstPtr(dst.as_mut_ptr());
-    let threads = if 2 * m * n * k < PARALLEL_FLOPS { 1 } else { rayon::current_num_threads().max(1) };
+    let threads = threads_for(2 * m * n * k);
     let chunk = n.div_ceil(4 * threads).next_multiple_of(C);
     let task = |j0: usize| {
         for j in (j0..n.min(j0 + chunk)).step_by(C) {

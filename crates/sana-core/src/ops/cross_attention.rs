@@ -1,0 +1,126 @@
+//! Softmax cross-attention of Sana's DiT (`SanaAttnProcessor2_0`, SDPA) with the caption K/V already
+//! split into heads: `o[b, n, h·hd + i] = Σ_s softmax_s(q_h · k_h[s] · scale + bias[b, s]) · v_h[s, i]`.
+//!
+//! On the CPU (f32) one rayon task per (batch item, block of [`ROWS`] query rows) runs, head by head,
+//! q·kᵀ into a small logits buffer, the softmax row by row and p·v straight into the merged-heads
+//! output through our GEMM's strides. The candle composition it replaces allocated the [B, H, N, S]
+//! logits and probabilities (39 MB each for a 1024² CFG step) and copied q and the output between
+//! [B, N, H·hd] and [B, H, N, hd]. Elsewhere: that composition (the fused CUDA softmax where enabled).
+
+use super::{fastmath, is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, Strided};
+use crate::ops::sgemm::{sgemm_serial, Rhs};
+use crate::{ensure_arg, Result};
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+/// Query rows per task: enough to amortise packing a head's K and V (S × hd each), few enough that the
+/// logits and probabilities (ROWS × S each) stay in L2 and a 2-image CFG batch still makes 16 tasks.
+const ROWS: usize = 128;
+
+/// q [B, N, H·hd] (heads merged, as the query projection writes it), k and v [B, H, S, hd], bias
+/// additive [B, 1, 1, S] or none → [B, N, H·hd] in v's dtype (probabilities in f32 before it).
+pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    let (kb, h, s, hd) = k.dims4()?;
+    ensure_arg!(kb == b && h * hd == c && v.dims() == k.dims(), "k",
+        "expected k and v [{b}, H, S, hd] with H·hd = {c}, got {:?} and {:?}", k.dims(), v.dims());
+    if let Some(bias) = bias {
+        ensure_arg!(bias.elem_count() == b * s && bias.dim(0)? == b, "bias",
+            "expected {b} rows of {s} values ([B, 1, 1, S]), got {:?}", bias.dims());
+    }
+    if !(is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v)) {
+        let qh = q.reshape((b, n, h, hd))?.transpose(1, 2)?.contiguous()?;
+        let p = scaled_softmax(&qh.matmul(&k.t()?)?, scale, bias)?.to_dtype(v.dtype())?;
+        return Ok(p.matmul(v)?.transpose(1, 2)?.reshape((b, n, c))?);
+    }
+    let bias: Option<Vec<f32>> = match bias {
+        Some(t) => Some(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+        None => None,
+    };
+    let out = with_cpu_f32(q, |qs| with_cpu_f32(k, |ks| with_cpu_f32(v, |vs| {
+        let mut out = vec![0f32; b * n * c];
+        // One task per block of ROWS rows of one batch item (its output rows are contiguous).
+        let blocks = out.par_chunks_mut(n * c).enumerate().flat_map(|(bi, ob)| ob.par_chunks_mut(ROWS * c).enumerate().map(move |(blk, o)| (bi, blk, o)));
+        blocks.for_each(|(bi, blk, o)| {
+            let (r0, rows) = (blk * ROWS, o.len() / c);
+            let (mut logits, mut probs) = (vec![0f32; rows * s], vec![0f32; rows * s]);
+            let row_bias = bias.as_ref().map(|v| &v[bi * s..(bi + 1) * s]);
+            for hi in 0..h {
+                let kv_off = (bi * h + hi) * s * hd;
+                // logits[r, j] = q[bi, r0 + r, hi·hd ..] · k[bi, hi, j, ..]
+                let ql = Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 };
+                let kt = Strided { offset: kv_off, rs: 1, cs: hd };
+                sgemm_serial([rows, s, hd], (&mut logits, Strided::rows(0, s)), (qs, ql), (Rhs::F32(ks), kt), false);
+                for (src, dst) in logits.chunks_exact(s).zip(probs.chunks_exact_mut(s)) {
+                    fastmath::softmax_row(src, dst, scale as f32, row_bias);
+                }
+                // o[r, hi·hd + i] = Σ_j probs[r, j] · v[bi, hi, j, i]
+                let vl = Strided::rows(kv_off, hd);
+                sgemm_serial([rows, hd, s], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, s)), (Rhs::F32(vs), vl), false);
+            }
+        });
+        out
+    })))???;
+    Ok(Tensor::from_vec(out, (b, n, c), q.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The diffusers composition in candle ops, in f64.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (b, n, c) = q.dims3()?;
+        let (_, h, _, hd) = k.dims4()?;
+        let (q, k, v) = (q.to_dtype(DType::F64)?, k.to_dtype(DType::F64)?, v.to_dtype(DType::F64)?);
+        let qh = q.reshape((b, n, h, hd))?.transpose(1, 2)?.contiguous()?;
+        let mut z = (qh.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if let Some(bias) = bias {
+            z = z.broadcast_add(&bias.to_dtype(DType::F64)?)?;
+        }
+        let e = z.broadcast_sub(&z.max_keepdim(3)?)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(3)?)?;
+        p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?.to_dtype(DType::F32)
+    }
+
+    #[test]
+    fn matches_the_reference_with_and_without_a_mask() -> Result<()> {
+        let dev = Device::Cpu;
+        // n past one and several ROWS blocks (a partial last block), odd S and head dims.
+        for &(b, n, h, s, hd) in &[(2, 300, 3, 17, 24), (1, 1, 1, 5, 8), (2, 32, 2, 300, 72)] {
+            let q = Tensor::randn(0f32, 1.0, (b, n, h * hd), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?;
+            let mask: Vec<f32> = (0..b * s).map(|i| if i % 5 == 2 { -10000.0 } else { 0.0 }).collect();
+            let bias = Tensor::from_vec(mask, (b, 1, 1, s), &dev)?;
+            let scale = 1.0 / (hd as f64).sqrt();
+            for bias in [None, Some(&bias)] {
+                let got = cross_attention(&q, &k, &v, scale, bias)?;
+                let want = reference(&q, &k, &v, scale, bias)?;
+                let err = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(err < 2e-5, "{b}×{n}×{h}×{s}×{hd} bias {}: {err}", bias.is_some());
+            }
+        }
+        let q = Tensor::zeros((1, 4, 6), DType::F32, &dev)?;
+        let k = Tensor::zeros((1, 2, 5, 4), DType::F32, &dev)?;
+        assert!(cross_attention(&q, &k, &k, 1.0, None).is_err(), "H·hd must equal q's width");
+        Ok(())
+    }
+
+    #[test]
+    fn the_candle_fallback_agrees_with_the_cpu_kernel() -> Result<()> {
+        // bf16 inputs take the candle composition; compare it with the f32 kernel on the same values.
+        let dev = Device::Cpu;
+        let (b, n, h, s, hd) = (2, 40, 2, 9, 16);
+        let q = Tensor::randn(0f32, 1.0, (b, n, h * hd), &dev)?.to_dtype(DType::BF16)?;
+        let k = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?.to_dtype(DType::BF16)?;
+        let v = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?.to_dtype(DType::BF16)?;
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        let fast = cross_attention(&f(&q)?, &f(&k)?, &f(&v)?, 0.25, None)?;
+        let slow = cross_attention(&q, &k, &v, 0.25, None)?.to_dtype(DType::F32)?;
+        let err = (fast - slow)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(err < 0.05, "{err}");
+        Ok(())
+    }
+}
