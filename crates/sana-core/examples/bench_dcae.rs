@@ -136,5 +136,7 @@ fn main() -> sana_core::Result<()> {
     let secs = t1.elapsed().as_secs_f64();
     let finite = out.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite());
     println!("{mode} {n}: output {:?} in {secs:.1}s (finite: {finite}); peak RSS (VmHWM) {}", out.dims(), proc_status("VmHWM:"));
+    // Per-shape GEMM time, with SANA_GEMM_STATS=1 (empty otherwise).
+    print!("{}", sana_core::ops::sgemm::sgemm_stats_report());
     Ok(())
 }

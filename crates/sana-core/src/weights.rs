@@ -142,29 +142,38 @@ impl WeightFiles {
         &self.maps[e.file][e.start..e.end]
     }
 
-    /// Load every tensor onto `device` as `dtype` (float tensors; see [`decode_tensor`]), except those
-    /// `keep_mapped` selects: they stay in the file mapping and are read row by row ([`MappedTensor`]).
+    /// Load every tensor onto `device` as `dtype` (float tensors; see [`decode_tensor`]), except where
+    /// `place` says otherwise ([`Placement`]).
     /// Pages of the mapping are released as tensors are converted, so peak RSS stays near the converted size.
     ///
     /// `dtype` is the dtype the tensors are *stored* in. Computation runs in [`compute_dtype`]`(dtype, device)`:
     /// the same on CUDA; f32 on the CPU, where half-precision weights stay half in memory (half the RSS) and
     /// are widened where they are used (see [`Vb::get`] and [`Vb::get_weight`]).
-    pub fn load_all(self: &Arc<Self>, device: &Device, dtype: DType, keep_mapped: &dyn Fn(&str) -> bool) -> Result<ParamStore> {
+    pub fn load_all(self: &Arc<Self>, device: &Device, dtype: DType, place: &dyn Fn(&str) -> Placement) -> Result<ParamStore> {
         let compute = compute_dtype(dtype, device);
         let mut tensors = BTreeMap::new();
         let mut mapped = BTreeMap::new();
+        let mut deferred = BTreeMap::new();
         for (name, e) in &self.index {
-            if keep_mapped(name) {
-                check_decodable(&self.paths[e.file], name, e.dtype)?;
-                mapped.insert(name.clone(), MappedTensor { files: self.clone(), name: name.clone(), entry: e.clone(), dtype: compute });
-                continue;
+            match place(name) {
+                Placement::KeepMapped => {
+                    check_decodable(&self.paths[e.file], name, e.dtype)?;
+                    mapped.insert(name.clone(), MappedTensor { files: self.clone(), name: name.clone(), entry: e.clone(), dtype: compute });
+                }
+                Placement::Defer => {
+                    check_decodable(&self.paths[e.file], name, e.dtype)?;
+                    deferred.insert(name.clone(), DeferredTensor { files: self.clone(), entry: e.clone(), device: device.clone(), dtype });
+                }
+                Placement::Load => {
+                    let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype, &|b| self.release(e.file, b))?;
+                    tensors.insert(name.clone(), t);
+                }
             }
-            let t = decode_tensor(&self.paths[e.file], name, e, self.bytes(e), device, dtype, &|b| self.release(e.file, b))?;
-            tensors.insert(name.clone(), t);
         }
         Ok(ParamStore {
             tensors,
             mapped,
+            deferred,
             sources: self.index.iter().map(|(n, e)| (n.clone(), (self.paths[e.file].clone(), e.dtype))).collect(),
             compute,
             used: Mutex::new(HashSet::new()),
@@ -300,6 +309,37 @@ fn check_decodable(path: &Path, name: &str, dtype: safetensors::Dtype) -> Result
     }
 }
 
+/// Where [`WeightFiles::load_all`] puts a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Decoded now into the store.
+    Load,
+    /// Left in the file mapping, read row by row ([`MappedTensor`]).
+    KeepMapped,
+    /// Decoded when a model asks for it, and not kept by the store ([`DeferredTensor`]).
+    Defer,
+}
+
+/// A tensor decoded only when the model asks for it, for weights the model re-lays out while it builds
+/// (the DiT concatenates q/k/v into one GEMM weight): loaded up front, the originals and the merged copy
+/// would all be resident until the build ends (+30 % of the DiT's weights at load); deferred, each
+/// original is a transient of its own layer.
+#[derive(Clone)]
+pub struct DeferredTensor {
+    files: Arc<WeightFiles>,
+    entry: TensorEntry,
+    device: Device,
+    /// The dtype it is stored in (as loaded tensors are).
+    dtype: DType,
+}
+
+impl DeferredTensor {
+    pub fn load(&self, name: &str) -> Result<Tensor> {
+        let (f, e) = (&self.files, &self.entry);
+        decode_tensor(&f.paths[e.file], name, e, f.bytes(e), &self.device, self.dtype, &|b| f.release(e.file, b))
+    }
+}
+
 /// A 2-D tensor left in the file mapping and read a row at a time — for embedding tables, where a prompt
 /// touches a few hundred of 256,000 rows: Gemma-2's table is 2.4 GB in f32 that never has to be resident.
 #[derive(Clone)]
@@ -382,6 +422,8 @@ pub struct ParamStore {
     pub tensors: BTreeMap<String, Tensor>,
     /// Tensors left in the file mapping (see [`MappedTensor`]).
     pub mapped: BTreeMap<String, MappedTensor>,
+    /// Tensors decoded on request (see [`DeferredTensor`]); a model's views replace them after its build.
+    pub deferred: BTreeMap<String, DeferredTensor>,
     /// Source file and stored dtype of each tensor, for error messages and introspection.
     pub sources: BTreeMap<String, (PathBuf, safetensors::Dtype)>,
     /// The dtype the models compute in (see [`compute_dtype`]); `tensors` may be stored in a narrower one.
@@ -405,7 +447,7 @@ impl ParamStore {
     pub fn from_tensors(tensors: BTreeMap<String, Tensor>) -> Self {
         let sources = tensors.keys().map(|k| (k.clone(), (PathBuf::from("<memory>"), safetensors::Dtype::F32))).collect();
         let compute = tensors.values().next().map(|t| compute_dtype(t.dtype(), t.device())).unwrap_or(DType::F32);
-        ParamStore { tensors, mapped: BTreeMap::new(), sources, compute, used: Mutex::new(HashSet::new()) }
+        ParamStore { tensors, mapped: BTreeMap::new(), deferred: BTreeMap::new(), sources, compute, used: Mutex::new(HashSet::new()) }
     }
 
     pub fn root(self: &Arc<Self>) -> Vb {
@@ -419,24 +461,26 @@ impl ParamStore {
     /// Names present in the checkpoint that no model code asked for (a sign of a config mismatch).
     pub fn unused(&self) -> Vec<String> {
         let used = self.used.lock().expect("poisoned");
-        self.tensors.keys().chain(self.mapped.keys()).filter(|k| !used.contains(*k)).cloned().collect()
+        self.tensors.keys().chain(self.mapped.keys()).chain(self.deferred.keys()).filter(|k| !used.contains(*k)).cloned().collect()
     }
 
     /// Every tensor's name, shape and compute dtype, loaded or mapped.
     pub fn infos(&self) -> Vec<(String, Vec<usize>, DType)> {
         let loaded = self.tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec(), t.dtype()));
         let mapped = self.mapped.iter().map(|(n, m)| (n.clone(), m.dims().to_vec(), m.dtype));
-        let mut all: Vec<_> = loaded.chain(mapped).collect();
+        let deferred = self.deferred.iter().map(|(n, d)| (n.clone(), d.entry.shape.clone(), d.dtype));
+        let mut all: Vec<_> = loaded.chain(mapped).chain(deferred).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
     /// One tensor by name; a mapped one is decoded in full.
     pub fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
-        match (self.tensors.get(name), self.mapped.get(name)) {
-            (Some(t), _) => Ok(Some(t.clone())),
-            (None, Some(m)) => m.load().map(Some),
-            (None, None) => Ok(None),
+        match (self.tensors.get(name), self.mapped.get(name), self.deferred.get(name)) {
+            (Some(t), _, _) => Ok(Some(t.clone())),
+            (None, Some(m), _) => m.load().map(Some),
+            (None, None, Some(d)) => d.load(name).map(Some),
+            (None, None, None) => Ok(None),
         }
     }
 
@@ -486,7 +530,7 @@ impl Vb {
 
     pub fn contains(&self, name: &str) -> bool {
         let full = self.full(name);
-        self.store.tensors.contains_key(&full) || self.store.mapped.contains_key(&full)
+        self.store.tensors.contains_key(&full) || self.store.mapped.contains_key(&full) || self.store.deferred.contains_key(&full)
     }
 
     /// A 2-D lookup table `prefix.name` of exactly `shape`, loaded or left mapped (see [`RowSource`]).
@@ -547,10 +591,15 @@ impl Vb {
     }
 
     fn get_any(&self, full: &str) -> Result<Tensor> {
-        match self.store.tensors.get(full) {
+        let t = match (self.store.tensors.get(full), self.store.deferred.get(full)) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(d)) => Some(d.load(full)?),
+            (None, None) => None,
+        };
+        match t {
             Some(t) => {
                 self.store.used.lock().expect("poisoned").insert(full.to_string());
-                Ok(t.clone())
+                Ok(t)
             }
             None => Err(SanaError::WeightMissing {
                 path: self.store.sources.values().next().map(|s| s.0.clone()).unwrap_or_default(),
@@ -599,8 +648,8 @@ mod tests {
         let path = std::env::temp_dir().join(format!("sana-mapped-{}.safetensors", std::process::id()));
         let values = write_table(&path, 50, 6);
         let files = Arc::new(WeightFiles::open(&[path.clone()])?);
-        let mapped = Arc::new(files.load_all(&Device::Cpu, DType::F32, &|n| n == "emb.weight")?);
-        let loaded = Arc::new(files.load_all(&Device::Cpu, DType::F32, &|_| false)?);
+        let mapped = Arc::new(files.load_all(&Device::Cpu, DType::F32, &|n| if n == "emb.weight" { Placement::KeepMapped } else { Placement::Load })?);
+        let loaded = Arc::new(files.load_all(&Device::Cpu, DType::F32, &|_| Placement::Load)?);
         assert!(mapped.tensors.is_empty() && mapped.mapped.contains_key("emb.weight"));
         let ids = Tensor::new(&[3u32, 0, 49, 3], &Device::Cpu)?;
         let a = mapped.root().get_rows((50, 6), "emb.weight")?.gather(&ids)?;

@@ -293,3 +293,32 @@ fn sixty_layers_load_and_run() {
     let d = (shallow - &out).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d > 1e-3, "60 layers changed nothing ({d})");
 }
+
+/// The weights the DiT merges (attn1 q/k/v, attn2 k/v) are not decoded at load: the build decodes them
+/// into the merged GEMM weight, and `Component::build` then stores the model's views under their names,
+/// so the originals never sit beside the merged copy. The views hold exactly the checkpoint's values,
+/// and the model built this way still matches diffusers.
+#[test]
+fn merged_weights_are_decoded_by_the_build_and_replaced_by_its_views() {
+    let case_name = "transformer_square";
+    let dir = fixtures().join(case(case_name)["model_dir"].as_str().expect("model_dir"));
+    let mut c = Component::<SanaTransformerConfig>::load(ComponentKind::Transformer, &dir, &LoadOptions::default()).expect("load");
+    let names = ["transformer_blocks.0.attn1.to_q.weight", "transformer_blocks.0.attn1.to_v.weight", "transformer_blocks.0.attn2.to_v.bias"];
+    let mut originals = Vec::new();
+    for n in names {
+        assert!(c.store.deferred.contains_key(n) && !c.store.tensors.contains_key(n), "{n} should be deferred at load");
+        originals.push(c.store.tensor(n).expect("decode").expect("present"));
+    }
+    assert!(!c.store.deferred.contains_key("transformer_blocks.0.attn2.to_q.weight"), "attn2.to_q is not merged");
+    let model: SanaTransformer2DModel = c.build().expect("build");
+    assert!(c.store.deferred.is_empty(), "left deferred: {:?}", c.store.deferred.keys().collect::<Vec<_>>());
+    for (n, want) in names.iter().zip(&originals) {
+        let got = c.store.tensors.get(*n).expect("view stored");
+        let diff = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0, "{n}");
+    }
+    assert!(c.store.unused().is_empty());
+    let got = model.forward(&input(case_name)).expect("forward");
+    let (atol, rtol) = tolerance(case_name);
+    assert_close(case_name, &got, &case_tensor(case_name, "output"), atol, rtol);
+}

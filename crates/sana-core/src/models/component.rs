@@ -3,7 +3,7 @@
 
 use crate::config::{load_config, ValidateConfig};
 use crate::device::{resolve_device, resolve_dtype};
-use crate::weights::{ParamStore, Vb, WeightFiles};
+use crate::weights::{ParamStore, Placement, Vb, WeightFiles};
 use crate::{Result, SanaError};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,15 @@ pub enum ComponentKind {
 }
 
 impl ComponentKind {
+    /// Checkpoint tensors this kind's model concatenates while it builds (the DiT blocks' attn1 q/k/v and
+    /// attn2 k/v, see `MergedLinear`): decoded when the build asks for them ([`Placement::Defer`]).
+    pub fn merged_at_build(self, name: &str) -> bool {
+        const MERGED: [&str; 5] = [".attn1.to_q.", ".attn1.to_k.", ".attn1.to_v.", ".attn2.to_k.", ".attn2.to_v."];
+        matches!(self, ComponentKind::Transformer | ComponentKind::ControlNet)
+            && name.starts_with("transformer_blocks.")
+            && MERGED.iter().any(|m| name.contains(m))
+    }
+
     /// `_class_name` values accepted in `config.json`.
     pub fn classes(self) -> &'static [&'static str] {
         match self {
@@ -81,7 +90,12 @@ impl<C: for<'de> Deserialize<'de> + ValidateConfig> Component<C> {
         // On CPU the text encoder's embedding table stays in the file mapping: a prompt reads a few hundred of its
         // 256,000 rows, so the other 2.4 GB (f32) never become resident.
         let keep_mapped = |name: &str| kind == ComponentKind::TextEncoder && device.is_cpu() && name.ends_with("embed_tokens.weight");
-        let store = Arc::new(files.load_all(&device, dtype, &keep_mapped)?);
+        let place = |name: &str| match () {
+            _ if keep_mapped(name) => Placement::KeepMapped,
+            _ if kind.merged_at_build(name) => Placement::Defer,
+            _ => Placement::Load,
+        };
+        let store = Arc::new(files.load_all(&device, dtype, &place)?);
         Ok(Component { kind, dir: dir.to_path_buf(), config, config_json, store, device, dtype })
     }
 
@@ -107,6 +121,7 @@ impl<C: Serialize> Component<C> {
         let model = self.build_model::<M>()?;
         if let Some(store) = Arc::get_mut(&mut self.store) {
             for (name, view) in model.shared_weights() {
+                store.deferred.remove(&name);
                 store.tensors.insert(name, view);
             }
         }

@@ -17,6 +17,9 @@ use rayon::prelude::*;
 /// Upper bound for one band's im2col buffer.
 pub const BAND_BYTES: usize = 32 << 20;
 
+/// Output columns (pixels of a band) the per-tap path runs all its taps over before moving on.
+const TAP_COLUMNS: usize = 3072;
+
 /// Upper bound for each of the per-tap path's input and output band buffers: larger than [`BAND_BYTES`]
 /// so that DC-AE's stages run as one or a few long GEMMs per tap (each band repacks the weights), while
 /// a 1024² decode holds at most 2 × 128 MB for them (unbanded, its first stage took 2 × 0.54 GB).
@@ -122,11 +125,18 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usi
             });
             let ob = &mut oband[..cout * q];
             ob.par_chunks_mut(q).enumerate().for_each(|(co, o)| o.fill(bias[co]));
-            for ky in 0..k {
-                for kx in 0..k {
-                    // lhs (co, ci) = W[co, ci, ky, kx]; rhs (ci, q) = xband[ci·xlen + ky·Wp + kx + q].
-                    let lhs = Strided { offset: ky * k + kx, rs: cin * k * k, cs: k * k };
-                    gemm_acc([cout, q, cin], (&mut *ob, Strided::rows(0, q)), (ws, lhs), (&xband, Strided::rows(ky * wp + kx, xlen)));
+            // Column block by column block, all k² taps on one block before the next: the block's
+            // Cout × TAP_COLUMNS outputs stay in cache (and its pages in the TLB) across the taps, where
+            // tap after tap over the whole band streamed Cout·Q values (tens of MB) k² times.
+            for q0 in (0..q).step_by(TAP_COLUMNS) {
+                let qc = TAP_COLUMNS.min(q - q0);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        // lhs (co, ci) = W[co, ci, ky, kx]; rhs (ci, q) = xband[ci·xlen + ky·Wp + kx + q].
+                        let lhs = Strided { offset: ky * k + kx, rs: cin * k * k, cs: k * k };
+                        let rhs = Strided::rows(ky * wp + kx + q0, xlen);
+                        gemm_acc([cout, qc, cin], (&mut *ob, Strided::rows(q0, q)), (ws, lhs), (&xband, rhs));
+                    }
                 }
             }
             on.par_chunks_mut(h * w).zip(ob.par_chunks(q)).for_each(|(dst, src)| {
