@@ -295,8 +295,18 @@ fn pack_rows<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usi
             let row = v.ptr(0, p);
             for jp in 0..panels {
                 let dst = out.as_mut_ptr().add(jp * depth * lanes + p * lanes);
-                for w in 0..lanes.min(wn - jp * lanes) {
-                    *dst.add(w) = P::from_f32((*row.add(jp * lanes + w)).to_f32());
+                let (src, n) = (row.add(jp * lanes), lanes.min(wn - jp * lanes));
+                if n == 16 {
+                    // A full 16-lane row with a constant trip count: inlined vector moves. With a run-time
+                    // count LLVM calls memcpy for every 64 bytes (10 % of a DC-AE decode, perf).
+                    let (s16, d16) = (&*src.cast::<[T; 16]>(), &mut *dst.cast::<[P; 16]>());
+                    for w in 0..16 {
+                        d16[w] = P::from_f32(s16[w].to_f32());
+                    }
+                } else {
+                    for w in 0..n {
+                        *dst.add(w) = P::from_f32((*src.add(w)).to_f32());
+                    }
                 }
             }
         }
