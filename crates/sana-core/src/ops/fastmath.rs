@@ -62,6 +62,7 @@ macro_rules! dispatch {
         }
     };
 }
+pub(crate) use dispatch;
 
 dispatch!(
     /// xs[i] = exp(xs[i]).
