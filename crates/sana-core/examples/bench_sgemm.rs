@@ -67,6 +67,41 @@ fn gemm_crate([m, n, k]: [usize; 3], nk: bool, dst: &mut [f32], lhs: &[f32], rhs
     }
 }
 
+/// The machine's multiply-add ceiling: 12 independent 8-wide FMA chains (as many accumulators as the 6×16
+/// kernel), `iters` rounds, nothing loaded or stored. GFLOP/s on the calling thread.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_peak(iters: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    let t = Instant::now();
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = _mm256_fmadd_ps(*c, a, b);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let mut sink = [0f32; 8];
+    _mm256_storeu_ps(sink.as_mut_ptr(), acc.iter().fold(_mm256_setzero_ps(), |s, c| _mm256_add_ps(s, *c)));
+    std::hint::black_box(sink);
+    (iters * 12 * 16) as f64 / secs / 1e9
+}
+
+/// FMA ceiling on 1 and on 2 threads at once (best of `runs`), when the CPU has AVX2 + FMA.
+fn print_fma_peak(runs: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        let iters = 200_000_000;
+        // SAFETY: the CPU has the features fma_peak is compiled for.
+        let one = (0..runs).map(|_| unsafe { fma_peak(iters) }).fold(0f64, f64::max);
+        let two = (0..runs)
+            .map(|_| std::thread::scope(|s| [s.spawn(|| unsafe { fma_peak(iters) }), s.spawn(|| unsafe { fma_peak(iters) })].map(|h| h.join().unwrap_or(0.0)).iter().sum::<f64>()))
+            .fold(0f64, f64::max);
+        println!("FMA ceiling (no memory traffic): {one:.1} GFLOP/s on 1 thread, {two:.1} on 2");
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
@@ -74,6 +109,7 @@ fn load_average() -> String {
 fn main() -> candle_core::Result<()> {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     println!("kernel {}, best of {runs}, load average {}", cpu_gemm_kernel(), load_average());
+    print_fma_peak(runs);
     println!("GFLOP/s from the best wall time / GFLOP per CPU-second (all threads)");
     println!("{:<30} {:>3} {:>13} {:>13} {:>13} {:>13}", "shape (m×n←k)", "thr", "ours f32", "ours bf16", "gemm f32", "candle f32");
     let only = std::env::args().nth(2).unwrap_or_default();
