@@ -110,7 +110,9 @@ fn main() -> sana_core::Result<()> {
     let dir = PathBuf::from(std::env::var("DCAE_BENCH_DIR").unwrap_or_else(|_| "/tmp/dcae-f32c32-random".into()));
     ensure_checkpoint(&dir, &cfg)?;
     let t0 = Instant::now();
-    let component = Component::<AutoencoderDCConfig>::load(ComponentKind::Vae, &dir, &LoadOptions::default())?;
+    // DCAE_BENCH_DTYPE=bfloat16: weights held bf16 (compute stays f32).
+    let opts = LoadOptions { dtype: std::env::var("DCAE_BENCH_DTYPE").unwrap_or_else(|_| "auto".into()), ..LoadOptions::default() };
+    let component = Component::<AutoencoderDCConfig>::load(ComponentKind::Vae, &dir, &opts)?;
     let model = AutoencoderDC::build(&component)?;
     drop(component); // the model holds its own references to the weights
     println!("loaded random dc-ae-f32c32 from {} in {:.1}s; RSS after load {}", dir.display(), t0.elapsed().as_secs_f64(), proc_status("VmRSS:"));
