@@ -2,10 +2,12 @@
 //! `models/sana_transformer.rs` runs them, timed one by one (f32, 32×32 latents, batch 2 = one CFG step,
 //! 300 caption tokens, random weights). Multiply by 28 blocks for a forward. As the model does: attn1's
 //! q/k/v are one GEMM over the merged [3D, D] weight, and attn2's caption K/V (one [2·inner, D] GEMM) are
-//! computed once per generation (the caption cache), reported apart from the per-step total.
+//! computed once per generation (the caption cache), reported apart from the per-step total. GEMMs go
+//! through the model's `Linear` (our CPU GEMM) and the cross-attention through its op, as in the model.
 //! cargo run --release -p sana-core --example profile_dit_block [-- RUNS]
 use candle_core::{DType, Device, Tensor};
-use sana_core::ops::softmax::scaled_softmax;
+use sana_core::models::linear::Linear;
+use sana_core::ops::cross_attention::cross_attention;
 use sana_core::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, silu_depthwise_conv2d_glu};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -23,14 +25,13 @@ fn main() -> sana_core::Result<()> {
     let x = r(&[b, n, d], 1.0)?;
     let ctx = r(&[b, s, d], 1.0)?;
     let m = r(&[b, 6, d], 0.1)?;
-    let linear = |x: &Tensor, wt: &Tensor| -> sana_core::Result<Tensor> {
-        let (bb, nn, i) = x.dims3()?;
-        Ok(x.reshape((bb * nn, i))?.matmul(&wt.t()?)?.reshape((bb, nn, wt.dim(0)?))?)
-    };
+    // The model's Linear (our CPU GEMM), as the blocks run it.
+    let lin_of = |wt: &Tensor| Linear::from_weight(wt.clone(), None, "profile");
+    let (l_qkv, l_o, l_cq, l_ckv, l_co, l_inv, l_pt) = (lin_of(&wqkv), lin_of(&wo), lin_of(&cq), lin_of(&ckv), lin_of(&co), lin_of(&w_inv), lin_of(&w_pt));
     let split = |t: &Tensor, len: usize| t.reshape((b, len, xheads, xdim))?.transpose(1, 2)?.contiguous();
     // Once per generation: the caption's K and V for this block (one merged GEMM, heads split).
     let t0 = Instant::now();
-    let kv = linear(&ctx, &ckv)?;
+    let kv = l_ckv.forward(&ctx)?;
     let (ckh, cvh) = (split(&kv.narrow(2, 0, xheads * xdim)?, s)?, split(&kv.narrow(2, xheads * xdim, xheads * xdim)?, s)?);
     let caption_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -42,34 +43,28 @@ fn main() -> sana_core::Result<()> {
         let mut t0 = Instant::now();
         let nx = modulated_layer_norm(&x, &m.narrow(1, 0, 1)?, &m.narrow(1, 1, 1)?, 1e-6, None)?;
         lap("1 norm1 (modulated)", &mut t0);
-        let qkv = linear(&nx, &wqkv)?;
+        let qkv = l_qkv.forward(&nx)?;
         let (q, k, v) = (qkv.narrow(2, 0, d)?, qkv.narrow(2, d, d)?, qkv.narrow(2, 2 * d, d)?);
         lap("2 attn1 merged q/k/v GEMM", &mut t0);
         let a = relu_linear_attention(&q, &k, &v, heads, 1e-15)?;
         lap("3 attn1 linear attention", &mut t0);
-        let o = linear(&a, &wo)?;
+        let o = l_o.forward(&a)?;
         lap("4 attn1 out GEMM", &mut t0);
         let x1 = gated_residual(&x, &o, &m.narrow(1, 2, 1)?)?;
         lap("5 gated residual 1", &mut t0);
-        let cqv = split(&linear(&x1, &cq)?, n)?;
-        lap("6 attn2 q GEMM + head split", &mut t0);
-        let logits = cqv.matmul(&ckh.t()?)?;
-        lap("7 attn2 scores GEMM", &mut t0);
-        let p = scaled_softmax(&logits, 1.0 / (xdim as f64).sqrt(), None)?;
-        lap("7 attn2 softmax", &mut t0);
-        let ao = p.matmul(&cvh)?.transpose(1, 2)?.reshape((b, n, xheads * xdim))?;
-        lap("8 attn2 p·v + head merge", &mut t0);
-        let x2 = (&x1 + linear(&ao, &co)?)?;
+        let cqv = l_cq.forward(&x1)?;
+        lap("6 attn2 q GEMM", &mut t0);
+        let ao = cross_attention(&cqv, &ckh, &cvh, 1.0 / (xdim as f64).sqrt(), None)?;
+        lap("7 attn2 q·kᵀ, softmax, p·v", &mut t0);
+        let x2 = (&x1 + l_co.forward(&ao)?)?;
         lap("9 attn2 out GEMM + residual", &mut t0);
         let nx = modulated_layer_norm(&x2, &m.narrow(1, 3, 1)?, &m.narrow(1, 4, 1)?, 1e-6, None)?;
         lap("a norm2 (modulated)", &mut t0);
-        let y = w_inv.broadcast_as((b, 2 * hid, d))?.matmul(&nx.transpose(1, 2)?)?;
+        let y = l_inv.forward_channels(&nx.transpose(1, 2)?)?;
         lap("b ff conv_inverted GEMM", &mut t0);
         let y = silu_depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &w_dw, Some(&b_dw))?;
         lap("c ff silu + depthwise + GLU", &mut t0);
-        let y = y.reshape((b, hid, n))?;
-        let rows = (0..b).map(|i| y.get(i)?.t()?.matmul(&w_pt.t()?)).collect::<candle_core::Result<Vec<_>>>()?;
-        let y = Tensor::stack(&rows, 0)?;
+        let y = l_pt.forward_channels_to_tokens(&y.reshape((b, hid, n))?)?;
         lap("d ff conv_point GEMM", &mut t0);
         let out = gated_residual(&x2, &y, &m.narrow(1, 5, 1)?)?;
         lap("e gated residual 2", &mut t0);
