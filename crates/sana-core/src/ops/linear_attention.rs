@@ -10,7 +10,7 @@
 //! Here: kv = Σₙ vₙ kₙᵀ (d×d), ksum = Σₙ kₙ, outₙ = kv qₙ / (ksum·qₙ + eps) — the same sums without the
 //! padded copy of V.
 
-use super::{is_cpu_f32, with_cpu_f32};
+use super::is_cpu_f32;
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
@@ -33,51 +33,105 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
     }
     // Per (batch, head): kvᵀ as d rows of d + 1 values, row j = Σₙ relu(kₙ)ⱼ · [vₙ, 1] (V padded with a
     // one, as diffusers pads it: the last column is ksum). Both phases are then axpy loops over a
-    // contiguous row (they vectorise; a dot product's sequential f32 sum would not).
+    // contiguous row (they vectorise; a dot product's sequential f32 sum would not). q, k and v are read
+    // in place through their row stride: as narrow views of the merged q/k/v GEMM output they are not
+    // contiguous, and copying them cost more than the attention itself.
     let w = d + 1;
-    let kv_all = with_cpu_f32(k, |ks| {
-        with_cpu_f32(v, |vs| {
+    let (kr, vr, qr) = (TokenRows::of(k)?, TokenRows::of(v)?, TokenRows::of(q)?);
+    let kv_all = kr.with(|ks, kb| {
+        vr.with(|vs, vb| {
             (0..b * heads)
                 .into_par_iter()
                 .map(|bh| {
                     let (bi, h) = (bh / heads, bh % heads);
                     let mut kvt = vec![0f32; d * w];
-                    let mut vpad = vec![1f32; w];
-                    for t in 0..n {
-                        let base = (bi * n + t) * c + h * d;
-                        vpad[..d].copy_from_slice(&vs[base..base + d]);
-                        for (row, &kj) in kvt.chunks_exact_mut(w).zip(&ks[base..base + d]) {
-                            let kj = kj.max(0.0);
-                            if kj != 0.0 {
-                                row.iter_mut().zip(&vpad).for_each(|(a, v)| *a += kj * v);
-                            }
-                        }
-                    }
+                    let ([k0, krs], [v0, vrs]) = (kb.head(bi, n, h * d), vb.head(bi, n, h * d));
+                    kv_head(ks, k0, krs, vs, v0, vrs, n, d, &mut kvt);
                     kvt
                 })
                 .collect::<Vec<_>>()
         })
     })??;
-    let out = with_cpu_f32(q, |qs| {
+    let out = qr.with(|qs, qb| {
         let mut out = vec![0f32; b * n * c];
         out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
-            let bi = bt / n;
-            let qrow = &qs[bt * c..(bt + 1) * c];
-            for h in 0..heads {
-                let (kvt, qh, oh) = (&kv_all[bi * heads + h], &qrow[h * d..(h + 1) * d], &mut o[h * d..(h + 1) * d]);
-                match w {
-                    33 => apply_head::<33>(kvt, qh, eps as f32, oh), // d = 32: Sana's DiT and DC-AE
-                    _ => apply_head_any(kvt, qh, eps as f32, oh),
-                }
-            }
+            let (bi, t) = (bt / n, bt % n);
+            let [q0, qrs] = qb.head(bi, n, 0);
+            apply_row(&kv_all[bi * heads..(bi + 1) * heads], &qs[q0 + t * qrs..q0 + t * qrs + c], d, eps as f32, o);
         });
         out
     })?;
     Ok(Tensor::from_vec(out, (b, n, c), q.device())?.to_dtype(out_dtype)?)
 }
 
+/// A CPU f32 tensor [B, N, C] whose rows (tokens) are contiguous along C, wherever they lie: a narrow view
+/// of a wider [B, N, C'] tensor qualifies. Anything else is made contiguous first.
+struct TokenRows {
+    t: Tensor,
+}
+
+/// Where batch item `bi`'s rows are: element (bi, t, ch) at `offset + bi·batch + t·row + ch`.
+#[derive(Clone, Copy)]
+struct RowLayout {
+    offset: usize,
+    batch: usize,
+    row: usize,
+}
+
+impl RowLayout {
+    /// [offset of (bi, 0, ch), row stride].
+    fn head(&self, bi: usize, _n: usize, ch: usize) -> [usize; 2] {
+        [self.offset + bi * self.batch + ch, self.row]
+    }
+}
+
+impl TokenRows {
+    fn of(x: &Tensor) -> Result<Self> {
+        let st = x.stride();
+        Ok(TokenRows { t: if st[2] == 1 { x.clone() } else { x.contiguous()? } })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&[f32], RowLayout) -> R) -> Result<R> {
+        let (storage, layout) = self.t.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Err(candle_core::Error::Msg("linear attention: checked CPU tensor".into()).into());
+        };
+        let st = layout.stride();
+        Ok(f(cpu.as_slice::<f32>()?, RowLayout { offset: layout.start_offset(), batch: st[0], row: st[1] }))
+    }
+}
+
+super::fastmath::dispatch!(
+    /// kvt (d rows of d + 1) = Σₜ relu(k[t]) ⊗ [v[t], 1] for one head: k[t] at `k0 + t·krs`, v likewise.
+    kv_head, (ks: &[f32], k0: usize, krs: usize, vs: &[f32], v0: usize, vrs: usize, n: usize, d: usize, kvt: &mut [f32]), {
+    let w = d + 1;
+    let mut vpad = vec![1f32; w];
+    for t in 0..n {
+        vpad[..d].copy_from_slice(&vs[v0 + t * vrs..v0 + t * vrs + d]);
+        for (row, &kj) in kvt.chunks_exact_mut(w).zip(&ks[k0 + t * krs..k0 + t * krs + d]) {
+            let kj = kj.max(0.0);
+            if kj != 0.0 {
+                row.iter_mut().zip(&vpad).for_each(|(a, v)| *a += kj * v);
+            }
+        }
+    }
+});
+
+super::fastmath::dispatch!(
+    /// One token's output over every head: `kv` the heads' kvᵀ, `q` the token's row.
+    apply_row, (kv: &[Vec<f32>], q: &[f32], d: usize, eps: f32, out: &mut [f32]), {
+    for (h, kvt) in kv.iter().enumerate() {
+        let (qh, oh) = (&q[h * d..(h + 1) * d], &mut out[h * d..(h + 1) * d]);
+        match d + 1 {
+            33 => apply_head::<33>(kvt, qh, eps, oh), // d = 32: Sana's DiT and DC-AE
+            _ => apply_head_any(kvt, qh, eps, oh),
+        }
+    }
+});
+
 /// One token, one head: acc = Σⱼ relu(q)ⱼ · kvᵀ[j] = [kv·q, ksum·q]; out = acc[..d] / (acc[d] + eps).
 /// With the row width a constant, `acc` lives in registers across the j loop.
+#[inline(always)]
 fn apply_head<const W: usize>(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
     let mut acc = [0f32; W];
     for (row, &qj) in kvt.chunks_exact(W).zip(q) {
@@ -91,6 +145,7 @@ fn apply_head<const W: usize>(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32])
 }
 
 /// [`apply_head`] for any head dim.
+#[inline(always)]
 fn apply_head_any(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
     let w = q.len() + 1;
     let mut acc = vec![0f32; w];
@@ -153,6 +208,25 @@ mod tests {
                 let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 assert!(diff <= 1e-4 * scale.max(1.0), "{:?}: diff {diff}", (b, n, heads, d));
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn reads_narrow_views_of_a_merged_projection_in_place() -> Result<()> {
+        // q, k, v as the DiT produces them: narrow views of one [B, N, 3C] GEMM output (row stride 3C), and
+        // a transposed (channel-strided) one that has to be copied; both equal the contiguous result.
+        let dev = Device::Cpu;
+        let (b, n, heads, d) = (2, 37, 3, 32);
+        let c = heads * d;
+        let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * c), &dev)?;
+        let (q, k, v) = (qkv.narrow(2, 0, c)?, qkv.narrow(2, c, c)?, qkv.narrow(2, 2 * c, c)?);
+        assert!(!q.is_contiguous());
+        let want = relu_linear_attention(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?, heads, 1e-15)?;
+        let vt = v.contiguous()?.transpose(1, 2)?.contiguous()?.transpose(1, 2)?;
+        for got in [relu_linear_attention(&q, &k, &v, heads, 1e-15)?, relu_linear_attention(&q, &k, &vt, heads, 1e-15)?] {
+            let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0);
         }
         Ok(())
     }
