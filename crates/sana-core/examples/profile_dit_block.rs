@@ -5,6 +5,11 @@
 //! computed once per generation (the caption cache), reported apart from the per-step total. GEMMs go
 //! through the model's `Linear` (our CPU GEMM) and the cross-attention through its op, as in the model.
 //! cargo run --release -p sana-core --example profile_dit_block [-- RUNS]
+
+// As in the Node addon: freed activation blocks are reused instead of page-faulted in again.
+#[global_allocator]
+static ALLOC: sana_core::alloc_cache::LargeBlockCache = sana_core::alloc_cache::LargeBlockCache::new();
+
 use candle_core::{DType, Device, Tensor};
 use sana_core::models::linear::Linear;
 use sana_core::ops::cross_attention::cross_attention;

@@ -95,17 +95,25 @@ pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<
     let c = c2 / 2;
     let bias_v = bias_or_zeros(bias, c2)?;
     let (hw, kk) = (h * w, kh * kh);
+    let (r, wp) = (kh / 2, w + kh - 1);
     let out = with_cpu_f32(weight, |wv| with_cpu_f32(x, |xs| {
         let mut out = vec![0f32; b * c * hw];
         out.par_chunks_mut(hw).enumerate().for_each(|(bc, o)| {
             let (n, ch) = (bc / c, bc % c);
             let plane = |k: usize| &xs[(n * c2 + k) * hw..(n * c2 + k + 1) * hw];
-            let (mut act, mut gate) = (vec![0f32; hw], vec![0f32; hw]);
+            // The SiLU'd input goes into a zero-bordered plane, so every tap reads whole rows (no clipped
+            // row ends: at 32×32 those were a scalar tail on two thirds of the taps).
+            let (mut act, mut gate) = (vec![0f32; (h + kh - 1) * wp], vec![0f32; hw]);
+            let silu_padded = |src: &[f32], act: &mut [f32]| {
+                for (y, row) in src.chunks_exact(w).enumerate() {
+                    fastmath::silu_into(row, &mut act[(y + r) * wp + r..(y + r) * wp + r + w]);
+                }
+            };
             // gate = conv(silu(x[C + ch])), then o = conv(silu(x[ch])) · silu(gate).
-            fastmath::silu_into(plane(c + ch), &mut act);
-            conv_plane(&act, &wv[(c + ch) * kk..(c + ch + 1) * kk], bias_v[c + ch], h, w, kh, &mut gate);
-            fastmath::silu_into(plane(ch), &mut act);
-            conv_plane(&act, &wv[ch * kk..(ch + 1) * kk], bias_v[ch], h, w, kh, o);
+            silu_padded(plane(c + ch), &mut act);
+            conv_plane_padded(&act, &wv[(c + ch) * kk..(c + ch + 1) * kk], bias_v[c + ch], h, w, kh, &mut gate);
+            silu_padded(plane(ch), &mut act);
+            conv_plane_padded(&act, &wv[ch * kk..(ch + 1) * kk], bias_v[ch], h, w, kh, o);
             fastmath::mul_silu_in_place(o, &gate);
         });
         out
@@ -135,6 +143,25 @@ fastmath::dispatch!(
                 let orow = &mut out[y * w + x0..y * w + x1];
                 let irow = &x[iy * w + x0 + dx - r..iy * w + x1 + dx - r];
                 for (o, i) in orow.iter_mut().zip(irow) {
+                    *o += kv * i;
+                }
+            }
+        }
+    }
+});
+
+fastmath::dispatch!(
+    /// [`conv_plane`] over an input already zero-padded by ks / 2 on every side (rows of w + ks − 1):
+    /// every tap is a whole-row axpy. Same sums in the same order (a padded zero adds ±0).
+    conv_plane_padded, (xp: &[f32], k: &[f32], bias: f32, h: usize, w: usize, ks: usize, out: &mut [f32]), {
+    let wp = w + ks - 1;
+    out.fill(bias);
+    for dy in 0..ks {
+        for dx in 0..ks {
+            let kv = k[dy * ks + dx];
+            for y in 0..h {
+                let irow = &xp[(y + dy) * wp + dx..(y + dy) * wp + dx + w];
+                for (o, i) in out[y * w..(y + 1) * w].iter_mut().zip(irow) {
                     *o += kv * i;
                 }
             }
