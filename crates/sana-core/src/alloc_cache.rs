@@ -84,11 +84,7 @@ impl LargeBlockCache {
     /// Return every kept block to the system (e.g. when a long-lived process goes idle).
     pub fn release(&self) {
         if let Ok(mut s) = self.slots.lock() {
-            for b in s.blocks.iter_mut().filter_map(Option::take) {
-                // SAFETY: the block came from System with exactly this size and alignment.
-                unsafe { System.dealloc(b.ptr as *mut u8, Layout::from_size_align_unchecked(b.size, b.align)) };
-            }
-            s.bytes = 0;
+            while s.free_oldest() {}
         }
     }
 
@@ -111,19 +107,21 @@ impl LargeBlockCache {
             return Some(b.ptr as *mut u8);
         }
         let cap = self.cap();
-        while s.bytes + size > cap {
-            let Some(i) = oldest(&s.blocks) else { break };
-            let b = s.blocks[i].take()?;
-            s.bytes -= b.size;
-            // SAFETY: as in `release`.
-            unsafe { System.dealloc(b.ptr as *mut u8, Layout::from_size_align_unchecked(b.size, b.align)) };
-        }
+        while s.bytes + size > cap && s.free_oldest() {}
         None
     }
 }
 
-fn oldest(blocks: &[Option<Block>]) -> Option<usize> {
-    blocks.iter().enumerate().filter_map(|(i, b)| b.map(|b| (i, b.age))).min_by_key(|&(_, age)| age).map(|(i, _)| i)
+impl Slots {
+    /// Return the oldest kept block to the system; false when none is kept.
+    fn free_oldest(&mut self) -> bool {
+        let oldest = self.blocks.iter().enumerate().filter_map(|(i, b)| b.map(|b| (i, b.age))).min_by_key(|&(_, age)| age);
+        let Some(b) = oldest.and_then(|(i, _)| self.blocks[i].take()) else { return false };
+        self.bytes -= b.size;
+        // SAFETY: the block came from System with exactly this size and alignment.
+        unsafe { System.dealloc(b.ptr as *mut u8, Layout::from_size_align_unchecked(b.size, b.align)) };
+        true
+    }
 }
 
 // SAFETY: every pointer handed out comes from System with the layout (size rounded to the class) that
@@ -158,12 +156,7 @@ unsafe impl GlobalAlloc for LargeBlockCache {
         let Ok(mut s) = self.slots.lock() else {
             return System.dealloc(ptr, system);
         };
-        while s.bytes + size > cap || s.blocks.iter().all(Option::is_some) {
-            let Some(i) = oldest(&s.blocks) else { break };
-            let b = s.blocks[i].take().expect("oldest is a kept block");
-            s.bytes -= b.size;
-            System.dealloc(b.ptr as *mut u8, Layout::from_size_align_unchecked(b.size, b.align));
-        }
+        while (s.bytes + size > cap || s.blocks.iter().all(Option::is_some)) && s.free_oldest() {}
         if s.bytes + size > cap {
             return System.dealloc(ptr, system);
         }

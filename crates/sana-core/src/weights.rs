@@ -476,11 +476,18 @@ impl ParamStore {
 
     /// One tensor by name; a mapped one is decoded in full.
     pub fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
-        match (self.tensors.get(name), self.mapped.get(name), self.deferred.get(name)) {
-            (Some(t), _, _) => Ok(Some(t.clone())),
-            (None, Some(m), _) => m.load().map(Some),
-            (None, None, Some(d)) => d.load(name).map(Some),
-            (None, None, None) => Ok(None),
+        match self.mapped.get(name) {
+            Some(m) if !self.tensors.contains_key(name) => m.load().map(Some),
+            _ => self.loaded_or_deferred(name),
+        }
+    }
+
+    /// A loaded tensor, or a deferred one decoded now (what models build from; mapped tables are read by row).
+    fn loaded_or_deferred(&self, name: &str) -> Result<Option<Tensor>> {
+        match (self.tensors.get(name), self.deferred.get(name)) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(d)) => d.load(name).map(Some),
+            (None, None) => Ok(None),
         }
     }
 
@@ -591,12 +598,7 @@ impl Vb {
     }
 
     fn get_any(&self, full: &str) -> Result<Tensor> {
-        let t = match (self.store.tensors.get(full), self.store.deferred.get(full)) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(d)) => Some(d.load(full)?),
-            (None, None) => None,
-        };
-        match t {
+        match self.store.loaded_or_deferred(full)? {
             Some(t) => {
                 self.store.used.lock().expect("poisoned").insert(full.to_string());
                 Ok(t)

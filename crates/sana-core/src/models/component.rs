@@ -89,11 +89,14 @@ impl<C: for<'de> Deserialize<'de> + ValidateConfig> Component<C> {
         let files = Arc::new(WeightFiles::open_component(dir, kind.weight_bases(), opts.variant.as_deref())?);
         // On CPU the text encoder's embedding table stays in the file mapping: a prompt reads a few hundred of its
         // 256,000 rows, so the other 2.4 GB (f32) never become resident.
-        let keep_mapped = |name: &str| kind == ComponentKind::TextEncoder && device.is_cpu() && name.ends_with("embed_tokens.weight");
-        let place = |name: &str| match () {
-            _ if keep_mapped(name) => Placement::KeepMapped,
-            _ if kind.merged_at_build(name) => Placement::Defer,
-            _ => Placement::Load,
+        let place = |name: &str| {
+            if kind == ComponentKind::TextEncoder && device.is_cpu() && name.ends_with("embed_tokens.weight") {
+                Placement::KeepMapped
+            } else if kind.merged_at_build(name) {
+                Placement::Defer
+            } else {
+                Placement::Load
+            }
         };
         let store = Arc::new(files.load_all(&device, dtype, &place)?);
         Ok(Component { kind, dir: dir.to_path_buf(), config, config_json, store, device, dtype })

@@ -215,7 +215,7 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
         match &bias {
             Some(b) => {
                 let mut v = Vec::with_capacity(len);
-                (0..len / b.len()).for_each(|_| v.extend_from_slice(b));
+                (0..len.checked_div(b.len()).unwrap_or(0)).for_each(|_| v.extend_from_slice(b));
                 v
             }
             None => vec![0f32; len],

@@ -30,7 +30,9 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
             let mut out = vec![0f32; b * c * h * w];
             out.par_chunks_mut(h * w).enumerate().for_each(|(bc, o)| {
                 let ch = bc % c;
-                conv_plane(&xs[bc * h * w..(bc + 1) * h * w], &wv[ch * kh * kh..(ch + 1) * kh * kh], bias_v[ch], h, w, kh, o);
+                let mut padded = vec![0f32; (h + kh - 1) * (w + kh - 1)];
+                pad_plane(&xs[bc * h * w..(bc + 1) * h * w], w, kh / 2, &mut padded, |src, dst| dst.copy_from_slice(src));
+                conv_plane(&padded, &wv[ch * kh * kh..(ch + 1) * kh * kh], bias_v[ch], h, w, kh, o);
             });
             out
         })
@@ -95,25 +97,17 @@ pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<
     let c = c2 / 2;
     let bias_v = bias_or_zeros(bias, c2)?;
     let (hw, kk) = (h * w, kh * kh);
-    let (r, wp) = (kh / 2, w + kh - 1);
     let out = with_cpu_f32(weight, |wv| with_cpu_f32(x, |xs| {
         let mut out = vec![0f32; b * c * hw];
         out.par_chunks_mut(hw).enumerate().for_each(|(bc, o)| {
             let (n, ch) = (bc / c, bc % c);
             let plane = |k: usize| &xs[(n * c2 + k) * hw..(n * c2 + k + 1) * hw];
-            // The SiLU'd input goes into a zero-bordered plane, so every tap reads whole rows (no clipped
-            // row ends: at 32×32 those were a scalar tail on two thirds of the taps).
-            let (mut act, mut gate) = (vec![0f32; (h + kh - 1) * wp], vec![0f32; hw]);
-            let silu_padded = |src: &[f32], act: &mut [f32]| {
-                for (y, row) in src.chunks_exact(w).enumerate() {
-                    fastmath::silu_into(row, &mut act[(y + r) * wp + r..(y + r) * wp + r + w]);
-                }
-            };
+            let (mut act, mut gate) = (vec![0f32; (h + kh - 1) * (w + kh - 1)], vec![0f32; hw]);
             // gate = conv(silu(x[C + ch])), then o = conv(silu(x[ch])) · silu(gate).
-            silu_padded(plane(c + ch), &mut act);
-            conv_plane_padded(&act, &wv[(c + ch) * kk..(c + ch + 1) * kk], bias_v[c + ch], h, w, kh, &mut gate);
-            silu_padded(plane(ch), &mut act);
-            conv_plane_padded(&act, &wv[ch * kk..(ch + 1) * kk], bias_v[ch], h, w, kh, o);
+            pad_plane(plane(c + ch), w, kh / 2, &mut act, fastmath::silu_into);
+            conv_plane(&act, &wv[(c + ch) * kk..(c + ch + 1) * kk], bias_v[c + ch], h, w, kh, &mut gate);
+            pad_plane(plane(ch), w, kh / 2, &mut act, fastmath::silu_into);
+            conv_plane(&act, &wv[ch * kk..(ch + 1) * kk], bias_v[ch], h, w, kh, o);
             fastmath::mul_silu_in_place(o, &gate);
         });
         out
@@ -121,39 +115,20 @@ pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
-fastmath::dispatch!(
-    /// One channel plane. The interior runs without bounds checks on the taps; borders clip. Compiled for
-    /// AVX2 where the CPU has it (the row loops are then 8 wide; the crate's baseline target is SSE2).
-    conv_plane, (x: &[f32], k: &[f32], bias: f32, h: usize, w: usize, ks: usize, out: &mut [f32]), {
-    let r = ks / 2;
-    out.fill(bias);
-    for dy in 0..ks {
-        for dx in 0..ks {
-            let kv = k[dy * ks + dx];
-            // out[y, x] += kv * in[y + dy - r, x + dx - r] over the valid range.
-            let y0 = r.saturating_sub(dy);
-            let y1 = (h + r).saturating_sub(dy).min(h);
-            let x0 = r.saturating_sub(dx);
-            let x1 = (w + r).saturating_sub(dx).min(w);
-            if x0 >= x1 {
-                continue;
-            }
-            for y in y0..y1 {
-                let iy = y + dy - r;
-                let orow = &mut out[y * w + x0..y * w + x1];
-                let irow = &x[iy * w + x0 + dx - r..iy * w + x1 + dx - r];
-                for (o, i) in orow.iter_mut().zip(irow) {
-                    *o += kv * i;
-                }
-            }
-        }
+/// Write `f(row)` of each row of an h×w plane into the interior of `padded`, a plane with a zero border of
+/// `r` on every side (rows of w + 2r), so that every tap of [`conv_plane`] reads whole rows: at 32×32,
+/// clipped row ends were a scalar tail on two thirds of the taps.
+fn pad_plane(src: &[f32], w: usize, r: usize, padded: &mut [f32], f: impl Fn(&[f32], &mut [f32])) {
+    let wp = w + 2 * r;
+    for (y, row) in src.chunks_exact(w).enumerate() {
+        f(row, &mut padded[(y + r) * wp + r..(y + r) * wp + r + w]);
     }
-});
+}
 
 fastmath::dispatch!(
-    /// [`conv_plane`] over an input already zero-padded by ks / 2 on every side (rows of w + ks − 1):
-    /// every tap is a whole-row axpy. Same sums in the same order (a padded zero adds ±0).
-    conv_plane_padded, (xp: &[f32], k: &[f32], bias: f32, h: usize, w: usize, ks: usize, out: &mut [f32]), {
+    /// One channel plane over its zero-bordered input (see [`pad_plane`]; rows of w + ks − 1): every tap
+    /// is a whole-row axpy. Compiled for AVX2 where the CPU has it (the crate's baseline is SSE2).
+    conv_plane, (xp: &[f32], k: &[f32], bias: f32, h: usize, w: usize, ks: usize, out: &mut [f32]), {
     let wp = w + ks - 1;
     out.fill(bias);
     for dy in 0..ks {

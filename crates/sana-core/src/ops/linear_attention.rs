@@ -45,8 +45,7 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
                 .map(|bh| {
                     let (bi, h) = (bh / heads, bh % heads);
                     let mut kvt = vec![0f32; d * w];
-                    let ([k0, krs], [v0, vrs]) = (kb.head(bi, n, h * d), vb.head(bi, n, h * d));
-                    kv_head(ks, k0, krs, vs, v0, vrs, n, d, &mut kvt);
+                    kv_head(ks, kb.start(bi, h * d), kb.row, vs, vb.start(bi, h * d), vb.row, n, d, &mut kvt);
                     kvt
                 })
                 .collect::<Vec<_>>()
@@ -56,8 +55,8 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
         let mut out = vec![0f32; b * n * c];
         out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
             let (bi, t) = (bt / n, bt % n);
-            let [q0, qrs] = qb.head(bi, n, 0);
-            apply_row(&kv_all[bi * heads..(bi + 1) * heads], &qs[q0 + t * qrs..q0 + t * qrs + c], d, eps as f32, o);
+            let q0 = qb.start(bi, 0) + t * qb.row;
+            apply_row(&kv_all[bi * heads..(bi + 1) * heads], &qs[q0..q0 + c], d, eps as f32, o);
         });
         out
     })?;
@@ -79,9 +78,9 @@ struct RowLayout {
 }
 
 impl RowLayout {
-    /// [offset of (bi, 0, ch), row stride].
-    fn head(&self, bi: usize, _n: usize, ch: usize) -> [usize; 2] {
-        [self.offset + bi * self.batch + ch, self.row]
+    /// Offset of element (bi, 0, ch).
+    fn start(&self, bi: usize, ch: usize) -> usize {
+        self.offset + bi * self.batch + ch
     }
 }
 

@@ -166,16 +166,10 @@ pub(super) trait MicroKernel: Sync {
     /// the tile's mr × nr elements lie in dst.
     unsafe fn tile(&self, kc: usize, a: *const Self::P, b: *const Self::P, t: &Tile);
 
-    /// Pack one full B panel (`NR` columns, depth `kc`, KG = 1) whose columns are contiguous (the Linear
-    /// weight layout) faster than the generic loop; false where this kernel has no such packer.
-    /// `src` is element (k 0, column 0), `cs` the column stride. Safety: as [`pack_panel`].
-    unsafe fn pack_b_cols<T: Elem>(&self, _src: *const T, _cs: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
-        false
-    }
-
-    /// The same for one full A panel (`MR` rows, depth `kc`, KG = 1) whose rows are contiguous along k;
-    /// `src` is element (row 0, k 0), `rs` the row stride.
-    unsafe fn pack_a_rows<T: Elem>(&self, _src: *const T, _rs: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
+    /// Pack one full panel (`NR` columns of B, or `MR` rows of A; depth `kc`, KG = 1) whose values are
+    /// contiguous along k, faster than the generic loop; false where this kernel has no such packer.
+    /// `src` is element (k 0, lane 0), `stride` the distance between lanes. Safety: as [`pack_panel`].
+    unsafe fn pack_contiguous<T: Elem>(&self, _side: Side, _src: *const T, _stride: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
         false
     }
 }
@@ -236,7 +230,7 @@ unsafe fn pack_panel_kg<T: Elem, P: Packed, const KG: usize>(v: View<T>, wn: usi
 
 /// Which operand a [`pack`] call packs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     A,
     B,
 }
@@ -250,12 +244,7 @@ fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize,
     let one = |i: usize, o: &mut [K::P]| {
         let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
         // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
-        let fast = wn == lanes && kg == 1 && ps == 1 && unsafe {
-            match side {
-                Side::B => kern.pack_b_cols(v.ptr(0, 0), ws, depth, o),
-                Side::A => kern.pack_a_rows(v.ptr(0, 0), ws, depth, o),
-            }
-        };
+        let fast = wn == lanes && kg == 1 && ps == 1 && unsafe { kern.pack_contiguous(side, v.ptr(0, 0), ws, depth, o) };
         if !fast {
             pack_panel(v, wn, depth, lanes, kg, o);
         }

@@ -1,7 +1,7 @@
 //! The f32 microkernels: 6×16 with AVX2 + FMA (12 ymm accumulators, the classic Haswell/Zen shape), and
 //! the same shape in plain Rust for CPUs without them. A half-precision rhs arrives here already widened.
 
-use super::driver::{gemm, store_tile, Elem, MicroKernel, Tile, View};
+use super::driver::{gemm, store_tile, Elem, MicroKernel, Side, Tile, View};
 use super::{small, Strided};
 
 const MR: usize = 6;
@@ -82,24 +82,15 @@ impl MicroKernel for Avx2 {
         Scalar.tile(kc, a, b, t);
     }
 
-    unsafe fn pack_b_cols<T: Elem>(&self, src: *const T, cs: usize, kc: usize, out: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    unsafe fn pack_contiguous<T: Elem>(&self, side: Side, src: *const T, stride: usize, kc: usize, out: &mut [f32]) -> bool {
         // SAFETY: as the trait's; an Avx2 exists only where the CPU has avx2, fma and f16c.
-        pack_b_cols_avx2(src, cs, kc, out.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
-        return true;
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
-
-    unsafe fn pack_a_rows<T: Elem>(&self, src: *const T, rs: usize, kc: usize, out: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as the trait's; an Avx2 exists only where the CPU has avx2, fma and f16c.
-        pack_a_rows_avx2(src, rs, kc, out.as_mut_ptr());
-        #[cfg(target_arch = "x86_64")]
-        return true;
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        match side {
+            Side::B => pack_b_cols_avx2(src, stride, kc, out.as_mut_ptr()),
+            Side::A => pack_a_rows_avx2(src, stride, kc, out.as_mut_ptr()),
+        }
+        cfg!(target_arch = "x86_64")
     }
 }
 
