@@ -8,7 +8,7 @@
 //! the column buffer stays under [`BAND_BYTES`], and the ×2 upsample of DC-AE's up blocks never exists
 //! as a tensor (the column builder reads the source pixel `(y / up, x / up)` directly).
 
-use super::gemm::{gemm_acc, Strided};
+use super::gemm::{gemm_acc, gemm_sum, Strided};
 use super::{bias_or_zeros, is_cpu_f32, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::Tensor;
@@ -17,12 +17,9 @@ use rayon::prelude::*;
 /// Upper bound for one band's im2col buffer.
 pub const BAND_BYTES: usize = 32 << 20;
 
-/// Output columns (pixels of a band) the per-tap path runs all its taps over before moving on.
-const TAP_COLUMNS: usize = 3072;
-
-/// Upper bound for each of the per-tap path's input and output band buffers. Since the taps run per
-/// [`TAP_COLUMNS`] block, long bands no longer buy GEMM speed; 16 MB keeps both buffers in the allocator's
-/// block cache and near L3 (at 128 MB a 512² decode peaked 0.3 GB higher at the same speed).
+/// Upper bound for each of the per-tap path's input and output band buffers. The GEMM keeps its own
+/// blocks in cache, so long bands buy no speed; 16 MB keeps both buffers in the allocator's block cache
+/// (at 128 MB a 512² decode peaked 0.3 GB higher at the same speed).
 pub const TAP_BAND_BYTES: usize = 16 << 20;
 
 /// x: [B, Cin, H, W], weight: [Cout, Cin, k, k] (k odd), bias: [Cout]
@@ -88,24 +85,31 @@ fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, h
     out
 }
 
-/// Stride 1, no upsample: the convolution as k² GEMMs, one per tap, over a zero-padded copy of the input,
-/// with no column matrix. In a padded band of input rows (width Wp = W + 2·pad), tap (ky, kx) of output
-/// pixel (y, x) reads padded pixel (y + ky)·Wp + x + kx; over the flat index q = y·Wp + x that is the
-/// matrix [Cin, Q] at offset ky·Wp + kx (row stride: one channel's band). So each band of output rows
-/// is computed on the padded width (Q = rows·Wp; the last 2·pad columns of each row read across the row
-/// edge and are dropped) as `out_band += W[:, :, ky, kx] · x_band[:, shifted]` per tap. The im2col
-/// version wrote and re-read k²·Cin values per output pixel; here GEMM packs the shifted views itself,
-/// in cache. Input and output bands each stay under [`TAP_BAND_BYTES`].
+/// Stride 1, no upsample: the convolution as k² GEMMs, one per tap, over a zero-padded, channels-last
+/// copy of a band of input rows, with no column matrix. In the padded band (width Wp = W + 2·pad),
+/// tap (ky, kx) of output pixel (y, x) reads padded pixel (y + ky)·Wp + x + kx; over the flat index
+/// q = y·Wp + x that is the matrix [Q, Cin] starting `ky·Wp + kx` pixels in (the last 2·pad columns of
+/// each row read across the row edge and are dropped). So each band is
+/// `out_band[Q, Cout] = Σ_tap x_band[shifted Q, Cin] · Wt[tap][Cin, Cout]`, one GEMM call over all taps.
+///
+/// Why channels last: the shifted input is the GEMM's lhs, whose rows (one pixel's channels) are
+/// contiguous; each thread packs its own block of them from cache with the register-transposing packer.
+/// Pixels as the rhs (channels first) made every tap re-pack a Cin × 3072 block read across planes 64 KB
+/// apart, on the shared packing path (10 % of a DC-AE decode, perf). The two band transposes cost one
+/// pass over the band each, against k²·Cout multiply-adds per value.
 fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usize; 6]) -> Vec<f32> {
-    let pad = k / 2;
+    let (pad, taps) = (k / 2, k * k);
     let wp = w + 2 * pad;
     let band_rows = (TAP_BAND_BYTES / (4 * wp * cin.max(cout))).saturating_sub(k - 1).clamp(1, h);
-    // Per input channel: band_rows + k − 1 padded rows, + k: the last tap of the last (dropped) columns
-    // reads up to k − 2 values past them.
-    let xlen = (band_rows + k - 1) * wp + k;
+    // Padded pixels per band: band_rows + k − 1 rows, + k: the last tap of the last (dropped) columns
+    // reads up to k − 2 pixels past them (never written: zeros, or finite values of an earlier band).
+    let xpix = (band_rows + k - 1) * wp + k;
     let mut out = vec![0f32; b * cout * h * w];
-    let mut xband = vec![0f32; cin * xlen];
-    let mut oband = vec![0f32; cout * band_rows * wp];
+    let mut xband = vec![0f32; xpix * cin];
+    let mut oband = vec![0f32; band_rows * wp * cout];
+    // wt[tap][ci][co] = W[co, ci, tap]: each tap's [Cin, Cout] rhs with contiguous rows.
+    let mut wt = vec![0f32; taps * cin * cout];
+    wt.par_chunks_mut(cin * cout).enumerate().for_each(|(t, wt)| transpose(ws, [t, taps * cin, taps], wt, [0, 1, cout], [cout, cin]));
     for n in 0..b {
         let xn = &xs[n * cin * h * w..(n + 1) * cin * h * w];
         let on = &mut out[n * cout * h * w..(n + 1) * cout * h * w];
@@ -113,40 +117,97 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usi
             let rows = band_rows.min(h - y0);
             let q = rows * wp;
             // Band row r holds input row y0 + r − pad (zeros outside the image), shifted right by pad.
-            xband.par_chunks_mut(xlen).zip(xn.par_chunks(h * w)).for_each(|(dst, src)| {
-                dst.fill(0.0);
-                for r in 0..rows + k - 1 {
-                    let iy = (y0 + r) as isize - pad as isize;
-                    if iy >= 0 && (iy as usize) < h {
-                        let iy = iy as usize;
-                        dst[r * wp + pad..r * wp + pad + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
-                    }
+            xband[..(rows + k - 1) * wp * cin].par_chunks_mut(wp * cin).enumerate().for_each(|(r, dst)| {
+                let iy = (y0 + r) as isize - pad as isize;
+                if iy < 0 || iy as usize >= h {
+                    return dst.fill(0.0);
                 }
+                dst[..pad * cin].fill(0.0);
+                dst[(pad + w) * cin..].fill(0.0);
+                // dst[(pad + x)·Cin + ci] = x[ci, iy, x]
+                transpose_rows(xn, [iy as usize * w, h * w], dst, [pad * cin, cin], [cin, w]);
             });
-            let ob = &mut oband[..cout * q];
-            ob.par_chunks_mut(q).enumerate().for_each(|(co, o)| o.fill(bias[co]));
-            // Column block by column block, all k² taps on one block before the next: the block's
-            // Cout × TAP_COLUMNS outputs stay in cache (and its pages in the TLB) across the taps, where
-            // tap after tap over the whole band streamed Cout·Q values (tens of MB) k² times.
-            for q0 in (0..q).step_by(TAP_COLUMNS) {
-                let qc = TAP_COLUMNS.min(q - q0);
-                for ky in 0..k {
-                    for kx in 0..k {
-                        // lhs (co, ci) = W[co, ci, ky, kx]; rhs (ci, q) = xband[ci·xlen + ky·Wp + kx + q].
-                        let lhs = Strided { offset: ky * k + kx, rs: cin * k * k, cs: k * k };
-                        let rhs = Strided::rows(ky * wp + kx + q0, xlen);
-                        gemm_acc([cout, qc, cin], (&mut *ob, Strided::rows(q0, q)), (ws, lhs), (&xband, rhs));
-                    }
-                }
-            }
-            on.par_chunks_mut(h * w).zip(ob.par_chunks(q)).for_each(|(dst, src)| {
+            let ob = &mut oband[..q * cout];
+            // All k² taps in one call: each task keeps its block of the band's outputs in cache through
+            // every tap. lhs (q, ci) = xband[(q + ky·Wp + kx)·Cin + ci]; rhs (ci, co) = wt[t][ci][co].
+            let terms: Vec<_> = (0..taps).map(|t| (Strided::rows((t / k * wp + t % k) * cin, cin), Strided::rows(t * cin * cout, cout))).collect();
+            gemm_sum([q, cout, cin], (ob, Strided::rows(0, cout)), &xband, &wt, &terms);
+            // on[co, y0 + y, x] = ob[(y·Wp + x)·Cout + co] + bias[co], the dropped columns skipped.
+            on.par_chunks_mut(TRANSPOSE_BLOCK * h * w).enumerate().for_each(|(cb, planes)| {
+                let cn = planes.len() / (h * w);
                 for y in 0..rows {
-                    dst[(y0 + y) * w..(y0 + y + 1) * w].copy_from_slice(&src[y * wp..y * wp + w]);
+                    let src = [y * wp * cout + cb * TRANSPOSE_BLOCK, cout];
+                    transpose_rows(ob, src, planes, [(y0 + y) * w, h * w], [w, cn]);
+                    for (c, &bc) in bias[cb * TRANSPOSE_BLOCK..][..cn].iter().enumerate() {
+                        planes[c * h * w + (y0 + y) * w..][..w].iter_mut().for_each(|v| *v += bc);
+                    }
                 }
             });
         }
     }
     out
+}
+
+/// Channels per block of the band transposes: one 64-byte line of a channels-last pixel.
+const TRANSPOSE_BLOCK: usize = 16;
+
+/// `dst[d0 + i·d1 + j·d2] = src[s0 + i·s1 + j·s2]` for i < r, j < c (`[r, c]` = `rc`; `[offset, stride
+/// of i, stride of j]` each side), in TRANSPOSE_BLOCK² tiles: a transposing copy touches each line of
+/// either side once per tile, where a plain loop would stride through one side a line per value.
+fn transpose(src: &[f32], [s0, s1, s2]: [usize; 3], dst: &mut [f32], [d0, d1, d2]: [usize; 3], [r, c]: [usize; 2]) {
+    if r == 0 || c == 0 {
+        return;
+    }
+    assert!(s0 + (r - 1) * s1 + (c - 1) * s2 < src.len() && d0 + (r - 1) * d1 + (c - 1) * d2 < dst.len());
+    for i0 in (0..r).step_by(TRANSPOSE_BLOCK) {
+        for j0 in (0..c).step_by(TRANSPOSE_BLOCK) {
+            for j in j0..(j0 + TRANSPOSE_BLOCK).min(c) {
+                for i in i0..(i0 + TRANSPOSE_BLOCK).min(r) {
+                    // SAFETY: i < r and j < c, whose furthest elements were checked above.
+                    unsafe { *dst.get_unchecked_mut(d0 + i * d1 + j * d2) = *src.get_unchecked(s0 + i * s1 + j * s2) };
+                }
+            }
+        }
+    }
+}
+
+/// `dst[d0 + v·ds + u] = src[s0 + u·ss + v]` for u < nu, v < nv (`[nu, nv]` = `n`): rows of `src`
+/// (contiguous along v) written as rows of `dst` (contiguous along u). With AVX2, 8×8 blocks are
+/// transposed in registers, each load and store one 32-byte run: as plain loops the band transposes of
+/// [`conv_taps`] were 14 % of a 128-channel conv.
+fn transpose_rows(src: &[f32], [s0, ss]: [usize; 2], dst: &mut [f32], [d0, ds]: [usize; 2], [nu, nv]: [usize; 2]) {
+    if nu == 0 || nv == 0 {
+        return;
+    }
+    assert!(s0 + (nu - 1) * ss + nv - 1 < src.len() && d0 + (nv - 1) * ds + nu - 1 < dst.len());
+    let mut blocked = [0, 0]; // [u, v] extent done by 8×8 blocks
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        blocked = [nu / 8 * 8, nv / 8 * 8];
+        // SAFETY: the CPU has AVX2; every block lies within the ranges checked above.
+        unsafe { transpose_blocks_avx2(src, [s0, ss], dst, [d0, ds], blocked) };
+    }
+    // Whatever the blocks left: v past them for the blocked u, then every v of the other u.
+    for u in 0..nu {
+        for v in if u < blocked[0] { blocked[1]..nv } else { 0..nv } {
+            dst[d0 + v * ds + u] = src[s0 + u * ss + v];
+        }
+    }
+}
+
+/// [`transpose_rows`] over `[nu, nv]`, both multiples of 8. Safety: AVX2, and the ranges lie in the slices.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_blocks_avx2(src: &[f32], [s0, ss]: [usize; 2], dst: &mut [f32], [d0, ds]: [usize; 2], [nu, nv]: [usize; 2]) {
+    use std::arch::x86_64::*;
+    for u0 in (0..nu).step_by(8) {
+        for v0 in (0..nv).step_by(8) {
+            let r = std::array::from_fn(|a| _mm256_loadu_ps(src.as_ptr().add(s0 + (u0 + a) * ss + v0)));
+            for (b, t) in super::sgemm::transpose8(r).iter().enumerate() {
+                _mm256_storeu_ps(dst.as_mut_ptr().add(d0 + (v0 + b) * ds + u0), *t);
+            }
+        }
+    }
 }
 
 /// Where each column-matrix entry reads from.
@@ -244,6 +305,23 @@ mod tests {
             assert!(diff < 1e-3, "k {k}: diff {diff}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn transposes_rows_with_ragged_edges() {
+        for [nu, nv] in [[8usize, 8usize], [19, 13], [3, 21], [16, 5]] {
+            let (ss, ds) = (nv + 3, nu + 2);
+            let src: Vec<f32> = (0..2 + nu * ss).map(|i| i as f32).collect();
+            let mut dst = vec![-1f32; 1 + nv * ds];
+            transpose_rows(&src, [2, ss], &mut dst, [1, ds], [nu, nv]);
+            for u in 0..nu {
+                for v in 0..nv {
+                    assert_eq!(dst[1 + v * ds + u], src[2 + u * ss + v], "{nu}×{nv} at ({u}, {v})");
+                }
+            }
+            // Nothing outside the destination rows' first nu values is written.
+            assert!((0..dst.len()).filter(|&i| i == 0 || (i - 1) % ds >= nu).all(|i| dst[i] == -1.0));
+        }
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub(crate) fn gemm_acc(
     super::sgemm::sgemm([m, n, k], (dst, d), (lhs, l), (super::sgemm::Rhs::F32(rhs), r), true);
 }
 
+/// dst[m × n] = Σ_t lhs(t) · rhs(t) (a convolution's taps), each term a strided view pair of the shared
+/// slices, with dst kept in cache across the terms; dst's old contents are not read.
+/// Panics if a view reaches past its slice.
+pub(crate) fn gemm_sum(mnk: [usize; 3], dst: (&mut [f32], Strided), lhs: &[f32], rhs: &[f32], terms: &[(Strided, Strided)]) {
+    super::sgemm::sgemm_sum(mnk, dst, lhs, rhs, terms, false);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -395,25 +395,9 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
                     let (mcur, a_panels) = (mc.min(m - i0), mc.min(m - i0).div_ceil(K::MR));
                     with_buf(&A_BUF, a_panels * kpad * K::MR, |ap: &mut [K::P]| {
                         pack(kern, Side::A, a.at(i0, pc), mcur, kc, ap, false);
-                        for jp in jp0..(jp0 + per_chunk).min(panels) {
-                            let j = jc + jp * K::NR;
-                            for ip in 0..a_panels {
-                                let i = i0 + ip * K::MR;
-                                let tile = Tile {
-                                    // SAFETY: (i, j) < (m, n), inside dst's checked view.
-                                    c: unsafe { c.get().add(d.offset + i * d.rs + j * d.cs) },
-                                    rs: d.rs,
-                                    cs: d.cs,
-                                    // Clipped to this task's block, so no tile crosses into another task's.
-                                    mr: K::MR.min(i0 + mcur - i),
-                                    nr: K::NR.min(jc + nc - j),
-                                    load,
-                                };
-                                // SAFETY: both panels are fully packed (kpad deep), the tile lies in dst,
-                                // and no other task writes it during this depth slice.
-                                unsafe { kern.tile(kpad, ap.as_ptr().add(ip * kpad * K::MR), bp.as_ptr().add(jp * kpad * K::NR), &tile) };
-                            }
-                        }
+                        let block = Block { rows: [i0, i0 + mcur], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
+                        // SAFETY: both panel sets are packed kpad deep; no other task writes this block now.
+                        unsafe { run_block(kern, kpad, ap, bp, c, d, &block, load) };
                     })
                 };
                 let tasks = m_blocks * n_chunks;
@@ -424,5 +408,108 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
                 }
             });
         }
+    }
+}
+
+/// The part of dst one task computes: rows `rows[0]..rows[1]`, B panels `panels[0]..panels[1]` of the
+/// column block starting at `cols[0]` (ending at `cols[1]`).
+struct Block {
+    rows: [usize; 2],
+    cols: [usize; 2],
+    panels: [usize; 2],
+}
+
+/// Every tile of `blk`: each packed B panel (kept in L1) against each packed A panel of the block
+/// (from L2). Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both
+/// `kpad` deep; the block lies in dst's checked view and no other task writes it meanwhile.
+#[inline(always)]
+unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K::P], c: DstPtr, d: Strided, blk: &Block, load: bool) {
+    let ([i0, i1], [jc, j1]) = (blk.rows, blk.cols);
+    for jp in blk.panels[0]..blk.panels[1] {
+        let j = jc + jp * K::NR;
+        for (ip, i) in (i0..i1).step_by(K::MR).enumerate() {
+            let tile = Tile {
+                c: c.get().add(d.offset + i * d.rs + j * d.cs),
+                rs: d.rs,
+                cs: d.cs,
+                // Clipped to the block, so no tile crosses into another task's.
+                mr: K::MR.min(i1 - i),
+                nr: K::NR.min(j1 - j),
+                load,
+            };
+            kern.tile(kpad, ap.as_ptr().add(ip * kpad * K::MR), bp.as_ptr().add(jp * kpad * K::NR), &tile);
+        }
+    }
+}
+
+/// Most dst values in one [`gemm_sum`] task's block (192 KB: with the 144 KB A block, inside a 512 KB L2).
+const SUM_DST_BLOCK_VALUES: usize = 48 << 10;
+
+/// dst[m×n] = (accumulate ? dst : 0) + Σ_t a_t · b_t: several products of one shape into one dst (a
+/// convolution's taps). Every B panel of every term is packed first, once; then each task keeps its
+/// block of dst (MC rows × the column block) in L2 through all terms and depth slices, where one product
+/// per term streamed the whole dst once per term and slice. The caller keeps all terms' B small (it is
+/// held whole) and k > 0. Views must have been bounds-checked for these shapes.
+pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
+    kern: &K,
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    d: Strided,
+    terms: &[(View<TA>, View<TB>)],
+    accumulate: bool,
+) {
+    let c = DstPtr(dst.as_mut_ptr());
+    let threads = threads_for(2 * m * n * k * terms.len());
+    let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
+    let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
+    let m_blocks = m.div_ceil(mc);
+    let slices: Vec<(usize, usize)> = (0..terms.len()).flat_map(|t| (0..k).step_by(K::KC).map(move |pc| (t, pc))).collect();
+    let kpad = |pc: usize| K::KC.min(k - pc).next_multiple_of(K::KG);
+    for jc in (0..n).step_by(K::NC) {
+        let nc = K::NC.min(n - jc);
+        let panels = nc.div_ceil(K::NR);
+        // Column chunks narrow enough that a task's block of dst stays in L2 beside its A block, and
+        // enough tasks for the threads.
+        let by_cache = panels.div_ceil((SUM_DST_BLOCK_VALUES / (mc * K::NR)).max(1));
+        let by_threads = if m_blocks >= threads { 1 } else { (2 * threads).div_ceil(m_blocks) };
+        let n_chunks = by_cache.max(by_threads).min(panels);
+        let per_chunk = panels.div_ceil(n_chunks);
+        // Every (term, slice)'s B panels, one after another in one buffer, packed in parallel.
+        let sizes: Vec<usize> = slices.iter().map(|&(_, pc)| panels * kpad(pc) * K::NR).collect();
+        let offs: Vec<usize> = sizes.iter().scan(0, |o, &len| Some(std::mem::replace(o, *o + len))).collect();
+        with_buf(&B_BUF, sizes.iter().sum(), |bp: &mut [K::P]| {
+            let mut parts = Vec::with_capacity(slices.len());
+            let mut rest = &mut bp[..];
+            for &len in &sizes {
+                let (part, tail) = rest.split_at_mut(len);
+                parts.push(part);
+                rest = tail;
+            }
+            parts.into_par_iter().zip(&slices).for_each(|(part, &(t, pc))| {
+                pack(kern, Side::B, terms[t].1.at(pc, jc).t(), nc, K::KC.min(k - pc), part, false);
+            });
+            let bp = &*bp;
+            let task = |task: usize| {
+                let (ib, chunk) = (task / n_chunks, task % n_chunks);
+                let (i0, jp0) = (ib * mc, chunk * per_chunk);
+                let mcur = mc.min(m - i0);
+                let block = Block { rows: [i0, i0 + mcur], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
+                for (s, &(t, pc)) in slices.iter().enumerate() {
+                    let kp = kpad(pc);
+                    with_buf(&A_BUF, mcur.div_ceil(K::MR) * kp * K::MR, |ap: &mut [K::P]| {
+                        pack(kern, Side::A, terms[t].0.at(i0, pc), mcur, K::KC.min(k - pc), ap, false);
+                        // SAFETY: the A block and this slice's B panels are packed kp deep; tasks write
+                        // disjoint blocks of dst.
+                        unsafe { run_block(kern, kp, ap, &bp[offs[s]..], c, d, &block, accumulate || s > 0) };
+                    });
+                }
+            };
+            let tasks = m_blocks * n_chunks;
+            if threads == 1 || tasks == 1 {
+                (0..tasks).for_each(task);
+            } else {
+                (0..tasks).into_par_iter().for_each(task);
+            }
+        });
     }
 }

@@ -94,10 +94,11 @@ impl MicroKernel for Avx2 {
     }
 }
 
-/// The 8×8 transpose of `r` (row w of the result holds element w of each input row).
+/// The 8×8 transpose of `r` (row w of the result holds element w of each input row). Safety: only
+/// inlined into functions that enable avx2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+pub(crate) unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
     use std::arch::x86_64::*;
     let t0 = [_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]), _mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3])];
     let t1 = [_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]), _mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7])];

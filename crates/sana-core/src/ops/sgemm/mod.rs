@@ -31,6 +31,8 @@ mod tests;
 use super::gemm::Strided;
 use driver::View;
 pub use driver::Elem;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use f32k::transpose8;
 use half::{bf16, f16};
 use std::sync::OnceLock;
 
@@ -137,4 +139,42 @@ fn sgemm_typed<T: Elem>(
 pub fn bench_sgemm<T: Elem>([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[T], rhs_nk: bool) {
     let r = if rhs_nk { Strided { offset: 0, rs: 1, cs: k } } else { Strided::rows(0, n) };
     sgemm_typed([m, n, k], (dst, Strided::rows(0, n)), (lhs, Strided::rows(0, k)), (rhs, r), false);
+}
+
+
+/// Most rhs values (all terms, packed) that [`sgemm_sum`] holds at once; past it, one product per term.
+const SUM_B_VALUES: usize = 1 << 22;
+
+/// dst[m×n] = (accumulate ? dst : 0) + Σ_t lhs(t) · rhs(t), each term's lhs [m×k] and rhs [k×n] a
+/// strided view of the shared `lhs` / `rhs` slices (a convolution's taps: shifted views of one input,
+/// one weight slice each). Dst stays in cache across the terms (`driver::gemm_sum`).
+/// Panics if a view reaches past its slice.
+pub(crate) fn sgemm_sum(
+    [m, n, k]: [usize; 3],
+    (dst, d): (&mut [f32], Strided),
+    lhs: &[f32],
+    rhs: &[f32],
+    terms: &[(Strided, Strided)],
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let fits = k > 0 && terms.len() * k.next_multiple_of(256) * n.next_multiple_of(16) <= SUM_B_VALUES;
+    if !fits {
+        for (t, &(l, r)) in terms.iter().enumerate() {
+            sgemm([m, n, k], (&mut *dst, d), (lhs, l), (Rhs::F32(rhs), r), accumulate || t > 0);
+        }
+        return;
+    }
+    assert!(
+        last(&d, m, n) < dst.len() && terms.iter().all(|(l, r)| last(l, m, k) < lhs.len() && last(r, k, n) < rhs.len()),
+        "sgemm_sum: a {m}×{n}×{k} term reaches past its buffers"
+    );
+    let views: Vec<_> = terms.iter().map(|&(l, r)| (View::new(lhs, l), View::new(rhs, r))).collect();
+    let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], 4);
+    match f32k::Avx2::new() {
+        Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
+        None => driver::gemm_sum(&f32k::Scalar, [m, n, k], dst, d, &views, accumulate),
+    }
 }

@@ -299,3 +299,32 @@ fn cpu_gemm_kernel_names_a_kernel_this_cpu_runs() {
     }
     let _: fn(f32) -> f32 = <f32 as Elem>::to_f32;
 }
+
+#[test]
+fn sum_of_products_matches_a_reference() {
+    // Terms are shifted views of one lhs buffer and slices of one rhs buffer (a conv's taps): k = 300
+    // spans two depth slices, m and n end in partial tiles, and m = 20 with 2 threads splits B panels.
+    for (m, n, k, terms) in [(50usize, 40usize, 300usize, 3usize), (20, 70, 7, 9), (200, 16, 64, 2)] {
+        let lhs = values((m + terms) * k, 11);
+        let rhs = values(terms * k * n, 12);
+        let views: Vec<(Strided, Strided)> = (0..terms).map(|t| (Strided::rows(t * k, k), Strided::rows(t * k * n, n))).collect();
+        for accumulate in [false, true] {
+            let init = values(m * n, 13);
+            let mut dst = init.clone();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            pool.install(|| sgemm_sum([m, n, k], (&mut dst, Strided::rows(0, n)), &lhs, &rhs, &views, accumulate));
+            for i in 0..m {
+                for j in 0..n {
+                    let mut want = if accumulate { init[i * n + j] as f64 } else { 0.0 };
+                    for t in 0..terms {
+                        for p in 0..k {
+                            want += lhs[(i + t) * k + p] as f64 * rhs[t * k * n + p * n + j] as f64;
+                        }
+                    }
+                    let got = dst[i * n + j] as f64;
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{:?} ({i}, {j}): {got} vs {want}", (m, n, k, terms, accumulate));
+                }
+            }
+        }
+    }
+}
