@@ -1,12 +1,14 @@
 //! Dense k×k convolution with "same"-style zero padding (k / 2), optional stride and an optional fused
-//! nearest-neighbour upsample of the input, computed as banded im2col + GEMM.
+//! nearest-neighbour upsample of the input, computed a band of output rows at a time: stride 1 (every
+//! decoder conv) as one GEMM per tap over a channels-last band ([`conv_taps`]), other strides as
+//! im2col + GEMM.
 //!
 //! PyTorch: `nn.Conv2d(Cin, Cout, k, stride, padding=k // 2)(F.interpolate(x, scale_factor=up, mode="nearest"))`.
 //!
 //! Why not candle's `conv2d`: it materialises the whole im2col matrix ([H·W, Cin·k²]), which for a DC-AE
-//! decoder stage at 1024² (Cin 128) is 4.8 GB. Here the output is produced a band of rows at a time, so
-//! the column buffer stays under [`BAND_BYTES`], and the ×2 upsample of DC-AE's up blocks never exists
-//! as a tensor (the column builder reads the source pixel `(y / up, x / up)` directly).
+//! decoder stage at 1024² (Cin 128) is 4.8 GB. Here the buffers are per band (under [`TAP_BAND_BYTES`]
+//! or [`BAND_BYTES`]), and the ×2 upsample of DC-AE's up blocks never exists as a tensor (each band
+//! reads the source pixel `(y / up, x / up)` directly).
 
 use super::gemm::{gemm_acc, gemm_sum, Strided};
 use super::{bias_or_zeros, is_cpu_f32, with_cpu_f32};
@@ -48,8 +50,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     // The weights are read in place ([Cout, Cin·k·k] row-major), not copied per call.
     let out = with_cpu_f32(weight, |ws| {
         with_cpu_f32(x, |xs| {
-            if stride == 1 && up == 1 && k > 1 {
-                conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k])
+            if stride == 1 && k > 1 {
+                conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k], up)
             } else {
                 conv_im2col(xs, ws, &bias_v, &Geometry { cin, h, w, k, pad, stride, up, wo }, [b, cout, ho])
             }
@@ -97,8 +99,13 @@ fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, h
 /// Pixels as the rhs (channels first) made every tap re-pack a Cin × 3072 block read across planes 64 KB
 /// apart, on the shared packing path (10 % of a DC-AE decode, perf). The two band transposes cost one
 /// pass over the band each, against k²·Cout multiply-adds per value.
-fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usize; 6]) -> Vec<f32> {
+///
+/// With `up` > 1 the band holds the nearest-neighbour upsampled input (each source pixel `up` times
+/// along both axes), so DC-AE's upsampling convs take this path too.
+fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [usize; 6], up: usize) -> Vec<f32> {
     let (pad, taps) = (k / 2, k * k);
+    // Output (= upsampled input) size.
+    let (h, w) = (sh * up, sw * up);
     let wp = w + 2 * pad;
     let band_rows = (TAP_BAND_BYTES / (4 * wp * cin.max(cout))).saturating_sub(k - 1).clamp(1, h);
     // Padded pixels per band: band_rows + k − 1 rows, + k: the last tap of the last (dropped) columns
@@ -111,7 +118,7 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usi
     let mut wt = vec![0f32; taps * cin * cout];
     wt.par_chunks_mut(cin * cout).enumerate().for_each(|(t, wt)| transpose(ws, [t, taps * cin, taps], wt, [0, 1, cout], [cout, cin]));
     for n in 0..b {
-        let xn = &xs[n * cin * h * w..(n + 1) * cin * h * w];
+        let xn = &xs[n * cin * sh * sw..(n + 1) * cin * sh * sw];
         let on = &mut out[n * cout * h * w..(n + 1) * cout * h * w];
         for y0 in (0..h).step_by(band_rows) {
             let rows = band_rows.min(h - y0);
@@ -124,8 +131,14 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w, k]: [usi
                 }
                 dst[..pad * cin].fill(0.0);
                 dst[(pad + w) * cin..].fill(0.0);
-                // dst[(pad + x)·Cin + ci] = x[ci, iy, x]
-                transpose_rows(xn, [iy as usize * w, h * w], dst, [pad * cin, cin], [cin, w]);
+                // dst[(pad + x)·Cin + ci] = x[ci, iy / up, x / up]: every up-th pixel from the source
+                // row, then copied into the up − 1 pixels after it.
+                let sy = iy as usize / up;
+                transpose_rows(xn, [sy * sw, sh * sw], dst, [pad * cin, up * cin], [cin, sw]);
+                for x in (0..w).filter(|x| x % up != 0) {
+                    let from = (pad + x - x % up) * cin;
+                    dst.copy_within(from..from + cin, (pad + x) * cin);
+                }
             });
             let ob = &mut oband[..q * cout];
             // All k² taps in one call: each task keeps its block of the band's outputs in cache through
@@ -290,19 +303,21 @@ mod tests {
     #[test]
     fn tap_bands_do_not_change_results() -> Result<()> {
         // The stride-1 path with more rows than one band holds (TAP_BAND_BYTES / (4·Wp·Cin) − (k − 1)
-        // rows) and a ragged last band, for k = 3 and 5.
+        // rows) and a ragged last band, for k = 3 and 5, and upsampling.
+        // With up = 2 the bands hold the upsampled input (output rows 10, the same width).
         let dev = Device::Cpu;
-        let (cin, cout, h, w) = (256, 3, 9, 2000);
-        let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
-        for k in [3usize, 5] {
-            let rows = TAP_BAND_BYTES / (4 * (w + k - 1) * cin) - (k - 1);
-            assert!(rows < h && h % rows != 0, "k {k}: {rows} rows per band");
+        let cin = 256;
+        for (k, up, cout, h, w) in [(3usize, 1usize, 3usize, 9usize, 2000usize), (5, 1, 3, 9, 2000), (3, 2, 20, 5, 1000)] {
+            let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
+            let (ho, wo) = (h * up, w * up);
+            let rows = TAP_BAND_BYTES / (4 * (wo + k - 1) * cin) - (k - 1);
+            assert!(rows < ho && ho % rows != 0, "k {k}: {rows} rows per band");
             let wt = Tensor::randn(0f32, 0.05, (cout, cin, k, k), &dev)?;
             let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
-            let got = conv2d(&x, &wt, Some(&bias), 1, 1)?;
-            let want = x.conv2d(&wt, k / 2, 1, 1, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
+            let got = conv2d(&x, &wt, Some(&bias), 1, up)?;
+            let want = x.upsample_nearest2d(ho, wo)?.conv2d(&wt, k / 2, 1, 1, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
             let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert!(diff < 1e-3, "k {k}: diff {diff}");
+            assert!(diff < 1e-3, "k {k}, up {up}: diff {diff}");
         }
         Ok(())
     }
@@ -326,15 +341,15 @@ mod tests {
 
     #[test]
     fn banding_does_not_change_results() -> Result<()> {
-        // The im2col path (upsampling conv), wide enough that one band cannot hold the whole output
+        // The im2col path (stride 2), wide enough that one band cannot hold the whole output
         // (kk·wo·4 bytes per row): several bands reuse one column buffer, padding rows included.
         let dev = Device::Cpu;
-        let (cin, cout, h, w) = (300, 2, 8, 500);
+        let (cin, cout, h, w) = (300, 2, 16, 2000);
         let x = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev)?;
         let wt = Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev)?;
-        assert!(BAND_BYTES / (4 * cin * 9 * 2 * w) < 2 * h);
-        let got = conv2d(&x, &wt, None, 1, 2)?;
-        let want = x.upsample_nearest2d(2 * h, 2 * w)?.conv2d(&wt, 1, 1, 1, 1)?;
+        assert!(BAND_BYTES / (4 * cin * 9 * (w / 2)) < h / 2);
+        let got = conv2d(&x, &wt, None, 2, 1)?;
+        let want = x.conv2d(&wt, 1, 2, 1, 1)?;
         let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(diff < 1e-3, "diff {diff}");
         Ok(())
