@@ -43,25 +43,43 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
         let blocks = out.par_chunks_mut(n * c).enumerate().flat_map(|(bi, ob)| ob.par_chunks_mut(ROWS * c).enumerate().map(move |(blk, o)| (bi, blk, o)));
         blocks.for_each(|(bi, blk, o)| {
             let (r0, rows) = (blk * ROWS, o.len() / c);
-            let (mut logits, mut probs) = (vec![0f32; rows * s], vec![0f32; rows * s]);
             let row_bias = bias.as_ref().map(|v| &v[bi * s..(bi + 1) * s]);
+            // Only the keys before the masked tail take part (`attended_keys`).
+            let sk = row_bias.map_or(s, attended_keys);
+            let row_bias = row_bias.map(|b| &b[..sk]);
+            let (mut logits, mut probs) = (vec![0f32; rows * sk], vec![0f32; rows * sk]);
             for hi in 0..h {
                 let kv_off = (bi * h + hi) * s * hd;
                 // logits[r, j] = q[bi, r0 + r, hi·hd ..] · k[bi, hi, j, ..]
                 let ql = Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 };
                 let kt = Strided { offset: kv_off, rs: 1, cs: hd };
-                sgemm_serial([rows, s, hd], (&mut logits, Strided::rows(0, s)), (qs, ql), (Rhs::F32(ks), kt), false);
-                for (src, dst) in logits.chunks_exact(s).zip(probs.chunks_exact_mut(s)) {
+                sgemm_serial([rows, sk, hd], (&mut logits, Strided::rows(0, sk)), (qs, ql), (Rhs::F32(ks), kt), false);
+                for (src, dst) in logits.chunks_exact(sk).zip(probs.chunks_exact_mut(sk)) {
                     fastmath::softmax_row(src, dst, scale as f32, row_bias);
                 }
                 // o[r, hi·hd + i] = Σ_j probs[r, j] · v[bi, hi, j, i]
                 let vl = Strided::rows(kv_off, hd);
-                sgemm_serial([rows, hd, s], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, s)), (Rhs::F32(vs), vl), false);
+                sgemm_serial([rows, hd, sk], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, sk)), (Rhs::F32(vs), vl), false);
             }
         });
         out
     })))???;
     Ok(Tensor::from_vec(out, (b, n, c), q.device())?)
+}
+
+/// A bias at or below this masks its key: diffusers writes −10000 for a padded caption token, and
+/// exp(−10000 + logit − max) is exactly 0 in f32 for any logit within ±9000 of the row's max.
+const MASKED: f32 = -10000.0;
+
+/// Keys that take part for one batch item: all but the trailing run of masked ones (the caption's
+/// padding), or all when every key is masked (the softmax then spreads over them, as in PyTorch). The
+/// probabilities of the dropped keys are exactly 0 in PyTorch's softmax, so skipping them changes no
+/// result while a short prompt no longer pays for 300 keys.
+fn attended_keys(bias: &[f32]) -> usize {
+    match bias.iter().rposition(|&b| !(b <= MASKED)) {
+        Some(last) => last + 1,
+        None => bias.len(),
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +120,33 @@ mod tests {
                 assert!(err < 2e-5, "{b}×{n}×{h}×{s}×{hd} bias {}: {err}", bias.is_some());
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_masked_caption_tail_is_skipped_exactly() -> Result<()> {
+        // Batch item 0 attends to 40 of 300 keys, item 1 to all but one masked key in the middle. (An
+        // all-masked row keeps every key; its logits + −10000 lose f32 bits, here as in PyTorch.)
+        let dev = Device::Cpu;
+        let (b, n, h, s, hd) = (2, 70, 2, 300, 72);
+        assert_eq!(attended_keys(&[0.0, -10000.0, 0.0, -10000.0, -10000.0]), 3);
+        assert_eq!(attended_keys(&[-10000.0; 4]), 4);
+        assert_eq!(attended_keys(&[0.0, f32::NAN, -10000.0]), 2, "a NaN bias is kept (it poisons its row)");
+        let q = Tensor::randn(0f32, 1.0, (b, n, h * hd), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?;
+        let mask: Vec<f32> = (0..b * s).map(|i| match (i / s, i % s) { (0, j) if j >= 40 => -10000.0, (1, 150) => -10000.0, _ => 0.0 }).collect();
+        let bias = Tensor::from_vec(mask, (b, 1, 1, s), &dev)?;
+        let got = cross_attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(&bias))?;
+        let want = reference(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(&bias))?;
+        let err = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(err < 2e-5, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_mismatched_heads() -> Result<()> {
+        let dev = Device::Cpu;
         let q = Tensor::zeros((1, 4, 6), DType::F32, &dev)?;
         let k = Tensor::zeros((1, 2, 5, 4), DType::F32, &dev)?;
         assert!(cross_attention(&q, &k, &k, 1.0, None).is_err(), "H·hd must equal q's width");
