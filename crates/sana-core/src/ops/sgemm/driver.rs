@@ -375,8 +375,12 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
     let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
     let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
     let m_blocks = m.div_ceil(mc);
-    for jc in (0..n).step_by(K::NC) {
-        let nc = K::NC.min(n - jc);
+    // Column blocks of equal width, up to NC + NC/4: the 3456-wide merged q/k/v product is one block,
+    // not 3072 + a 384-column one that re-packs all of A (and waits at two more barriers) for an eighth
+    // of the work.
+    let ncb = n.div_ceil(n.div_ceil(K::NC + K::NC / 4)).next_multiple_of(K::NR);
+    for jc in (0..n).step_by(ncb) {
+        let nc = ncb.min(n - jc);
         let panels = nc.div_ceil(K::NR);
         // Too few row blocks for the threads: split the B panels among them too (each task then packs its
         // own copy of its A block, cheap next to its share of the product).
