@@ -3,6 +3,10 @@
 //! for jc in n by NC: for pc in k by KC: pack B[pc.., jc..] into NR-column panels (all threads share it)
 //!   for each (MC-row block of A, range of B panels) — one rayon task each: pack the A block into MR-row
 //!   panels (the task's own buffer), then for each B panel (kept in L1) × A panel (from L2): microkernel.
+//!
+//! Two variants share the packers and the tile loop ([`run_block`]): [`gemm_shared_a`] for few rows
+//! (A packed once, each task packs its own B columns: no pack/compute barriers, which matter when B is
+//! the weights streamed from memory) and [`gemm_sum`] for a sum of products into one dst (conv taps).
 
 use super::Strided;
 use half::{bf16, f16};
@@ -311,6 +315,7 @@ thread_local! {
     // Reused across calls so that packing does not page-fault fresh memory each time.
     static A_BUF: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
     static B_BUF: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static A_SHARED: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
 }
 
 /// Run `f` on this thread's buffer `key`, grown to `len` values of `P`. The buffer is taken out while `f`
@@ -360,6 +365,9 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
         // its strides and widens either type, so only the roles change.
         let dt = Strided { offset: d.offset, rs: d.cs, cs: 1 };
         return gemm(kern, [n, m, k], dst, dt, b.t(), a.t(), accumulate);
+    }
+    if m <= SHARED_A_ROWS && k > 0 && n > SHARED_A_CHUNK {
+        return gemm_shared_a(kern, [m, n, k], dst, d, a, b, accumulate);
     }
     let c = DstPtr(dst.as_mut_ptr());
     if k == 0 {
@@ -516,4 +524,70 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
             }
         });
     }
+}
+
+/// Products with at most this many rows take [`gemm_shared_a`].
+const SHARED_A_ROWS: usize = 640;
+/// Columns of B one [`gemm_shared_a`] task packs and multiplies per depth slice.
+const SHARED_A_CHUNK: usize = 128;
+
+/// dst = (accumulate ? dst : 0) + a · b for few rows (a Linear on a 300-token prompt or a CFG caption).
+/// There, packing B (the weights, streamed from memory) is a large share of the work, and in the
+/// shared-B loop it is a phase of its own: both threads pack, wait, multiply, wait, so the memory
+/// stream never overlaps arithmetic. Here all of A (small) is packed once up front, then each task
+/// owns SHARED_A_CHUNK columns: per depth slice it packs its own B panels and multiplies them by every
+/// A panel at once, so one thread's weight reads run while the other computes, with no barrier.
+fn gemm_shared_a<K: MicroKernel, TA: Elem, TB: Elem>(
+    kern: &K,
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    d: Strided,
+    a: View<TA>,
+    b: View<TB>,
+    accumulate: bool,
+) {
+    let c = DstPtr(dst.as_mut_ptr());
+    let a_panels = m.div_ceil(K::MR);
+    let slices: Vec<usize> = (0..k).step_by(K::KC).collect();
+    let kpad = |pc: usize| K::KC.min(k - pc).next_multiple_of(K::KG);
+    let offs: Vec<usize> = slices.iter().scan(0, |o, &pc| Some(std::mem::replace(o, *o + a_panels * kpad(pc) * K::MR))).collect();
+    let total = slices.iter().map(|&pc| a_panels * kpad(pc) * K::MR).sum();
+    let threads = threads_for(2 * m * n * k);
+    with_buf(&A_SHARED, total, |ap: &mut [K::P]| {
+        // Pack A slice by slice, the slices in parallel.
+        let mut parts = Vec::with_capacity(slices.len());
+        let mut rest = &mut ap[..];
+        for &pc in &slices {
+            let (part, tail) = rest.split_at_mut(a_panels * kpad(pc) * K::MR);
+            parts.push(part);
+            rest = tail;
+        }
+        let pack_a = |(part, &pc): (&mut &mut [K::P], &usize)| pack(kern, Side::A, a.at(0, pc), m, K::KC.min(k - pc), part, false);
+        if threads > 1 {
+            parts.par_iter_mut().zip(&slices).for_each(pack_a);
+        } else {
+            parts.iter_mut().zip(&slices).for_each(pack_a);
+        }
+        let ap = &*ap;
+        let task = |chunk: usize| {
+            let (j0, j1) = (chunk * SHARED_A_CHUNK, ((chunk + 1) * SHARED_A_CHUNK).min(n));
+            let panels = (j1 - j0).div_ceil(K::NR);
+            let block = Block { rows: [0, m], cols: [j0, j1], panels: [0, panels] };
+            for (s, &pc) in slices.iter().enumerate() {
+                let kp = kpad(pc);
+                with_buf(&B_BUF, panels * kp * K::NR, |bp: &mut [K::P]| {
+                    pack(kern, Side::B, b.at(pc, j0).t(), j1 - j0, K::KC.min(k - pc), bp, false);
+                    // SAFETY: all A panels and this chunk's B panels are packed kp deep; tasks write
+                    // disjoint column ranges of dst.
+                    unsafe { run_block(kern, kp, &ap[offs[s]..], bp, c, d, &block, accumulate || s > 0) };
+                });
+            }
+        };
+        let chunks = n.div_ceil(SHARED_A_CHUNK);
+        if threads == 1 {
+            (0..chunks).for_each(task);
+        } else {
+            (0..chunks).into_par_iter().for_each(task);
+        }
+    });
 }

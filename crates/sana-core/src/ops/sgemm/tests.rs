@@ -138,8 +138,9 @@ fn check(kern: &impl Runner, case: &Case, threads: usize, bf16_dot: bool) {
 }
 
 /// Shapes around every blocking edge: 1×1, primes, partial MR/NR tiles, k past KC (256) and not a
-/// multiple of 2, m past MC (144), n past NC (3072), and sizes large enough to run on two threads.
-const SHAPES: [[usize; 3]; 11] = [
+/// multiple of 2, m past MC (144), n past NC (3072), and sizes large enough to run on two threads; up
+/// to 640 rows with n > 128 take the shared-A loop, the last shape the shared-B loop past a column block.
+const SHAPES: [[usize; 3]; 12] = [
     [1, 1, 1],
     [1, 7, 3],
     [5, 1, 9],
@@ -151,6 +152,7 @@ const SHAPES: [[usize; 3]; 11] = [
     [2, 3100, 5],
     [200, 300, 260],
     [12, 64, 2],
+    [641, 3900, 3],
 ];
 
 fn cases(rhs: RhsType) -> impl Iterator<Item = Case> {
