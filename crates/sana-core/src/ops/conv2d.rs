@@ -1,7 +1,7 @@
 //! Dense k×k convolution with "same"-style zero padding (k / 2), optional stride and an optional fused
 //! nearest-neighbour upsample of the input, computed a band of output rows at a time: stride 1 (every
-//! decoder conv) as one GEMM per tap over a channels-last band ([`conv_taps`]), other strides as
-//! im2col + GEMM.
+//! decoder conv) as one GEMM call summing all taps over a channels-last band ([`conv_taps`]), other
+//! strides as im2col + GEMM.
 //!
 //! PyTorch: `nn.Conv2d(Cin, Cout, k, stride, padding=k // 2)(F.interpolate(x, scale_factor=up, mode="nearest"))`.
 //!
@@ -87,8 +87,8 @@ fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, h
     out
 }
 
-/// Stride 1, no upsample: the convolution as k² GEMMs, one per tap, over a zero-padded, channels-last
-/// copy of a band of input rows, with no column matrix. In the padded band (width Wp = W + 2·pad),
+/// Stride 1: the convolution as k² GEMMs, one per tap, over a zero-padded, channels-last copy of a band
+/// of input rows, with no column matrix. In the padded band (width Wp = W + 2·pad),
 /// tap (ky, kx) of output pixel (y, x) reads padded pixel (y + ky)·Wp + x + kx; over the flat index
 /// q = y·Wp + x that is the matrix [Q, Cin] starting `ky·Wp + kx` pixels in (the last 2·pad columns of
 /// each row read across the row edge and are dropped). So each band is
@@ -114,9 +114,10 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [u
     let mut out = vec![0f32; b * cout * h * w];
     let mut xband = vec![0f32; xpix * cin];
     let mut oband = vec![0f32; band_rows * wp * cout];
-    // wt[tap][ci][co] = W[co, ci, tap]: each tap's [Cin, Cout] rhs with contiguous rows.
+    // wt[ci][tap][co] = W[co, ci, tap] (W as [Cout, Cin·k²], transposed): tap t's [Cin, Cout] rhs starts
+    // t·Cout in, its rows k²·Cout apart, each row contiguous.
     let mut wt = vec![0f32; taps * cin * cout];
-    wt.par_chunks_mut(cin * cout).enumerate().for_each(|(t, wt)| transpose(ws, [t, taps * cin, taps], wt, [0, 1, cout], [cout, cin]));
+    transpose_rows(ws, [0, cin * taps], &mut wt, [0, cout], [cout, cin * taps]);
     for n in 0..b {
         let xn = &xs[n * cin * sh * sw..(n + 1) * cin * sh * sw];
         let on = &mut out[n * cout * h * w..(n + 1) * cout * h * w];
@@ -142,8 +143,8 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [u
             });
             let ob = &mut oband[..q * cout];
             // All k² taps in one call: each task keeps its block of the band's outputs in cache through
-            // every tap. lhs (q, ci) = xband[(q + ky·Wp + kx)·Cin + ci]; rhs (ci, co) = wt[t][ci][co].
-            let terms: Vec<_> = (0..taps).map(|t| (Strided::rows((t / k * wp + t % k) * cin, cin), Strided::rows(t * cin * cout, cout))).collect();
+            // every tap. lhs (q, ci) = xband[(q + ky·Wp + kx)·Cin + ci]; rhs (ci, co) = wt[ci][t][co].
+            let terms: Vec<_> = (0..taps).map(|t| (Strided::rows((t / k * wp + t % k) * cin, cin), Strided::rows(t * cout, taps * cout))).collect();
             gemm_sum([q, cout, cin], (ob, Strided::rows(0, cout)), &xband, &wt, &terms);
             // on[co, y0 + y, x] = ob[(y·Wp + x)·Cout + co] + bias[co], the dropped columns skipped.
             on.par_chunks_mut(TRANSPOSE_BLOCK * h * w).enumerate().for_each(|(cb, planes)| {
@@ -161,28 +162,8 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [u
     out
 }
 
-/// Channels per block of the band transposes: one 64-byte line of a channels-last pixel.
+/// Output planes per task of the band's output transpose (16 channels: one 64-byte line of a channels-last pixel).
 const TRANSPOSE_BLOCK: usize = 16;
-
-/// `dst[d0 + i·d1 + j·d2] = src[s0 + i·s1 + j·s2]` for i < r, j < c (`[r, c]` = `rc`; `[offset, stride
-/// of i, stride of j]` each side), in TRANSPOSE_BLOCK² tiles: a transposing copy touches each line of
-/// either side once per tile, where a plain loop would stride through one side a line per value.
-fn transpose(src: &[f32], [s0, s1, s2]: [usize; 3], dst: &mut [f32], [d0, d1, d2]: [usize; 3], [r, c]: [usize; 2]) {
-    if r == 0 || c == 0 {
-        return;
-    }
-    assert!(s0 + (r - 1) * s1 + (c - 1) * s2 < src.len() && d0 + (r - 1) * d1 + (c - 1) * d2 < dst.len());
-    for i0 in (0..r).step_by(TRANSPOSE_BLOCK) {
-        for j0 in (0..c).step_by(TRANSPOSE_BLOCK) {
-            for j in j0..(j0 + TRANSPOSE_BLOCK).min(c) {
-                for i in i0..(i0 + TRANSPOSE_BLOCK).min(r) {
-                    // SAFETY: i < r and j < c, whose furthest elements were checked above.
-                    unsafe { *dst.get_unchecked_mut(d0 + i * d1 + j * d2) = *src.get_unchecked(s0 + i * s1 + j * s2) };
-                }
-            }
-        }
-    }
-}
 
 /// `dst[d0 + v·ds + u] = src[s0 + u·ss + v]` for u < nu, v < nv (`[nu, nv]` = `n`): rows of `src`
 /// (contiguous along v) written as rows of `dst` (contiguous along u). With AVX2, 8×8 blocks are

@@ -39,14 +39,14 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
     };
     let out = with_cpu_f32(q, |qs| with_cpu_f32(k, |ks| with_cpu_f32(v, |vs| {
         let mut out = vec![0f32; b * n * c];
+        // Keys each batch item attends to: all before its masked tail (`attended_keys`).
+        let keys: Vec<usize> = (0..b).map(|bi| bias.as_ref().map_or(s, |v| attended_keys(&v[bi * s..(bi + 1) * s]))).collect();
         // One task per block of ROWS rows of one batch item (its output rows are contiguous).
         let blocks = out.par_chunks_mut(n * c).enumerate().flat_map(|(bi, ob)| ob.par_chunks_mut(ROWS * c).enumerate().map(move |(blk, o)| (bi, blk, o)));
         blocks.for_each(|(bi, blk, o)| {
             let (r0, rows) = (blk * ROWS, o.len() / c);
-            let row_bias = bias.as_ref().map(|v| &v[bi * s..(bi + 1) * s]);
-            // Only the keys before the masked tail take part (`attended_keys`).
-            let sk = row_bias.map_or(s, attended_keys);
-            let row_bias = row_bias.map(|b| &b[..sk]);
+            let sk = keys[bi];
+            let row_bias = bias.as_ref().map(|v| &v[bi * s..bi * s + sk]);
             let (mut logits, mut probs) = (vec![0f32; rows * sk], vec![0f32; rows * sk]);
             for hi in 0..h {
                 let kv_off = (bi * h + hi) * s * hd;
@@ -67,16 +67,17 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
     Ok(Tensor::from_vec(out, (b, n, c), q.device())?)
 }
 
-/// A bias at or below this masks its key: diffusers writes −10000 for a padded caption token, and
-/// exp(−10000 + logit − max) is exactly 0 in f32 for any logit within ±9000 of the row's max.
-const MASKED: f32 = -10000.0;
+/// The additive bias of a masked key: diffusers turns a 1/0 mask into `(1 − mask) · −10000` (not −inf).
+/// A bias at or below it masks the key: exp(−10000 + logit − max) is exactly 0 in f32 for any logit
+/// within ±9000 of the row's max.
+pub(crate) const MASK_BIAS: f32 = -10000.0;
 
 /// Keys that take part for one batch item: all but the trailing run of masked ones (the caption's
 /// padding), or all when every key is masked (the softmax then spreads over them, as in PyTorch). The
 /// probabilities of the dropped keys are exactly 0 in PyTorch's softmax, so skipping them changes no
 /// result while a short prompt no longer pays for 300 keys.
 fn attended_keys(bias: &[f32]) -> usize {
-    match bias.iter().rposition(|&b| !(b <= MASKED)) {
+    match bias.iter().rposition(|&b| !(b <= MASK_BIAS)) {
         Some(last) => last + 1,
         None => bias.len(),
     }

@@ -17,13 +17,12 @@
 use super::layers::CaptionProjection;
 use super::SanaTransformerBlock;
 use crate::models::linear::{AdapterLayers, LoraCall};
+use crate::ops::cross_attention::MASK_BIAS;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// diffusers turns a 1/0 mask into the additive bias `(1 − mask) · −10000` (not −inf).
-const MASK_BIAS: f64 = -10000.0;
 
 /// A process-unique id for a loaded model, so a cache entry never serves another model.
 pub(crate) fn next_model_id() -> u64 {
@@ -100,7 +99,7 @@ impl CaptionModel<'_> {
         let bias = match input.mask {
             Some(m) => {
                 let (b, s) = m.dims2()?;
-                Some(m.to_device(self.device)?.to_dtype(DType::F32)?.affine(-MASK_BIAS, MASK_BIAS)?.reshape((b, 1, 1, s))?)
+                Some(m.to_device(self.device)?.to_dtype(DType::F32)?.affine(-MASK_BIAS as f64, MASK_BIAS as f64)?.reshape((b, 1, 1, s))?)
             }
             None => None,
         };

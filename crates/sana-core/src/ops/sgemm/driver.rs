@@ -366,7 +366,7 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
         let dt = Strided { offset: d.offset, rs: d.cs, cs: 1 };
         return gemm(kern, [n, m, k], dst, dt, b.t(), a.t(), accumulate);
     }
-    if m <= SHARED_A_ROWS && k > 0 && n > SHARED_A_CHUNK {
+    if m <= SHARED_A_ROWS && k > 0 && n > SHARED_A_PANELS * K::NR {
         return gemm_shared_a(kern, [m, n, k], dst, d, a, b, accumulate);
     }
     let c = DstPtr(dst.as_mut_ptr());
@@ -378,15 +378,8 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
         return;
     }
     let threads = threads_for(2 * m * n * k);
-    // Row blocks: as few as MC allows, rounded up to a multiple of the thread count so that they split
-    // evenly, and equal in size (MR-aligned).
-    let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
-    let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
-    let m_blocks = m.div_ceil(mc);
-    // Column blocks of equal width, up to NC + NC/4: the 3456-wide merged q/k/v product is one block,
-    // not 3072 + a 384-column one that re-packs all of A (and waits at two more barriers) for an eighth
-    // of the work.
-    let ncb = n.div_ceil(n.div_ceil(K::NC + K::NC / 4)).next_multiple_of(K::NR);
+    let (mc, m_blocks) = row_blocks::<K>(m, threads);
+    let ncb = column_block::<K>(n);
     for jc in (0..n).step_by(ncb) {
         let nc = ncb.min(n - jc);
         let panels = nc.div_ceil(K::NR);
@@ -412,12 +405,7 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
                         unsafe { run_block(kern, kpad, ap, bp, c, d, &block, load) };
                     })
                 };
-                let tasks = m_blocks * n_chunks;
-                if threads == 1 || tasks == 1 {
-                    (0..tasks).for_each(task);
-                } else {
-                    (0..tasks).into_par_iter().for_each(task);
-                }
+                run_tasks(threads, m_blocks * n_chunks, task);
             });
         }
     }
@@ -454,6 +442,52 @@ unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K:
     }
 }
 
+/// MC-row blocks for `m` rows on `threads`: as few as MC allows, rounded up to a multiple of the thread
+/// count so that they split evenly, and equal in size (MR-aligned). Returns (rows per block, blocks).
+fn row_blocks<K: MicroKernel>(m: usize, threads: usize) -> (usize, usize) {
+    let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
+    let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
+    (mc, m.div_ceil(mc))
+}
+
+/// Width of the column blocks `n` is cut into: equal (NR-aligned), up to NC + NC/4. So the 3456-wide
+/// merged q/k/v product is one block, not 3072 + a 384-column one that re-packs all of A (and waits at
+/// two more barriers) for an eighth of the work.
+fn column_block<K: MicroKernel>(n: usize) -> usize {
+    n.div_ceil(n.div_ceil(K::NC + K::NC / 4)).next_multiple_of(K::NR)
+}
+
+/// `buf` cut into consecutive parts of `sizes`, with each part's offset (for the read-only pass after).
+fn split_parts<'a, P>(buf: &'a mut [P], sizes: &[usize]) -> (Vec<&'a mut [P]>, Vec<usize>) {
+    let offs = sizes.iter().scan(0, |o, &len| Some(std::mem::replace(o, *o + len))).collect();
+    let mut parts = Vec::with_capacity(sizes.len());
+    let mut rest = buf;
+    for &len in sizes {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        parts.push(part);
+        rest = tail;
+    }
+    (parts, offs)
+}
+
+/// Run `task(0..tasks)` on rayon when there are threads and tasks to share, else on this thread.
+fn run_tasks(threads: usize, tasks: usize, task: impl Fn(usize) + Sync + Send) {
+    if threads == 1 || tasks == 1 {
+        (0..tasks).for_each(task);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
+}
+
+/// `f` on every item, on rayon when `parallel`, else in order on this thread.
+fn for_each_item<T: Send>(parallel: bool, items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    if parallel {
+        items.into_par_iter().for_each(f);
+    } else {
+        items.into_iter().for_each(f);
+    }
+}
+
 /// Most dst values in one [`gemm_sum`] task's block (192 KB: with the 144 KB A block, inside a 512 KB L2).
 const SUM_DST_BLOCK_VALUES: usize = 48 << 10;
 
@@ -472,13 +506,12 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
 ) {
     let c = DstPtr(dst.as_mut_ptr());
     let threads = threads_for(2 * m * n * k * terms.len());
-    let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
-    let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
-    let m_blocks = m.div_ceil(mc);
+    let (mc, m_blocks) = row_blocks::<K>(m, threads);
     let slices: Vec<(usize, usize)> = (0..terms.len()).flat_map(|t| (0..k).step_by(K::KC).map(move |pc| (t, pc))).collect();
     let kpad = |pc: usize| K::KC.min(k - pc).next_multiple_of(K::KG);
-    for jc in (0..n).step_by(K::NC) {
-        let nc = K::NC.min(n - jc);
+    let ncb = column_block::<K>(n);
+    for jc in (0..n).step_by(ncb) {
+        let nc = ncb.min(n - jc);
         let panels = nc.div_ceil(K::NR);
         // Column chunks narrow enough that a task's block of dst stays in L2 beside its A block, and
         // enough tasks for the threads.
@@ -488,16 +521,9 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
         let per_chunk = panels.div_ceil(n_chunks);
         // Every (term, slice)'s B panels, one after another in one buffer, packed in parallel.
         let sizes: Vec<usize> = slices.iter().map(|&(_, pc)| panels * kpad(pc) * K::NR).collect();
-        let offs: Vec<usize> = sizes.iter().scan(0, |o, &len| Some(std::mem::replace(o, *o + len))).collect();
         with_buf(&B_BUF, sizes.iter().sum(), |bp: &mut [K::P]| {
-            let mut parts = Vec::with_capacity(slices.len());
-            let mut rest = &mut bp[..];
-            for &len in &sizes {
-                let (part, tail) = rest.split_at_mut(len);
-                parts.push(part);
-                rest = tail;
-            }
-            parts.into_par_iter().zip(&slices).for_each(|(part, &(t, pc))| {
+            let (parts, offs) = split_parts(bp, &sizes);
+            for_each_item(threads > 1, parts.into_iter().zip(&slices).collect(), |(part, &(t, pc))| {
                 pack(kern, Side::B, terms[t].1.at(pc, jc).t(), nc, K::KC.min(k - pc), part, false);
             });
             let bp = &*bp;
@@ -516,35 +542,29 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
                     });
                 }
             };
-            let tasks = m_blocks * n_chunks;
-            if threads == 1 || tasks == 1 {
-                (0..tasks).for_each(task);
-            } else {
-                (0..tasks).into_par_iter().for_each(task);
-            }
+            run_tasks(threads, m_blocks * n_chunks, task);
         });
     }
 }
 
-/// Products with at most this many rows take [`gemm_shared_a`].
+/// Products with at most this many rows (and wider than one task) take [`gemm_shared_a`].
 const SHARED_A_ROWS: usize = 640;
-/// Columns of B one [`gemm_shared_a`] task packs and multiplies per depth slice: a product wider than
-/// this takes that loop; its tasks are 4 to 8 B panels wide (`shared_a_panels`).
-const SHARED_A_CHUNK: usize = 128;
+/// Most B panels one [`gemm_shared_a`] task packs and multiplies per depth slice (128 f32 columns).
+const SHARED_A_PANELS: usize = 8;
 
-/// B panels per [`gemm_shared_a`] task: 8 (128 columns) where that splits evenly over the threads, else
-/// the widest of 7..4 that does. Why: a 1152-wide product in 9 tasks of 8 leaves one thread alone with
-/// the ninth (≈ 10 % idle, DiT 512²); 12 tasks of 6 split 6 + 6.
+/// B panels per [`gemm_shared_a`] task: SHARED_A_PANELS where that splits evenly over the threads, else
+/// the widest down to half of it that does. Why: a 1152-wide product in 9 tasks of 8 leaves one thread
+/// alone with the ninth (≈ 10 % idle, DiT 512²); 12 tasks of 6 split 6 + 6.
 fn shared_a_panels(panels: usize, threads: usize) -> usize {
-    (4..=8).rev().find(|&p| panels.div_ceil(p).is_multiple_of(threads)).unwrap_or(8)
+    (SHARED_A_PANELS / 2..=SHARED_A_PANELS).rev().find(|&p| panels.div_ceil(p).is_multiple_of(threads)).unwrap_or(SHARED_A_PANELS)
 }
 
 /// dst = (accumulate ? dst : 0) + a · b for few rows (a Linear on a 300-token prompt or a CFG caption).
 /// There, packing B (the weights, streamed from memory) is a large share of the work, and in the
 /// shared-B loop it is a phase of its own: both threads pack, wait, multiply, wait, so the memory
 /// stream never overlaps arithmetic. Here all of A (small) is packed once up front, then each task
-/// owns SHARED_A_CHUNK columns: per depth slice it packs its own B panels and multiplies them by every
-/// A panel at once, so one thread's weight reads run while the other computes, with no barrier.
+/// owns a few B panels' columns (`shared_a_panels`): per depth slice it packs them and multiplies them
+/// by every A panel at once, so one thread's weight reads run while the other computes, with no barrier.
 fn gemm_shared_a<K: MicroKernel, TA: Elem, TB: Elem>(
     kern: &K,
     [m, n, k]: [usize; 3],
@@ -558,24 +578,14 @@ fn gemm_shared_a<K: MicroKernel, TA: Elem, TB: Elem>(
     let a_panels = m.div_ceil(K::MR);
     let slices: Vec<usize> = (0..k).step_by(K::KC).collect();
     let kpad = |pc: usize| K::KC.min(k - pc).next_multiple_of(K::KG);
-    let offs: Vec<usize> = slices.iter().scan(0, |o, &pc| Some(std::mem::replace(o, *o + a_panels * kpad(pc) * K::MR))).collect();
-    let total = slices.iter().map(|&pc| a_panels * kpad(pc) * K::MR).sum();
+    let sizes: Vec<usize> = slices.iter().map(|&pc| a_panels * kpad(pc) * K::MR).collect();
     let threads = threads_for(2 * m * n * k);
-    with_buf(&A_SHARED, total, |ap: &mut [K::P]| {
+    with_buf(&A_SHARED, sizes.iter().sum(), |ap: &mut [K::P]| {
         // Pack A slice by slice, the slices in parallel.
-        let mut parts = Vec::with_capacity(slices.len());
-        let mut rest = &mut ap[..];
-        for &pc in &slices {
-            let (part, tail) = rest.split_at_mut(a_panels * kpad(pc) * K::MR);
-            parts.push(part);
-            rest = tail;
-        }
-        let pack_a = |(part, &pc): (&mut &mut [K::P], &usize)| pack(kern, Side::A, a.at(0, pc), m, K::KC.min(k - pc), part, false);
-        if threads > 1 {
-            parts.par_iter_mut().zip(&slices).for_each(pack_a);
-        } else {
-            parts.iter_mut().zip(&slices).for_each(pack_a);
-        }
+        let (parts, offs) = split_parts(ap, &sizes);
+        for_each_item(threads > 1, parts.into_iter().zip(&slices).collect(), |(part, &pc)| {
+            pack(kern, Side::A, a.at(0, pc), m, K::KC.min(k - pc), part, false);
+        });
         let ap = &*ap;
         let width = shared_a_panels(n.div_ceil(K::NR), threads) * K::NR;
         let task = |chunk: usize| {
@@ -592,11 +602,6 @@ fn gemm_shared_a<K: MicroKernel, TA: Elem, TB: Elem>(
                 });
             }
         };
-        let chunks = n.div_ceil(width);
-        if threads == 1 {
-            (0..chunks).for_each(task);
-        } else {
-            (0..chunks).into_par_iter().for_each(task);
-        }
+        run_tasks(threads, n.div_ceil(width), task);
     });
 }

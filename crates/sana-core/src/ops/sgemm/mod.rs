@@ -141,8 +141,7 @@ pub fn bench_sgemm<T: Elem>([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32],
     sgemm_typed([m, n, k], (dst, Strided::rows(0, n)), (lhs, Strided::rows(0, k)), (rhs, r), false);
 }
 
-
-/// Most rhs values (all terms, packed) that [`sgemm_sum`] holds at once; past it, one product per term.
+/// Most rhs values (all terms) that [`sgemm_sum`] holds packed at once; past it, one product per term.
 const SUM_B_VALUES: usize = 1 << 22;
 
 /// dst[m×n] = (accumulate ? dst : 0) + Σ_t lhs(t) · rhs(t), each term's lhs [m×k] and rhs [k×n] a
@@ -157,11 +156,11 @@ pub(crate) fn sgemm_sum(
     terms: &[(Strided, Strided)],
     accumulate: bool,
 ) {
+    assert!(!terms.is_empty(), "sgemm_sum: no terms");
     if m == 0 || n == 0 {
         return;
     }
-    let fits = k > 0 && terms.len() * k.next_multiple_of(256) * n.next_multiple_of(16) <= SUM_B_VALUES;
-    if !fits {
+    if k == 0 || terms.len() * k * n > SUM_B_VALUES {
         for (t, &(l, r)) in terms.iter().enumerate() {
             sgemm([m, n, k], (&mut *dst, d), (lhs, l), (Rhs::F32(rhs), r), accumulate || t > 0);
         }
@@ -172,6 +171,7 @@ pub(crate) fn sgemm_sum(
         "sgemm_sum: a {m}×{n}×{k} term reaches past its buffers"
     );
     let views: Vec<_> = terms.iter().map(|&(l, r)| (View::new(lhs, l), View::new(rhs, r))).collect();
+    // In the stats table a sum shows as one product of depth terms·k, with operand strides 0 (several views).
     let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], 4);
     match f32k::Avx2::new() {
         Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
