@@ -13,7 +13,7 @@ static ALLOC: sana_core::alloc_cache::LargeBlockCache = sana_core::alloc_cache::
 use candle_core::{DType, Device, Tensor};
 use sana_core::models::linear::Linear;
 use sana_core::ops::cross_attention::cross_attention;
-use sana_core::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, silu_depthwise_conv2d_glu};
+use sana_core::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, silu_depthwise_conv2d_glu_nhwc};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -65,11 +65,12 @@ fn main() -> sana_core::Result<()> {
         lap("9 attn2 out GEMM + residual", &mut t0);
         let nx = modulated_layer_norm(&x2, &m.narrow(1, 3, 1)?, &m.narrow(1, 4, 1)?, 1e-6, None)?;
         lap("a norm2 (modulated)", &mut t0);
-        let y = l_inv.forward_channels(&nx.transpose(1, 2)?)?;
+        // Channels-last, as the model runs the Mix-FFN on the CPU.
+        let y = l_inv.forward(&nx)?;
         lap("b ff conv_inverted GEMM", &mut t0);
-        let y = silu_depthwise_conv2d_glu(&y.reshape((b, 2 * hid, h, w))?, &w_dw, Some(&b_dw))?;
+        let y = silu_depthwise_conv2d_glu_nhwc(&y.reshape((b, h, w, 2 * hid))?, &w_dw, Some(&b_dw))?;
         lap("c ff silu + depthwise + GLU", &mut t0);
-        let y = l_pt.forward_channels_to_tokens(&y.reshape((b, hid, n))?)?;
+        let y = l_pt.forward(&y.reshape((b, n, hid))?)?;
         lap("d ff conv_point GEMM", &mut t0);
         let out = gated_residual(&x2, &y, &m.narrow(1, 5, 1)?)?;
         lap("e gated residual 2", &mut t0);

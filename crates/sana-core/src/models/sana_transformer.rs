@@ -17,7 +17,7 @@
 use crate::config::SanaTransformerConfig;
 use crate::models::component::{BuildModel, Component};
 use crate::ops::cross_attention::cross_attention;
-use crate::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, rms_norm, silu_depthwise_conv2d_glu};
+use crate::ops::{gated_residual, modulated_layer_norm, relu_linear_attention, rms_norm, silu_depthwise_conv2d_glu, silu_depthwise_conv2d_glu_nhwc};
 use crate::weights::Vb;
 use crate::{ensure_arg, Result, SanaError};
 use candle_core::{DType, Device, Tensor};
@@ -190,6 +190,13 @@ impl GluMbConv {
     fn forward(&self, x: &Tensor, h: usize, w: usize, lora: LoraCall) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let hid = self.hidden;
+        if crate::ops::is_cpu_f32(x) {
+            // CPU: channels-last throughout. Both 1×1 convs are token-major GEMMs over all B·N tokens,
+            // and the depthwise conv reads each pixel's channels contiguously (vectorized over channels).
+            let y = self.conv_inverted.forward_lora(x, Layout::Tokens, lora)?;
+            let y = silu_depthwise_conv2d_glu_nhwc(&y.reshape((b, h, w, 2 * hid))?, &self.conv_depth_w, Some(&self.conv_depth_b))?;
+            return self.conv_point.forward_lora(&y.reshape((b, n, hid))?, Layout::Tokens, lora);
+        }
         // 1. 1×1 conv on [B, D, N] (x transposed, no copy) → [B, 2·hid, N].
         let y = self.conv_inverted.forward_lora(&x.transpose(1, 2)?, Layout::Channels, lora)?;
         // 2. SiLU, depthwise 3×3 on the grid [B, 2·hid, h, w], torch.chunk(2, dim=1): value · SiLU(gate).

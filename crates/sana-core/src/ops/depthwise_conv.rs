@@ -115,6 +115,124 @@ pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
+/// [`silu_depthwise_conv2d_glu`] channels-last, the Mix-FFN's middle on the CPU: x [B, H, W, 2C] (the
+/// expand GEMM's token-major output, bias included) → [B, H, W, C]. So both of the Mix-FFN's 1×1 convs are
+/// token-major GEMMs over every token of the CFG batch, and no plane-major copy exists. Each output
+/// value is the planar op's sum, term for term in the same order (bias, then the taps row-major). Off
+/// the CPU (or not f32): a permute around the planar op.
+pub fn silu_depthwise_conv2d_glu_nhwc(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, h, w, c2) = x.dims4()?;
+    let (wc, one, kh, kw) = weight.dims4()?;
+    ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
+    ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
+        "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+    if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
+        let planar = silu_depthwise_conv2d_glu(&x.permute((0, 3, 1, 2))?.contiguous()?, weight, bias)?;
+        return Ok(planar.permute((0, 2, 3, 1))?.contiguous()?);
+    }
+    let (c, kk) = (c2 / 2, kh * kh);
+    let bias_v = bias_or_zeros(bias, c2)?;
+    // Taps outermost ([tap][2C]), so that a tap's weights for a block of channels are contiguous.
+    let taps = with_cpu_f32(weight, |wv| (0..kk * c2).map(|i| wv[(i % c2) * kk + i / c2]).collect::<Vec<f32>>())?;
+    let blocks = c.div_ceil(NHWC_CHANNELS);
+    let out = with_cpu_f32(x, |xs| {
+        let mut out = vec![0f32; b * h * w * c];
+        let dst = OutPtr(out.as_mut_ptr());
+        (0..b * blocks).into_par_iter().for_each(|task| {
+            let (n, c0) = (task / blocks, task % blocks * NHWC_CHANNELS);
+            let cb = NHWC_CHANNELS.min(c - c0);
+            let image = &xs[n * h * w * c2..(n + 1) * h * w * c2];
+            let rows = glu_channel_block(image, &taps, &bias_v, [h, w, c2, kh], [c0, cb]);
+            for (p, row) in rows.chunks_exact(cb).enumerate() {
+                // SAFETY: task (n, c0) alone writes channels c0..c0 + cb of image n's pixels, all inside out.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.get().add((n * h * w + p) * c + c0), cb) };
+            }
+        });
+        out
+    })?;
+    Ok(Tensor::from_vec(out, (b, h, w, c), x.device())?)
+}
+
+/// Output channels per task of [`silu_depthwise_conv2d_glu_nhwc`]: its k rows of SiLU'd value and gate
+/// input (2 · 3 · 34 pixels · 256 channels at 32×32, 209 KB) stay in L2, and each pixel's read is 1 KB
+/// contiguous.
+const NHWC_CHANNELS: usize = 256;
+
+/// The output buffer, shared by tasks that write disjoint channel blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Channels c0..c0 + cb of one image's GLU output, [H·W][cb]: value = conv(silu(x[c0..])), gate =
+/// conv(silu(x[C + c0..])), value · silu(gate). SiLU'd input rows are kept in a ring of k zero-bordered
+/// rows per half, each row computed once.
+fn glu_channel_block(image: &[f32], taps: &[f32], bias: &[f32], [h, w, c2, kh]: [usize; 4], [c0, cb]: [usize; 2]) -> Vec<f32> {
+    let (c, r, wp) = (c2 / 2, kh / 2, w + kh - 1);
+    let mut ring = [vec![0f32; kh * wp * cb], vec![0f32; kh * wp * cb]]; // value, gate
+    let slot = |row: usize| (row % kh) * wp * cb; // padded row index (image row + r)
+    let mut out = vec![0f32; h * w * cb];
+    let mut gate = vec![0f32; w * cb];
+    // Fill padded row `pr` (image row pr − r, or zeros outside the image) of both rings.
+    let fill = |ring: &mut [Vec<f32>; 2], pr: usize| {
+        for (half, ring) in ring.iter_mut().enumerate() {
+            let row = &mut ring[slot(pr)..slot(pr) + wp * cb];
+            match (pr >= r && pr - r < h).then(|| pr - r) {
+                Some(y) => {
+                    for x in 0..w {
+                        // The pixels' channel blocks lie c2 values apart, past what the hardware
+                        // prefetcher follows: fetch the next pixel's block while this one is computed.
+                        #[cfg(target_arch = "x86_64")]
+                        if let Some(next) = image.get((y * w + x + 1) * c2 + half * c + c0..) {
+                            for line in (0..cb.min(next.len())).step_by(16) {
+                                // SAFETY: a prefetch only hints; the address lies inside `image`.
+                                unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(next.as_ptr().add(line).cast()) };
+                            }
+                        }
+                        let src = &image[(y * w + x) * c2 + half * c + c0..][..cb];
+                        fastmath::silu_into(src, &mut row[(x + r) * cb..(x + r + 1) * cb]);
+                    }
+                }
+                None => row.fill(0.0),
+            }
+        }
+    };
+    (0..kh - 1).for_each(|pr| fill(&mut ring, pr));
+    for y in 0..h {
+        fill(&mut ring, y + kh - 1);
+        let row_offs: Vec<usize> = (0..kh).map(|dy| slot(y + dy)).collect();
+        let o = &mut out[y * w * cb..(y + 1) * w * cb];
+        conv_row_nhwc(&ring[0], &row_offs, taps, c2, &bias[c0..c0 + cb], w, kh, c0, o);
+        conv_row_nhwc(&ring[1], &row_offs, taps, c2, &bias[c + c0..c + c0 + cb], w, kh, c + c0, &mut gate);
+        fastmath::mul_silu_in_place(o, &gate);
+    }
+    out
+}
+
+fastmath::dispatch!(
+    /// One output row of a channels-last depthwise conv over `cb` channels: out[x] = bias + Σ taps, each
+    /// tap (dy, dx) `taps[(dy·k + dx)·c2 + ch0 ..]` times ring row `row_offs[dy]`'s pixel x + dx.
+    conv_row_nhwc,
+    (ring: &[f32], row_offs: &[usize], taps: &[f32], c2: usize, bias: &[f32], w: usize, ks: usize, ch0: usize, out: &mut [f32]),
+    {
+    let cb = bias.len();
+    for (x, o) in out.chunks_exact_mut(cb).enumerate().take(w) {
+        // Tap (dy, dx)'s weights and inputs from channel ch on.
+        let tap = |dy: usize, dx: usize, ch: usize| (&taps[(dy * ks + dx) * c2 + ch0 + ch..], &ring[row_offs[dy] + (x + dx) * cb + ch..]);
+        // L channels at a time, their sums held in registers through all k² taps (a tap at a time over
+        // the whole block would load and store the output once per tap); 32 = 4 independent vectors.
+        let ch = taps_sum::<32>(0, cb, ks, bias, &tap, o);
+        let ch = taps_sum::<8>(ch, cb, ks, bias, &tap, o);
+        taps_sum::<1>(ch, cb, ks, bias, &tap, o);
+    }
+});
+
 /// Write `f(row)` of each row of an h×w plane into the interior of `padded`, a plane with a zero border of
 /// `r` on every side (rows of w + 2r), so that every tap of [`conv_plane`] reads whole rows: at 32×32,
 /// clipped row ends were a scalar tail on two thirds of the taps.
@@ -143,6 +261,28 @@ fastmath::dispatch!(
         }
     }
 });
+
+/// Output channels `ch..` of one pixel in steps of L while L fit below `cb`: bias, then each tap's
+/// product, in order. Returns the first channel not done. Inlined into [`conv_row_nhwc`]'s AVX2 body.
+#[inline(always)]
+fn taps_sum<'a, const L: usize>(mut ch: usize, cb: usize, ks: usize, bias: &[f32], tap: &impl Fn(usize, usize, usize) -> (&'a [f32], &'a [f32]), o: &mut [f32]) -> usize {
+    while ch + L <= cb {
+        // Fixed-size arrays: LLVM keeps `acc` in registers.
+        let mut acc: [f32; L] = bias[ch..ch + L].try_into().expect("L values");
+        for dy in 0..ks {
+            for dx in 0..ks {
+                let (kv, iv) = tap(dy, dx, ch);
+                let (kv, iv): (&[f32; L], &[f32; L]) = (kv[..L].try_into().expect("L"), iv[..L].try_into().expect("L"));
+                for l in 0..L {
+                    acc[l] += kv[l] * iv[l];
+                }
+            }
+        }
+        o[ch..ch + L].copy_from_slice(&acc);
+        ch += L;
+    }
+    ch
+}
 
 #[cfg(test)]
 mod tests {
@@ -228,6 +368,27 @@ mod tests {
                 assert!(err < 1e-6, "{:?}: relative error {err}", (b, c, h, w, k));
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn channels_last_glu_equals_the_planar_op() -> Result<()> {
+        // Channel blocks past NHWC_CHANNELS with a partial last one, k = 3 and 5, a 1×1 image; the sums
+        // are the planar op's term for term, so the results are equal bit for bit.
+        let dev = Device::Cpu;
+        for &(b, c, h, w, k) in &[(2, 2 * 300, 4, 5, 3), (1, 4, 1, 1, 3), (1, 8, 7, 3, 5)] {
+            let x = (Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)? * 3.0)?;
+            let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
+            for bias in [Some(&bias), None] {
+                let want = silu_depthwise_conv2d_glu(&x, &wt, bias)?.permute((0, 2, 3, 1))?;
+                let got = silu_depthwise_conv2d_glu_nhwc(&x.permute((0, 2, 3, 1))?.contiguous()?, &wt, bias)?;
+                assert_eq!(got.dims(), &[b, h, w, c / 2]);
+                let (got, want) = (got.flatten_all()?.to_vec1::<f32>()?, want.flatten_all()?.to_vec1::<f32>()?);
+                assert!(got.iter().zip(&want).all(|(g, w)| g == w), "{:?}", (b, c, h, w, k));
+            }
+        }
+        assert!(silu_depthwise_conv2d_glu_nhwc(&Tensor::zeros((1, 2, 2, 6), candle_core::DType::F32, &dev)?, &Tensor::zeros((4, 1, 3, 3), candle_core::DType::F32, &dev)?, None).is_err());
         Ok(())
     }
 

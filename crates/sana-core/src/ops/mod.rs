@@ -23,7 +23,7 @@ pub mod norm;
 pub mod rope;
 pub mod softmax;
 
-pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu, silu_depthwise_conv2d_glu, silu_depthwise_conv2d_glu_with_input_bias};
+pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu, silu_depthwise_conv2d_glu, silu_depthwise_conv2d_glu_nhwc, silu_depthwise_conv2d_glu_with_input_bias};
 pub use modulation::{gated_residual, gated_residual_with_bias, modulated_layer_norm};
 pub use linear_attention::relu_linear_attention;
 pub use norm::rms_norm;
