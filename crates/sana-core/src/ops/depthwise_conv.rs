@@ -2,7 +2,7 @@
 //! PyTorch: `nn.Conv2d(C, C, k, padding=k // 2, groups=C)`.
 //! candle's grouped conv runs one small conv per group; for 5·C channels that is thousands of calls.
 
-use super::{bias_or_zeros, fastmath, is_cpu_f32, with_cpu_f32};
+use super::{bias_or_zeros, fastmath, is_cpu_f32, with_cpu_f32, DstPtr};
 use crate::{ensure_arg, Result};
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -40,6 +40,16 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
+/// Check a GLU's depthwise weight against its input's 2C channels: [2C, 1, k, k] with k odd and 2C even.
+/// Returns k.
+fn glu_kernel_size(c2: usize, weight: &Tensor) -> Result<usize> {
+    let (wc, one, kh, kw) = weight.dims4()?;
+    ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
+    ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
+        "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+    Ok(kh)
+}
+
 /// GLUMBConv's middle: depthwise conv, then `value, gate = y.chunk(2, dim=1)`; `value · silu(gate)`.
 /// x: [B, 2C, H, W], weight: [2C, 1, k, k], bias: [2C] → [B, C, H, W]. On CUDA one fused kernel (the
 /// 2C-channel conv output is never stored); elsewhere [`depthwise_conv2d`] then the product.
@@ -48,9 +58,7 @@ pub fn depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) 
     ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
     #[cfg(feature = "cuda")]
     if super::is_cuda_kernel_dtype(&[x]) {
-        let (wc, one, kh, kw) = weight.dims4()?;
-        ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
-            "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+        glu_kernel_size(c2, weight)?;
         return super::cuda::depthwise_conv2d(x, weight, bias, true);
     }
     let y = depthwise_conv2d(x, weight, bias)?;
@@ -72,10 +80,7 @@ pub fn silu_depthwise_conv2d_glu(x: &Tensor, weight: &Tensor, bias: Option<&Tens
 /// CPU (f32) the loop of [`silu_depthwise_conv2d_glu`] after adding the bias; elsewhere candle ops.
 pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<&Tensor>, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (b, c2, h, w) = x.dims4()?;
-    let (wc, one, kh, kw) = weight.dims4()?;
-    ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
-    ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
-        "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+    let kh = glu_kernel_size(c2, weight)?;
     if let Some(t) = input_bias {
         ensure_arg!(t.elem_count() == c2, "input_bias", "expected {c2} values, got shape {:?}", t.dims());
     }
@@ -122,10 +127,7 @@ pub fn silu_depthwise_conv2d_glu_with_input_bias(x: &Tensor, input_bias: Option<
 /// the CPU (or not f32): a permute around the planar op.
 pub fn silu_depthwise_conv2d_glu_nhwc(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (b, h, w, c2) = x.dims4()?;
-    let (wc, one, kh, kw) = weight.dims4()?;
-    ensure_arg!(c2 % 2 == 0, "x", "GLU needs an even channel count, got {c2}");
-    ensure_arg!(wc == c2 && one == 1 && kh == kw && kh % 2 == 1, "weight",
-        "depthwise weight must be [{c2}, 1, k, k] with odd k, got {:?}", weight.dims());
+    let kh = glu_kernel_size(c2, weight)?;
     if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
         let planar = silu_depthwise_conv2d_glu(&x.permute((0, 3, 1, 2))?.contiguous()?, weight, bias)?;
         return Ok(planar.permute((0, 2, 3, 1))?.contiguous()?);
@@ -137,7 +139,7 @@ pub fn silu_depthwise_conv2d_glu_nhwc(x: &Tensor, weight: &Tensor, bias: Option<
     let blocks = c.div_ceil(NHWC_CHANNELS);
     let out = with_cpu_f32(x, |xs| {
         let mut out = vec![0f32; b * h * w * c];
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = DstPtr(out.as_mut_ptr());
         (0..b * blocks).into_par_iter().for_each(|task| {
             let (n, c0) = (task / blocks, task % blocks * NHWC_CHANNELS);
             let cb = NHWC_CHANNELS.min(c - c0);
@@ -158,18 +160,6 @@ pub fn silu_depthwise_conv2d_glu_nhwc(x: &Tensor, weight: &Tensor, bias: Option<
 /// contiguous.
 const NHWC_CHANNELS: usize = 256;
 
-/// The output buffer, shared by tasks that write disjoint channel blocks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Channels c0..c0 + cb of one image's GLU output, [H·W][cb]: value = conv(silu(x[c0..])), gate =
 /// conv(silu(x[C + c0..])), value · silu(gate). SiLU'd input rows are kept in a ring of k zero-bordered
 /// rows per half, each row computed once.
@@ -183,7 +173,7 @@ fn glu_channel_block(image: &[f32], taps: &[f32], bias: &[f32], [h, w, c2, kh]: 
     let fill = |ring: &mut [Vec<f32>; 2], pr: usize| {
         for (half, ring) in ring.iter_mut().enumerate() {
             let row = &mut ring[slot(pr)..slot(pr) + wp * cb];
-            match (pr >= r && pr - r < h).then(|| pr - r) {
+            match pr.checked_sub(r).filter(|&y| y < h) {
                 Some(y) => {
                     for x in 0..w {
                         // The pixels' channel blocks lie c2 values apart, past what the hardware
@@ -206,25 +196,26 @@ fn glu_channel_block(image: &[f32], taps: &[f32], bias: &[f32], [h, w, c2, kh]: 
     (0..kh - 1).for_each(|pr| fill(&mut ring, pr));
     for y in 0..h {
         fill(&mut ring, y + kh - 1);
-        let row_offs: Vec<usize> = (0..kh).map(|dy| slot(y + dy)).collect();
         let o = &mut out[y * w * cb..(y + 1) * w * cb];
-        conv_row_nhwc(&ring[0], &row_offs, taps, c2, &bias[c0..c0 + cb], w, kh, c0, o);
-        conv_row_nhwc(&ring[1], &row_offs, taps, c2, &bias[c + c0..c + c0 + cb], w, kh, c + c0, &mut gate);
+        conv_row_nhwc(&ring[0], y, taps, c2, &bias[c0..c0 + cb], w, kh, c0, o);
+        conv_row_nhwc(&ring[1], y, taps, c2, &bias[c + c0..c + c0 + cb], w, kh, c + c0, &mut gate);
         fastmath::mul_silu_in_place(o, &gate);
     }
     out
 }
 
 fastmath::dispatch!(
-    /// One output row of a channels-last depthwise conv over `cb` channels: out[x] = bias + Σ taps, each
-    /// tap (dy, dx) `taps[(dy·k + dx)·c2 + ch0 ..]` times ring row `row_offs[dy]`'s pixel x + dx.
+    /// Output row `y` of a channels-last depthwise conv over `cb` channels: out[x] = bias + Σ taps, each
+    /// tap (dy, dx) `taps[(dy·k + dx)·c2 + ch0 ..]` times pixel x + dx of padded row y + dy, which the ring
+    /// (k rows of (w + k − 1) · cb) holds in slot (y + dy) % k.
     conv_row_nhwc,
-    (ring: &[f32], row_offs: &[usize], taps: &[f32], c2: usize, bias: &[f32], w: usize, ks: usize, ch0: usize, out: &mut [f32]),
+    (ring: &[f32], y: usize, taps: &[f32], c2: usize, bias: &[f32], w: usize, ks: usize, ch0: usize, out: &mut [f32]),
     {
     let cb = bias.len();
+    let row_len = (w + ks - 1) * cb;
     for (x, o) in out.chunks_exact_mut(cb).enumerate().take(w) {
         // Tap (dy, dx)'s weights and inputs from channel ch on.
-        let tap = |dy: usize, dx: usize, ch: usize| (&taps[(dy * ks + dx) * c2 + ch0 + ch..], &ring[row_offs[dy] + (x + dx) * cb + ch..]);
+        let tap = |dy: usize, dx: usize, ch: usize| (&taps[(dy * ks + dx) * c2 + ch0 + ch..], &ring[(y + dy) % ks * row_len + (x + dx) * cb + ch..]);
         // L channels at a time, their sums held in registers through all k² taps (a tap at a time over
         // the whole block would load and store the output once per tap); 32 = 4 independent vectors.
         let ch = taps_sum::<32>(0, cb, ks, bias, &tap, o);

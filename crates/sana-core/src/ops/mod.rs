@@ -88,6 +88,20 @@ pub(crate) fn bias_or_zeros(bias: Option<&Tensor>, n: usize) -> Result<Vec<f32>>
     })
 }
 
+/// An output buffer shared by parallel tasks that each write their own disjoint elements (GEMM tiles, a
+/// conv's channel blocks); whoever writes through it states which part is theirs.
+#[derive(Clone, Copy)]
+pub(crate) struct DstPtr(pub *mut f32);
+// SAFETY: only a pointer; every write through it is to elements no other task touches meanwhile.
+unsafe impl Send for DstPtr {}
+unsafe impl Sync for DstPtr {}
+impl DstPtr {
+    /// The pointer (a method, so that closures capture the Sync wrapper, not the raw field).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// True when the fast CPU path applies (CPU device, f32).
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32

@@ -334,18 +334,8 @@ fn with_buf<P: Packed, R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f
     r
 }
 
-/// The destination pointer, shared by tasks that write disjoint tiles.
-#[derive(Clone, Copy)]
-pub(super) struct DstPtr(pub *mut f32);
-// SAFETY: tasks write disjoint tiles of dst (each (row block, panel range) once per depth slice).
-unsafe impl Send for DstPtr {}
-unsafe impl Sync for DstPtr {}
-impl DstPtr {
-    /// The pointer (a method, so that closures capture the Sync wrapper, not the raw field).
-    pub fn get(self) -> *mut f32 {
-        self.0
-    }
-}
+// Tasks write disjoint tiles of dst (each (row block, panel range) once per depth slice).
+pub(super) use crate::ops::DstPtr;
 
 /// dst[m×n] = (accumulate ? dst : 0) + a · b with kernel `kern`, on rayon's current pool.
 /// The views and dst's view `d` must have been bounds-checked for these shapes.
