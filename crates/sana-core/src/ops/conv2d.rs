@@ -7,8 +7,9 @@
 //!
 //! Why not candle's `conv2d`: it materialises the whole im2col matrix ([H·W, Cin·k²]), which for a DC-AE
 //! decoder stage at 1024² (Cin 128) is 4.8 GB. Here the buffers are per band (under [`TAP_BAND_BYTES`]
-//! or [`BAND_BYTES`]), and the ×2 upsample of DC-AE's up blocks never exists as a tensor (each band
-//! reads the source pixel `(y / up, x / up)` directly).
+//! or [`BAND_BYTES`]), and the ×2 upsample of DC-AE's up blocks never exists as a tensor: the stride-1
+//! path computes it as up² convs of the source, one per output phase (see `Phases`), the im2col path
+//! reads the source pixel `(y / up, x / up)` directly.
 
 use super::gemm::{gemm_acc, gemm_sum, Strided};
 use super::{bias_or_zeros, is_cpu_f32, with_cpu_f32};
@@ -100,66 +101,155 @@ fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, h
 /// apart, on the shared packing path (10 % of a DC-AE decode, perf). The two band transposes cost one
 /// pass over the band each, against k²·Cout multiply-adds per value.
 ///
-/// With `up` > 1 the band holds the nearest-neighbour upsampled input (each source pixel `up` times
-/// along both axes), so DC-AE's upsampling convs take this path too.
+/// With `up` > 1 (DC-AE's upsampling convs) the band holds source pixels and each of the up² output
+/// phases is its own small conv over them ([`Phases`]): a 3×3 conv of a ×2 nearest upsample is four 2×2
+/// convs of the source, 4/9 of the multiply-adds PyTorch spends on the upsampled image.
 fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [usize; 6], up: usize) -> Vec<f32> {
-    let (pad, taps) = (k / 2, k * k);
-    // Output (= upsampled input) size.
+    let ph = Phases::new(k, up);
+    let pad = ph.pad;
+    // Output size (source × up); the band's rows and columns are source pixels.
     let (h, w) = (sh * up, sw * up);
-    let wp = w + 2 * pad;
-    let band_rows = (TAP_BAND_BYTES / (4 * wp * cin.max(cout))).saturating_sub(k - 1).clamp(1, h);
-    // Padded pixels per band: band_rows + k − 1 rows, + k: the last tap of the last (dropped) columns
-    // reads up to k − 2 pixels past them (never written: zeros, or finite values of an earlier band).
-    let xpix = (band_rows + k - 1) * wp + k;
+    let wp = sw + 2 * pad;
+    let band_rows = (TAP_BAND_BYTES / (4 * wp * cin.max(up * up * cout))).saturating_sub(2 * pad).clamp(1, sh);
+    // Padded pixels per band: band_rows + 2·pad rows, + 2·pad + 1: the last term of the last (dropped)
+    // columns reads up to 2·pad − 1 pixels past them (never written: zeros, or finite values of an earlier band).
+    let xpix = (band_rows + 2 * pad) * wp + 2 * pad + 1;
     let mut out = vec![0f32; b * cout * h * w];
     let mut xband = vec![0f32; xpix * cin];
-    let mut oband = vec![0f32; band_rows * wp * cout];
-    // wt[ci][tap][co] = W[co, ci, tap] (W as [Cout, Cin·k²], transposed): tap t's [Cin, Cout] rhs starts
-    // t·Cout in, its rows k²·Cout apart, each row contiguous.
-    let mut wt = vec![0f32; taps * cin * cout];
-    transpose_rows(ws, [0, cin * taps], &mut wt, [0, cout], [cout, cin * taps]);
+    // Band outputs of all phases: phase (py, px), band pixel q at ((py·Q + q)·up + px)·Cout, so one
+    // band row of phase py holds output row up·y + py with its columns in order.
+    let mut oband = vec![0f32; up * up * band_rows * wp * cout];
+    let wt = ph.weights(ws, cin, cout);
     for n in 0..b {
         let xn = &xs[n * cin * sh * sw..(n + 1) * cin * sh * sw];
         let on = &mut out[n * cout * h * w..(n + 1) * cout * h * w];
-        for y0 in (0..h).step_by(band_rows) {
-            let rows = band_rows.min(h - y0);
+        for y0 in (0..sh).step_by(band_rows) {
+            let rows = band_rows.min(sh - y0);
             let q = rows * wp;
-            // Band row r holds input row y0 + r − pad (zeros outside the image), shifted right by pad.
-            xband[..(rows + k - 1) * wp * cin].par_chunks_mut(wp * cin).enumerate().for_each(|(r, dst)| {
+            // Band row r holds source row y0 + r − pad (zeros outside the image), shifted right by pad.
+            xband[..(rows + 2 * pad) * wp * cin].par_chunks_mut(wp * cin).enumerate().for_each(|(r, dst)| {
                 let iy = (y0 + r) as isize - pad as isize;
-                if iy < 0 || iy as usize >= h {
+                if iy < 0 || iy as usize >= sh {
                     return dst.fill(0.0);
                 }
                 dst[..pad * cin].fill(0.0);
-                dst[(pad + w) * cin..].fill(0.0);
-                // dst[(pad + x)·Cin + ci] = x[ci, iy / up, x / up]: every up-th pixel from the source
-                // row, then copied into the up − 1 pixels after it.
-                let sy = iy as usize / up;
-                transpose_rows(xn, [sy * sw, sh * sw], dst, [pad * cin, up * cin], [cin, sw]);
-                for x in (0..w).filter(|x| x % up != 0) {
-                    let from = (pad + x - x % up) * cin;
-                    dst.copy_within(from..from + cin, (pad + x) * cin);
-                }
+                dst[(pad + sw) * cin..].fill(0.0);
+                transpose_rows(xn, [iy as usize * sw, sh * sw], dst, [pad * cin, cin], [cin, sw]);
             });
-            let ob = &mut oband[..q * cout];
-            // All k² taps in one call: each task keeps its block of the band's outputs in cache through
-            // every tap. lhs (q, ci) = xband[(q + ky·Wp + kx)·Cin + ci]; rhs (ci, co) = wt[ci][t][co].
-            let terms: Vec<_> = (0..taps).map(|t| (Strided::rows((t / k * wp + t % k) * cin, cin), Strided::rows(t * cout, taps * cout))).collect();
-            gemm_sum([q, cout, cin], (ob, Strided::rows(0, cout)), &xband, &wt, &terms);
-            // on[co, y0 + y, x] = ob[(y·Wp + x)·Cout + co] + bias[co], the dropped columns skipped.
+            let ob = &mut oband[..up * up * q * cout];
+            // Each phase's terms in one call: each task keeps its block of the band's outputs in cache
+            // through every term. lhs (q, ci) = xband[(q + oy·Wp + ox)·Cin + ci]; rhs (ci, co) = wt[..][ci][t][co].
+            for (p, phase) in ph.phases.iter().enumerate() {
+                let (py, px) = (p / up, p % up);
+                let terms: Vec<_> = (phase.offsets.iter().enumerate())
+                    .map(|(t, &(oy, ox))| (Strided::rows((oy * wp + ox) * cin, cin), Strided::rows((phase.weights * cin + t) * cout, phase.offsets.len() * cout)))
+                    .collect();
+                let d = Strided::rows((py * q * up + px) * cout, up * cout);
+                gemm_sum([q, cout, cin], (&mut *ob, d), &xband, &wt, &terms);
+            }
+            // on[co, up·(y0 + y) + py, x] = ob[((py·Q + y·Wp)·up + x)·Cout + co] + bias[co], the dropped
+            // columns skipped.
             on.par_chunks_mut(TRANSPOSE_BLOCK * h * w).enumerate().for_each(|(cb, planes)| {
                 let cn = planes.len() / (h * w);
-                for y in 0..rows {
-                    let src = [y * wp * cout + cb * TRANSPOSE_BLOCK, cout];
-                    transpose_rows(ob, src, planes, [(y0 + y) * w, h * w], [w, cn]);
+                for (y, py) in (0..rows).flat_map(|y| (0..up).map(move |py| (y, py))) {
+                    let oy = up * (y0 + y) + py;
+                    let src = [((py * q + y * wp) * up) * cout + cb * TRANSPOSE_BLOCK, cout];
+                    transpose_rows(ob, src, planes, [oy * w, h * w], [w, cn]);
                     for (c, &bc) in bias[cb * TRANSPOSE_BLOCK..][..cn].iter().enumerate() {
-                        planes[c * h * w + (y0 + y) * w..][..w].iter_mut().for_each(|v| *v += bc);
+                        planes[c * h * w + oy * w..][..w].iter_mut().for_each(|v| *v += bc);
                     }
                 }
             });
         }
     }
     out
+}
+
+/// A k×k conv (padding k / 2) of an ×`up` nearest-upsampled image as up² convs of the source, one per
+/// output phase (py, px) = (Y mod up, X mod up). Output row Y = up·y + py, tap ky reads upsampled row
+/// Y + ky − k/2, which is source row y + ⌊(py + ky − k/2) / up⌋: taps with the same source offset act on the
+/// same pixel, so their weights are summed once (at up = 2, k = 3: offsets {−1, 0} or {0, +1}, 2×2 per
+/// phase). At up = 1 this is the plain conv: one phase, the k² taps in order, weights as they are.
+struct Phases {
+    k: usize,
+    /// Source padding: the largest |offset|.
+    pad: usize,
+    phases: Vec<Phase>,
+}
+
+struct Phase {
+    /// Per term, the padded source offset (oy + pad, ox + pad).
+    offsets: Vec<(usize, usize)>,
+    /// Terms of the phases before this one: its [Cin][terms][Cout] weights start `weights·Cin·Cout` into
+    /// [`Phases::weights`].
+    weights: usize,
+    /// Per axis, the taps of each term's offset, indexed by term row (oy) and column (ox).
+    taps: [Vec<Vec<usize>>; 2],
+}
+
+impl Phases {
+    fn new(k: usize, up: usize) -> Self {
+        // ⌊(p + kk − c) / up⌋ (c = k/2) without a negative numerator: (p + kk + up·c − c) / up − c.
+        let c = k / 2;
+        let off = |p: usize, kk: usize| ((p + kk + up * c - c) / up) as isize - c as isize;
+        let pad = (0..up).flat_map(|p| (0..k).map(move |kk| (p, kk))).map(|(p, kk)| off(p, kk).unsigned_abs()).max().unwrap_or(0);
+        // Per phase along one axis: the distinct offsets in order, each with its taps.
+        let groups = |p: usize| {
+            let mut g: Vec<(isize, Vec<usize>)> = Vec::new();
+            for kk in 0..k {
+                let o = off(p, kk);
+                match g.last_mut() {
+                    Some((last, taps)) if *last == o => taps.push(kk),
+                    _ => g.push((o, vec![kk])),
+                }
+            }
+            g
+        };
+        let mut phases = Vec::with_capacity(up * up);
+        let mut start = 0;
+        for py in 0..up {
+            for px in 0..up {
+                let (gy, gx) = (groups(py), groups(px));
+                let shift = |o: isize| (o + pad as isize) as usize;
+                let offsets = gy.iter().flat_map(|(oy, _)| gx.iter().map(move |(ox, _)| (shift(*oy), shift(*ox)))).collect::<Vec<_>>();
+                let n = offsets.len();
+                let taps = [gy.into_iter().map(|(_, t)| t).collect(), gx.into_iter().map(|(_, t)| t).collect()];
+                phases.push(Phase { offsets, weights: start, taps });
+                start += n;
+            }
+        }
+        Phases { k, pad, phases }
+    }
+
+    /// All phases' weights from W [Cout, Cin·k²], each phase's laid out [Cin][terms][Cout], each term
+    /// the sum of the taps (ky, kx) its offset collects.
+    fn weights(&self, ws: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+        let (k, taps) = (self.k, self.k * self.k);
+        // wt[ci][tap][co] = W[co, ci, tap]: W as [Cout, Cin·k²], transposed.
+        let mut full = vec![0f32; taps * cin * cout];
+        transpose_rows(ws, [0, cin * taps], &mut full, [0, cout], [cout, cin * taps]);
+        if self.phases.len() == 1 {
+            return full; // up = 1: one term per tap, in tap order
+        }
+        let total: usize = self.phases.iter().map(|p| p.offsets.len()).sum();
+        let mut wt = vec![0f32; total * cin * cout];
+        for ph in &self.phases {
+            let terms = ph.offsets.len();
+            let cols = ph.taps[1].len();
+            let base = ph.weights * cin * cout;
+            wt[base..base + terms * cin * cout].par_chunks_mut(terms * cout).enumerate().for_each(|(ci, dst)| {
+                for (t, d) in dst.chunks_mut(cout).enumerate() {
+                    for &ky in &ph.taps[0][t / cols] {
+                        for &kx in &ph.taps[1][t % cols] {
+                            let src = &full[(ci * taps + ky * k + kx) * cout..][..cout];
+                            d.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                        }
+                    }
+                }
+            });
+        }
+        wt
+    }
 }
 
 /// Output planes per task of the band's output transpose (16 channels: one 64-byte line of a channels-last pixel).
@@ -264,6 +354,9 @@ mod tests {
             (1, 4, 2, 8, 6, 3, 2, 1),
             (1, 4, 3, 5, 7, 3, 2, 1),
             (2, 3, 4, 3, 5, 3, 1, 2),
+            (1, 5, 3, 4, 3, 5, 1, 2),
+            (1, 3, 2, 3, 4, 3, 1, 3),
+            (1, 2, 3, 1, 1, 3, 1, 2),
             (1, 2, 3, 4, 4, 1, 1, 1),
             (1, 2, 2, 6, 5, 5, 1, 1),
             (1, 1, 1, 1, 1, 3, 1, 1),
@@ -283,16 +376,16 @@ mod tests {
 
     #[test]
     fn tap_bands_do_not_change_results() -> Result<()> {
-        // The stride-1 path with more rows than one band holds (TAP_BAND_BYTES / (4·Wp·Cin) − (k − 1)
-        // rows) and a ragged last band, for k = 3 and 5, and upsampling.
-        // With up = 2 the bands hold the upsampled input (output rows 10, the same width).
+        // The stride-1 path with more rows than one band holds (TAP_BAND_BYTES / (4·Wp·max(Cin, up²·Cout))
+        // − 2·pad source rows) and a ragged last band, for k = 3 and 5, and upsampling (pad 1 at up = 2).
         let dev = Device::Cpu;
         let cin = 256;
-        for (k, up, cout, h, w) in [(3usize, 1usize, 3usize, 9usize, 2000usize), (5, 1, 3, 9, 2000), (3, 2, 20, 5, 1000)] {
+        for (k, up, cout, h, w) in [(3usize, 1usize, 3usize, 9usize, 2000usize), (5, 1, 3, 9, 2000), (3, 2, 20, 20, 1000)] {
             let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
             let (ho, wo) = (h * up, w * up);
-            let rows = TAP_BAND_BYTES / (4 * (wo + k - 1) * cin) - (k - 1);
-            assert!(rows < ho && ho % rows != 0, "k {k}: {rows} rows per band");
+            let pad = if up == 1 { k / 2 } else { 1 };
+            let rows = TAP_BAND_BYTES / (4 * (w + 2 * pad) * cin.max(up * up * cout)) - 2 * pad;
+            assert!(rows < h && h % rows != 0, "k {k}: {rows} rows per band");
             let wt = Tensor::randn(0f32, 0.05, (cout, cin, k, k), &dev)?;
             let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
             let got = conv2d(&x, &wt, Some(&bias), 1, up)?;
