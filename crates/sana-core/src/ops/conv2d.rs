@@ -51,7 +51,9 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     // The weights are read in place ([Cout, Cin·k·k] row-major), not copied per call.
     let out = with_cpu_f32(weight, |ws| {
         with_cpu_f32(x, |xs| {
-            if stride == 1 && k > 1 {
+            if stride == 1 && k == 3 && up == 1 && super::winograd::applies(cin, cout) {
+                super::winograd::conv3x3(xs, ws, &bias_v, [b, cin, cout, h, w])
+            } else if stride == 1 && k > 1 {
                 conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k], up)
             } else {
                 conv_im2col(xs, ws, &bias_v, &Geometry { cin, h, w, k, pad, stride, up, wo }, [b, cout, ho])
@@ -259,7 +261,7 @@ const TRANSPOSE_BLOCK: usize = 16;
 /// (contiguous along v) written as rows of `dst` (contiguous along u). With AVX2, 8×8 blocks are
 /// transposed in registers, each load and store one 32-byte run: as plain loops the band transposes of
 /// [`conv_taps`] were 14 % of a 128-channel conv.
-fn transpose_rows(src: &[f32], [s0, ss]: [usize; 2], dst: &mut [f32], [d0, ds]: [usize; 2], [nu, nv]: [usize; 2]) {
+pub(super) fn transpose_rows(src: &[f32], [s0, ss]: [usize; 2], dst: &mut [f32], [d0, ds]: [usize; 2], [nu, nv]: [usize; 2]) {
     if nu == 0 || nv == 0 {
         return;
     }

@@ -22,6 +22,7 @@ pub mod modulation;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
+mod winograd;
 
 pub use depthwise_conv::{depthwise_conv2d, depthwise_conv2d_glu, silu_depthwise_conv2d_glu, silu_depthwise_conv2d_glu_nhwc, silu_depthwise_conv2d_glu_with_input_bias};
 pub use modulation::{gated_residual, gated_residual_with_bias, modulated_layer_norm};
