@@ -1,7 +1,8 @@
 //! Dense k×k convolution with "same"-style zero padding (k / 2), optional stride and an optional fused
-//! nearest-neighbour upsample of the input, computed a band of output rows at a time: stride 1 (every
-//! decoder conv) as one GEMM call summing all taps over a channels-last band ([`conv_taps`]), other
-//! strides as im2col + GEMM.
+//! nearest-neighbour upsample of the input, computed a band of output rows at a time: 3×3 stride 1
+//! between wide layers by Winograd F(2×2, 3×3) ([`super::winograd`]), any other stride 1 (the up blocks,
+//! the image-side convs) as one GEMM call summing all taps over a channels-last band ([`conv_taps`]),
+//! other strides as im2col + GEMM.
 //!
 //! PyTorch: `nn.Conv2d(Cin, Cout, k, stride, padding=k // 2)(F.interpolate(x, scale_factor=up, mode="nearest"))`.
 //!
