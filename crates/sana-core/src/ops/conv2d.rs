@@ -386,7 +386,7 @@ mod tests {
         for (k, up, cout, h, w) in [(3usize, 1usize, 3usize, 9usize, 2000usize), (5, 1, 3, 9, 2000), (3, 2, 20, 20, 1000)] {
             let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
             let (ho, wo) = (h * up, w * up);
-            let pad = if up == 1 { k / 2 } else { 1 };
+            let pad = Phases::new(k, up).pad;
             let rows = TAP_BAND_BYTES / (4 * (w + 2 * pad) * cin.max(up * up * cout)) - 2 * pad;
             assert!(rows < h && h % rows != 0, "k {k}: {rows} rows per band");
             let wt = Tensor::randn(0f32, 0.05, (cout, cin, k, k), &dev)?;
