@@ -10,7 +10,8 @@
 //! Here: kv = Σₙ vₙ kₙᵀ (d×d), ksum = Σₙ kₙ, outₙ = kv qₙ / (ksum·qₙ + eps) — the same sums without the
 //! padded copy of V.
 
-use super::is_cpu_f32;
+use super::{is_cpu_f32, Strided};
+use crate::ops::sgemm::{sgemm_serial, Rhs};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
@@ -31,12 +32,12 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
     if !(is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v)) {
         return fallback(q, k, v, heads, eps)?.to_dtype(out_dtype).map_err(Into::into);
     }
-    // Per (batch, head): kvᵀ as d rows of d + 1 values, row j = Σₙ relu(kₙ)ⱼ · [vₙ, 1] (V padded with a
-    // one, as diffusers pads it: the last column is ksum). Both phases are then axpy loops over a
-    // contiguous row (they vectorise; a dot product's sequential f32 sum would not). q, k and v are read
-    // in place through their row stride: as narrow views of the merged q/k/v GEMM output they are not
-    // contiguous, and copying them cost more than the attention itself.
-    let w = d + 1;
+    // Per (batch, head): kv[j][i] = Σₙ relu(kₙ)ⱼ · vₙᵢ and ksum = Σₙ relu(kₙ) (the row diffusers gets
+    // by padding V with ones). kv is one GEMM, relu(K)ᵀ · V, of our own: a per-token axpy loop here
+    // spent 3× the GEMM's time on a branch per ReLU'd zero and on scalar loads of each strided k row
+    // (perf). q, k and v are read in place through their row stride: as narrow views of the merged
+    // q/k/v GEMM output they are not contiguous, and copying them whole cost more than the attention
+    // itself; only one head's rows at a time are copied, to compact n × d buffers.
     let (kr, vr, qr) = (TokenRows::of(k)?, TokenRows::of(v)?, TokenRows::of(q)?);
     let kv_all = kr.with(|ks, kb| {
         vr.with(|vs, vb| {
@@ -44,19 +45,27 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
                 .into_par_iter()
                 .map(|bh| {
                     let (bi, h) = (bh / heads, bh % heads);
-                    let mut kvt = vec![0f32; d * w];
-                    kv_head(ks, kb.start(bi, h * d), kb.row, vs, vb.start(bi, h * d), vb.row, n, d, &mut kvt);
-                    kvt
+                    let krelu = head_rows(ks, kb.start(bi, h * d), kb.row, n, d, true);
+                    let vh = head_rows(vs, vb.start(bi, h * d), vb.row, n, d, false);
+                    let mut kv = vec![0f32; d * d];
+                    // lhs: krelu [n × d] viewed transposed.
+                    let lhs = Strided { offset: 0, rs: 1, cs: d };
+                    sgemm_serial([d, d, n], (&mut kv, Strided::rows(0, d)), (&krelu, lhs), (Rhs::F32(&vh), Strided::rows(0, d)), false);
+                    (kv, column_sums(&krelu, d))
                 })
                 .collect::<Vec<_>>()
         })
     })??;
+    // Batch item bi's heads, concatenated: kv [heads][d][d] and ksum [heads][d].
+    let kv: Vec<f32> = kv_all.iter().flat_map(|(kv, _)| kv.iter().copied()).collect();
+    let ksum: Vec<f32> = kv_all.iter().flat_map(|(_, ks)| ks.iter().copied()).collect();
     let out = qr.with(|qs, qb| {
         let mut out = vec![0f32; b * n * c];
         out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
             let (bi, t) = (bt / n, bt % n);
             let q0 = qb.start(bi, 0) + t * qb.row;
-            apply_row(&kv_all[bi * heads..(bi + 1) * heads], &qs[q0..q0 + c], d, eps as f32, o);
+            let (kv, ksum) = (&kv[bi * heads * d * d..][..heads * d * d], &ksum[bi * c..][..c]);
+            apply_row(kv, ksum, &qs[q0..q0 + c], d, eps as f32, o);
         });
         out
     })?;
@@ -100,60 +109,99 @@ impl TokenRows {
     }
 }
 
+/// Rows ahead that [`head_rows_into`] prefetches.
+const PREFETCH_ROWS: usize = 16;
+
+/// The n rows (tokens) of one head, contiguous: out[t·d + j] = f(src[s0 + t·rs + j]).
+fn head_rows(src: &[f32], s0: usize, rs: usize, n: usize, d: usize, relu: bool) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * d);
+    head_rows_into(src, s0, rs, d, relu, &mut out, n);
+    out
+}
+
 super::fastmath::dispatch!(
-    /// kvt (d rows of d + 1) = Σₜ relu(k[t]) ⊗ [v[t], 1] for one head: k[t] at `k0 + t·krs`, v likewise.
-    kv_head, (ks: &[f32], k0: usize, krs: usize, vs: &[f32], v0: usize, vrs: usize, n: usize, d: usize, kvt: &mut [f32]), {
-    let w = d + 1;
-    let mut vpad = vec![1f32; w];
+    /// Appends the rows of [`head_rows`] to `out` (no zeroing pass first). The rows lie a whole token
+    /// (3 · 1152 floats in the DiT) apart, so every one is on a new page, where the hardware prefetcher
+    /// stops: they are prefetched here instead. Reading them as they came cost 3× the head's GEMM (perf).
+    head_rows_into, (src: &[f32], s0: usize, rs: usize, d: usize, relu: bool, out: &mut Vec<f32>, n: usize), {
     for t in 0..n {
-        vpad[..d].copy_from_slice(&vs[v0 + t * vrs..v0 + t * vrs + d]);
-        for (row, &kj) in kvt.chunks_exact_mut(w).zip(&ks[k0 + t * krs..k0 + t * krs + d]) {
-            let kj = kj.max(0.0);
-            if kj != 0.0 {
-                row.iter_mut().zip(&vpad).for_each(|(a, v)| *a += kj * v);
+        #[cfg(target_arch = "x86_64")]
+        if t + PREFETCH_ROWS < n {
+            let ahead = s0 + (t + PREFETCH_ROWS) * rs;
+            for line in (0..d).step_by(16) {
+                // SAFETY: a prefetch never faults; the address is inside `src` (row t + 16 < n exists).
+                unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(src.as_ptr().add(ahead + line).cast()) };
             }
         }
+        let row = &src[s0 + t * rs..s0 + t * rs + d];
+        if relu {
+            out.extend(row.iter().map(|&x| x.max(0.0)));
+        } else {
+            out.extend_from_slice(row);
+        }
     }
 });
+
+/// Σₜ rows[t·d + j] for each j.
+fn column_sums(rows: &[f32], d: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; d];
+    for r in rows.chunks_exact(d) {
+        sum.iter_mut().zip(r).for_each(|(s, x)| *s += x);
+    }
+    sum
+}
 
 super::fastmath::dispatch!(
-    /// One token's output over every head: `kv` the heads' kvᵀ, `q` the token's row.
-    apply_row, (kv: &[Vec<f32>], q: &[f32], d: usize, eps: f32, out: &mut [f32]), {
-    for (h, kvt) in kv.iter().enumerate() {
+    /// One token's output over every head: `kv` the heads' d × d sums and `ksum` their d sums, one
+    /// after the other; `q` the token's row.
+    apply_row, (kv: &[f32], ksum: &[f32], q: &[f32], d: usize, eps: f32, out: &mut [f32]), {
+    for (h, (kvh, ksh)) in kv.chunks_exact(d * d).zip(ksum.chunks_exact(d)).enumerate() {
         let (qh, oh) = (&q[h * d..(h + 1) * d], &mut out[h * d..(h + 1) * d]);
-        match d + 1 {
-            33 => apply_head::<33>(kvt, qh, eps, oh), // d = 32: Sana's DiT and DC-AE
-            _ => apply_head_any(kvt, qh, eps, oh),
+        match d {
+            32 => apply_head::<32>(kvh, ksh, qh.try_into().expect("d = 32"), eps, oh), // Sana's DiT and DC-AE
+            _ => apply_head_any(kvh, ksh, qh, eps, oh),
         }
     }
 });
 
-/// One token, one head: acc = Σⱼ relu(q)ⱼ · kvᵀ[j] = [kv·q, ksum·q]; out = acc[..d] / (acc[d] + eps).
-/// With the row width a constant, `acc` lives in registers across the j loop.
+/// One token, one head: out = (Σⱼ relu(q)ⱼ · kv[j]) / (relu(q) · ksum + eps). With d a constant the
+/// accumulators live in registers: two sets (even and odd j), so that each add waits on half as many
+/// before it, and the denominator in 8 lanes. (A single chain, with the denominator kept in memory,
+/// was latency-bound at 4× this; the terms' order is not diffusers' either way, f32 rounding only.)
 #[inline(always)]
-fn apply_head<const W: usize>(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
-    let mut acc = [0f32; W];
-    for (row, &qj) in kvt.chunks_exact(W).zip(q) {
-        let qj = qj.max(0.0);
-        for i in 0..W {
-            acc[i] += qj * row[i];
+fn apply_head<const D: usize>(kv: &[f32], ksum: &[f32], q: &[f32; D], eps: f32, out: &mut [f32]) {
+    const { assert!(D.is_multiple_of(8), "rows are taken in pairs, the denominator in 8 lanes") };
+    let qr: [f32; D] = std::array::from_fn(|j| q[j].max(0.0));
+    let (mut even, mut odd) = ([0f32; D], [0f32; D]);
+    for (j, pair) in kv.chunks_exact(2 * D).enumerate() {
+        let (q0, q1) = (qr[2 * j], qr[2 * j + 1]);
+        for i in 0..D {
+            even[i] += q0 * pair[i];
+            odd[i] += q1 * pair[D + i];
         }
     }
-    let den = acc[W - 1] + eps;
-    out.iter_mut().zip(&acc[..W - 1]).for_each(|(o, a)| *o = a / den);
+    let mut den = [0f32; 8];
+    for (qc, kc) in qr.chunks_exact(8).zip(ksum.chunks_exact(8)) {
+        for l in 0..8 {
+            den[l] += qc[l] * kc[l];
+        }
+    }
+    let den = den.iter().sum::<f32>() + eps;
+    out.iter_mut().zip(even.iter().zip(&odd)).for_each(|(o, (a, b))| *o = (a + b) / den);
 }
 
 /// [`apply_head`] for any head dim.
 #[inline(always)]
-fn apply_head_any(kvt: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
-    let w = q.len() + 1;
-    let mut acc = vec![0f32; w];
-    for (row, &qj) in kvt.chunks_exact(w).zip(q) {
+fn apply_head_any(kv: &[f32], ksum: &[f32], q: &[f32], eps: f32, out: &mut [f32]) {
+    let mut acc = vec![0f32; q.len()];
+    let mut den = 0f32;
+    for ((row, &qj), &ks) in kv.chunks_exact(q.len()).zip(q).zip(ksum) {
         let qj = qj.max(0.0);
         acc.iter_mut().zip(row).for_each(|(a, r)| *a += qj * r);
+        den += qj * ks;
     }
-    let den = acc[w - 1] + eps;
-    out.iter_mut().zip(&acc[..w - 1]).for_each(|(o, a)| *o = a / den);
+    let den = den + eps;
+    out.iter_mut().zip(&acc).for_each(|(o, a)| *o = a / den);
 }
 
 /// Device-agnostic candle version (off-CPU when the CUDA kernel does not apply).
@@ -196,7 +244,8 @@ mod tests {
     #[test]
     fn matches_padded_value_formulation() -> Result<()> {
         let dev = Device::Cpu;
-        for &(b, n, heads, d) in &[(2, 17, 3, 8), (1, 1, 1, 4), (1, 64, 2, 32)] {
+        // n = 600: several of the GEMM's k slices.
+        for &(b, n, heads, d) in &[(2, 17, 3, 8), (1, 1, 1, 4), (1, 64, 2, 32), (2, 600, 2, 32)] {
             let c = heads * d;
             let q = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;
             let k = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;

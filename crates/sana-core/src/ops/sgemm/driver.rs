@@ -292,10 +292,11 @@ fn pack_rows<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usi
                 if n == 16 {
                     // A full 16-lane row with a constant trip count: inlined vector moves. With a run-time
                     // count LLVM calls memcpy for every 64 bytes (10 % of a DC-AE decode, perf).
-                    let (s16, d16) = (&*src.cast::<[T; 16]>(), &mut *dst.cast::<[P; 16]>());
-                    for w in 0..16 {
-                        d16[w] = P::from_f32(s16[w].to_f32());
-                    }
+                    copy_lanes::<T, P, 16>(src, dst);
+                } else if n == 6 {
+                    // A full A panel row (MR = 6) of a transposed lhs, e.g. the linear attention's
+                    // relu(K)ᵀ: element by element it was a quarter of that op (perf).
+                    copy_lanes::<T, P, 6>(src, dst);
                 } else {
                     for w in 0..n {
                         *dst.add(w) = P::from_f32((*src.add(w)).to_f32());
@@ -303,6 +304,16 @@ fn pack_rows<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usi
                 }
             }
         }
+    }
+}
+
+/// dst[..N] = src[..N], widened/narrowed to the packed type, with a constant trip count.
+/// Safety: both hold N elements.
+#[inline(always)]
+unsafe fn copy_lanes<T: Elem, P: Packed, const N: usize>(src: *const T, dst: *mut P) {
+    let (s, d) = (&*src.cast::<[T; N]>(), &mut *dst.cast::<[P; N]>());
+    for w in 0..N {
+        d[w] = P::from_f32(s[w].to_f32());
     }
 }
 
