@@ -2,8 +2,9 @@
 //! split into heads: `o[b, n, h·hd + i] = Σ_s softmax_s(q_h · k_h[s] · scale + bias[b, s]) · v_h[s, i]`.
 //!
 //! On the CPU (f32) one rayon task per (batch item, block of [`ROWS`] query rows) runs, head by head,
-//! q·kᵀ into a small logits buffer, the softmax row by row and p·v straight into the merged-heads
-//! output through our GEMM's strides. The candle composition it replaces allocated the [B, H, N, S]
+//! q·kᵀ into a small logits buffer, the softmax's exponentials row by row and p·v straight into the
+//! merged-heads output through our GEMM's strides, each output row then divided by its exponentials' sum
+//! (hd divisions instead of S). The candle composition it replaces allocated the [B, H, N, S]
 //! logits and probabilities (39 MB each for a 1024² CFG step) and copied q and the output between
 //! [B, N, H·hd] and [B, H, N, hd]. Elsewhere: that composition (the fused CUDA softmax where enabled).
 
@@ -47,19 +48,23 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
             let (r0, rows) = (blk * ROWS, o.len() / c);
             let sk = keys[bi];
             let row_bias = bias.as_ref().map(|v| &v[bi * s..bi * s + sk]);
-            let (mut logits, mut probs) = (vec![0f32; rows * sk], vec![0f32; rows * sk]);
+            let (mut logits, mut probs, mut sums) = (vec![0f32; rows * sk], vec![0f32; rows * sk], vec![0f32; rows]);
             for hi in 0..h {
                 let kv_off = (bi * h + hi) * s * hd;
                 // logits[r, j] = q[bi, r0 + r, hi·hd ..] · k[bi, hi, j, ..]
                 let ql = Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 };
                 let kt = Strided { offset: kv_off, rs: 1, cs: hd };
                 sgemm_serial([rows, sk, hd], (&mut logits, Strided::rows(0, sk)), (qs, ql), (Rhs::F32(ks), kt), false);
-                for (src, dst) in logits.chunks_exact(sk).zip(probs.chunks_exact_mut(sk)) {
-                    fastmath::softmax_row(src, dst, scale as f32, row_bias);
+                // Unnormalised: each row's sum divides its hd outputs below instead of its sk probabilities.
+                for ((src, dst), sum) in logits.chunks_exact(sk).zip(probs.chunks_exact_mut(sk)).zip(&mut sums) {
+                    *sum = fastmath::exp_row(src, dst, scale as f32, row_bias);
                 }
-                // o[r, hi·hd + i] = Σ_j probs[r, j] · v[bi, hi, j, i]
+                // o[r, hi·hd + i] = Σ_j exp[r, j] · v[bi, hi, j, i] / Σ_j exp[r, j]
                 let vl = Strided::rows(kv_off, hd);
                 sgemm_serial([rows, hd, sk], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, sk)), (Rhs::F32(vs), vl), false);
+                for (row, sum) in o.chunks_exact_mut(c).zip(&sums) {
+                    fastmath::scale_in_place(&mut row[hi * hd..(hi + 1) * hd], 1.0 / sum);
+                }
             }
         });
         out

@@ -52,12 +52,15 @@ fn gelu_tanh1(x: f32) -> f32 {
 /// else for the baseline target.
 macro_rules! dispatch {
     ($(#[$doc:meta])* $name:ident, ($($arg:ident: $ty:ty),*), $body:block) => {
+        $crate::ops::fastmath::dispatch!($(#[$doc])* $name, ($($arg: $ty),*) -> (), $body);
+    };
+    ($(#[$doc:meta])* $name:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty, $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn fast($($arg: $ty),*) $body
+                unsafe fn fast($($arg: $ty),*) -> $ret $body
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports the features `fast` was compiled for.
                     return unsafe { fast($($arg),*) };
@@ -97,32 +100,57 @@ dispatch!(
 });
 
 dispatch!(
-    /// dst = softmax(src · scale + bias) over one row (bias: additive, same length, or none).
-    /// A NaN anywhere makes the whole row NaN, as in PyTorch.
-    softmax_row,
-    (src: &[f32], dst: &mut [f32], scale: f32, bias: Option<&[f32]>),
+    /// dst = exp(src · scale + bias − max) over one row (bias: additive, same length, or none); returns
+    /// Σ dst. A softmax without its division, for callers that divide something smaller (the
+    /// cross-attention divides each head's p·v row, hd values instead of S). Two passes, each 8 lanes
+    /// wide: scale, bias and the running max; then exp and the running sum. A NaN anywhere makes the
+    /// sum NaN.
+    exp_row,
+    (src: &[f32], dst: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32,
     {
-        match bias {
-            Some(b) => dst.iter_mut().zip(src).zip(b).for_each(|((d, s), b)| *d = *s * scale + b),
-            None => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s * scale),
-        }
-        // Eight lanes of partial max and sum: one sequential reduction would not vectorise.
-        let lanes = |row: &[f32], init: f32, f: fn(f32, f32) -> f32| {
-            let mut acc = [init; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                for i in 0..8 {
-                    acc[i] = f(acc[i], c[i]);
-                }
+        let n8 = src.len() / 8 * 8;
+        let mut max = [f32::NEG_INFINITY; 8];
+        let at = |i: usize| src[i] * scale + bias.map_or(0.0, |b| b[i]);
+        for (c, (dc, sc)) in dst[..n8].chunks_exact_mut(8).zip(src[..n8].chunks_exact(8)).enumerate() {
+            for l in 0..8 {
+                let v = sc[l] * scale + bias.map_or(0.0, |b| b[c * 8 + l]);
+                dc[l] = v;
+                max[l] = max[l].max(v);
             }
-            chunks.remainder().iter().fold(acc.iter().copied().fold(init, f), |a, &v| f(a, v))
-        };
-        let max = lanes(dst, f32::NEG_INFINITY, f32::max);
-        dst.iter_mut().for_each(|v| *v = exp1(*v - max));
-        let inv = 1.0 / lanes(dst, 0.0, |a, b| a + b);
-        dst.iter_mut().for_each(|v| *v *= inv);
+        }
+        let mut max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for (i, v) in dst.iter_mut().enumerate().skip(n8) {
+            *v = at(i);
+            max = max.max(*v);
+        }
+        let mut sum = [0f32; 8];
+        for dc in dst[..n8].chunks_exact_mut(8) {
+            for l in 0..8 {
+                dc[l] = exp1(dc[l] - max);
+                sum[l] += dc[l];
+            }
+        }
+        let mut sum = sum.iter().sum::<f32>();
+        for v in &mut dst[n8..] {
+            *v = exp1(*v - max);
+            sum += *v;
+        }
+        sum
     }
 );
+
+/// dst = softmax(src · scale + bias) over one row (bias: additive, same length, or none).
+/// A NaN anywhere makes the whole row NaN, as in PyTorch.
+pub fn softmax_row(src: &[f32], dst: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+    let inv = 1.0 / exp_row(src, dst, scale, bias);
+    scale_in_place(dst, inv);
+}
+
+dispatch!(
+    /// xs[i] *= by.
+    scale_in_place, (xs: &mut [f32], by: f32), {
+    xs.iter_mut().for_each(|v| *v *= by);
+});
 
 #[cfg(test)]
 mod tests {
@@ -211,9 +239,19 @@ mod tests {
         for (g, v) in got.iter().zip(&z) {
             assert!((*g as f64 - (v - m).exp() / sum).abs() < 1e-7);
         }
+        // Its unnormalised half: exp(z − max) and their sum (the max is a logit, so the sum is ≥ 1).
+        let got_sum = exp_row(&row, &mut got, 0.3, Some(&bias)) as f64;
+        assert!((got_sum - sum).abs() < 1e-6 * sum, "sum {got_sum}, want {sum}");
+        for (g, v) in got.iter().zip(&z) {
+            // Relative: these reach 1 (f32's ulp there is 1.2e-7), and z itself was rounded to f32; a
+            // masked key gives exp's floor (≈ 1.2e-38, see the module doc) instead of 0.
+            let want = (v - m).exp();
+            assert!((*g as f64 - want).abs() <= 1e-6 * want + 2e-38, "{g} vs {want}");
+        }
         let mut nan_row = row.clone();
         nan_row[3] = f32::NAN;
         softmax_row(&nan_row, &mut got, 1.0, None);
         assert!(got.iter().all(|v| v.is_nan()), "a NaN logit must poison its row");
+        assert!(exp_row(&nan_row, &mut got, 1.0, None).is_nan(), "and its sum");
     }
 }
