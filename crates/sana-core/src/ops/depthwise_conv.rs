@@ -138,18 +138,24 @@ pub fn silu_depthwise_conv2d_glu_nhwc(x: &Tensor, weight: &Tensor, bias: Option<
     let taps = with_cpu_f32(weight, |wv| (0..kk * c2).map(|i| wv[(i % c2) * kk + i / c2]).collect::<Vec<f32>>())?;
     let blocks = c.div_ceil(NHWC_CHANNELS);
     let out = with_cpu_f32(x, |xs| {
-        let mut out = vec![0f32; b * h * w * c];
+        // Not zeroed first (a 24 MB pass at 1024²): the tasks write every value before set_len.
+        let len = b * h * w * c;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         let dst = DstPtr(out.as_mut_ptr());
         (0..b * blocks).into_par_iter().for_each(|task| {
             let (n, c0) = (task / blocks, task % blocks * NHWC_CHANNELS);
             let cb = NHWC_CHANNELS.min(c - c0);
             let image = &xs[n * h * w * c2..(n + 1) * h * w * c2];
-            let rows = glu_channel_block(image, &taps, &bias_v, [h, w, c2, kh], [c0, cb]);
-            for (p, row) in rows.chunks_exact(cb).enumerate() {
-                // SAFETY: task (n, c0) alone writes channels c0..c0 + cb of image n's pixels, all inside out.
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.get().add((n * h * w + p) * c + c0), cb) };
-            }
+            glu_channel_block(image, &taps, &bias_v, [h, w, c2, kh], [c0, cb], &mut |y, row| {
+                for (x, px) in row.chunks_exact(cb).enumerate() {
+                    // SAFETY: task (n, c0) alone writes channels c0..c0 + cb of image n's pixels, all
+                    // inside out's capacity.
+                    unsafe { std::ptr::copy_nonoverlapping(px.as_ptr(), dst.get().add((n * h * w + y * w + x) * c + c0), cb) };
+                }
+            });
         });
+        // SAFETY: the (image, channel block, row, pixel) writes above cover all len values.
+        unsafe { out.set_len(len) };
         out
     })?;
     Ok(Tensor::from_vec(out, (b, h, w, c), x.device())?)
@@ -160,15 +166,14 @@ pub fn silu_depthwise_conv2d_glu_nhwc(x: &Tensor, weight: &Tensor, bias: Option<
 /// contiguous.
 const NHWC_CHANNELS: usize = 256;
 
-/// Channels c0..c0 + cb of one image's GLU output, [H·W][cb]: value = conv(silu(x[c0..])), gate =
-/// conv(silu(x[C + c0..])), value · silu(gate). SiLU'd input rows are kept in a ring of k zero-bordered
-/// rows per half, each row computed once.
-fn glu_channel_block(image: &[f32], taps: &[f32], bias: &[f32], [h, w, c2, kh]: [usize; 4], [c0, cb]: [usize; 2]) -> Vec<f32> {
+/// Channels c0..c0 + cb of one image's GLU output, handed to `emit` row by row (y, [W][cb]): value =
+/// conv(silu(x[c0..])), gate = conv(silu(x[C + c0..])), value · silu(gate). SiLU'd input rows are kept
+/// in a ring of k zero-bordered rows per half, each row computed once.
+fn glu_channel_block(image: &[f32], taps: &[f32], bias: &[f32], [h, w, c2, kh]: [usize; 4], [c0, cb]: [usize; 2], emit: &mut dyn FnMut(usize, &[f32])) {
     let (c, r, wp) = (c2 / 2, kh / 2, w + kh - 1);
     let mut ring = [vec![0f32; kh * wp * cb], vec![0f32; kh * wp * cb]]; // value, gate
     let slot = |row: usize| (row % kh) * wp * cb; // padded row index (image row + r)
-    let mut out = vec![0f32; h * w * cb];
-    let mut gate = vec![0f32; w * cb];
+    let (mut value, mut gate) = (vec![0f32; w * cb], vec![0f32; w * cb]);
     // Fill padded row `pr` (image row pr − r, or zeros outside the image) of both rings.
     let fill = |ring: &mut [Vec<f32>; 2], pr: usize| {
         for (half, ring) in ring.iter_mut().enumerate() {
@@ -196,12 +201,11 @@ fn glu_channel_block(image: &[f32], taps: &[f32], bias: &[f32], [h, w, c2, kh]: 
     (0..kh - 1).for_each(|pr| fill(&mut ring, pr));
     for y in 0..h {
         fill(&mut ring, y + kh - 1);
-        let o = &mut out[y * w * cb..(y + 1) * w * cb];
-        conv_row_nhwc(&ring[0], y, taps, c2, &bias[c0..c0 + cb], w, kh, c0, o);
+        conv_row_nhwc(&ring[0], y, taps, c2, &bias[c0..c0 + cb], w, kh, c0, &mut value);
         conv_row_nhwc(&ring[1], y, taps, c2, &bias[c + c0..c + c0 + cb], w, kh, c + c0, &mut gate);
-        fastmath::mul_silu_in_place(o, &gate);
+        fastmath::mul_silu_in_place(&mut value, &gate);
+        emit(y, &value);
     }
-    out
 }
 
 fastmath::dispatch!(
@@ -213,12 +217,15 @@ fastmath::dispatch!(
     {
     let cb = bias.len();
     let row_len = (w + ks - 1) * cb;
+    // Where each tap row's ring slot starts: once per output row, not a division per tap and channel.
+    let slots: Vec<usize> = (0..ks).map(|dy| (y + dy) % ks * row_len).collect();
     for (x, o) in out.chunks_exact_mut(cb).enumerate().take(w) {
         // Tap (dy, dx)'s weights and inputs from channel ch on.
-        let tap = |dy: usize, dx: usize, ch: usize| (&taps[(dy * ks + dx) * c2 + ch0 + ch..], &ring[(y + dy) % ks * row_len + (x + dx) * cb + ch..]);
+        let tap = |dy: usize, dx: usize, ch: usize| (&taps[(dy * ks + dx) * c2 + ch0 + ch..], &ring[slots[dy] + (x + dx) * cb + ch..]);
         // L channels at a time, their sums held in registers through all k² taps (a tap at a time over
         // the whole block would load and store the output once per tap); 32 = 4 independent vectors.
-        let ch = taps_sum::<32>(0, cb, ks, bias, &tap, o);
+        let ch = taps_sum::<64>(0, cb, ks, bias, &tap, o);
+        let ch = taps_sum::<32>(ch, cb, ks, bias, &tap, o);
         let ch = taps_sum::<8>(ch, cb, ks, bias, &tap, o);
         taps_sum::<1>(ch, cb, ks, bias, &tap, o);
     }
