@@ -56,7 +56,7 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
                 .collect::<Vec<_>>()
         })
     })??;
-    // Batch item bi's heads, concatenated: kv [heads][d][d] and ksum [heads][d].
+    // Every (batch item, head)'s sums in order: kv [B·heads][d][d] and ksum [B·heads][d].
     let kv: Vec<f32> = kv_all.iter().flat_map(|(kv, _)| kv.iter().copied()).collect();
     let ksum: Vec<f32> = kv_all.iter().flat_map(|(_, ks)| ks.iter().copied()).collect();
     let out = qr.with(|qs, qb| {
