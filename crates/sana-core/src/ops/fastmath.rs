@@ -111,11 +111,10 @@ dispatch!(
         let n8 = src.len() / 8 * 8;
         let mut max = [f32::NEG_INFINITY; 8];
         let at = |i: usize| src[i] * scale + bias.map_or(0.0, |b| b[i]);
-        for (c, (dc, sc)) in dst[..n8].chunks_exact_mut(8).zip(src[..n8].chunks_exact(8)).enumerate() {
+        for (c, dc) in dst[..n8].chunks_exact_mut(8).enumerate() {
             for l in 0..8 {
-                let v = sc[l] * scale + bias.map_or(0.0, |b| b[c * 8 + l]);
-                dc[l] = v;
-                max[l] = max[l].max(v);
+                dc[l] = at(c * 8 + l);
+                max[l] = max[l].max(dc[l]);
             }
         }
         let mut max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);

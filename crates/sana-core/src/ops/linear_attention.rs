@@ -39,26 +39,21 @@ pub fn relu_linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, e
     // q/k/v GEMM output they are not contiguous, and copying them whole cost more than the attention
     // itself; only one head's rows at a time are copied, to compact n × d buffers.
     let (kr, vr, qr) = (TokenRows::of(k)?, TokenRows::of(v)?, TokenRows::of(q)?);
-    let kv_all = kr.with(|ks, kb| {
+    // Every (batch item, head)'s sums in order: kv [B·heads][d][d] and ksum [B·heads][d].
+    let (mut kv, mut ksum) = (vec![0f32; b * heads * d * d], vec![0f32; b * c]);
+    kr.with(|ks, kb| {
         vr.with(|vs, vb| {
-            (0..b * heads)
-                .into_par_iter()
-                .map(|bh| {
-                    let (bi, h) = (bh / heads, bh % heads);
-                    let krelu = head_rows(ks, kb.start(bi, h * d), kb.row, n, d, true);
-                    let vh = head_rows(vs, vb.start(bi, h * d), vb.row, n, d, false);
-                    let mut kv = vec![0f32; d * d];
-                    // lhs: krelu [n × d] viewed transposed.
-                    let lhs = Strided { offset: 0, rs: 1, cs: d };
-                    sgemm_serial([d, d, n], (&mut kv, Strided::rows(0, d)), (&krelu, lhs), (Rhs::F32(&vh), Strided::rows(0, d)), false);
-                    (kv, column_sums(&krelu, d))
-                })
-                .collect::<Vec<_>>()
+            kv.par_chunks_mut(d * d).zip(ksum.par_chunks_mut(d)).enumerate().for_each(|(bh, (kvh, ksh))| {
+                let (bi, h) = (bh / heads, bh % heads);
+                let krelu = head_rows(ks, kb.start(bi, h * d), kb.row, d, true, n);
+                let vh = head_rows(vs, vb.start(bi, h * d), vb.row, d, false, n);
+                // lhs: krelu [n × d] viewed transposed.
+                let lhs = Strided { offset: 0, rs: 1, cs: d };
+                sgemm_serial([d, d, n], (kvh, Strided::rows(0, d)), (&krelu, lhs), (Rhs::F32(&vh), Strided::rows(0, d)), false);
+                column_sums(&krelu, ksh);
+            })
         })
     })??;
-    // Every (batch item, head)'s sums in order: kv [B·heads][d][d] and ksum [B·heads][d].
-    let kv: Vec<f32> = kv_all.iter().flat_map(|(kv, _)| kv.iter().copied()).collect();
-    let ksum: Vec<f32> = kv_all.iter().flat_map(|(_, ks)| ks.iter().copied()).collect();
     let out = qr.with(|qs, qb| {
         let mut out = vec![0f32; b * n * c];
         out.par_chunks_mut(c).enumerate().for_each(|(bt, o)| {
@@ -109,21 +104,16 @@ impl TokenRows {
     }
 }
 
-/// Rows ahead that [`head_rows_into`] prefetches.
+/// Rows ahead that [`head_rows`] prefetches.
 const PREFETCH_ROWS: usize = 16;
 
-/// The n rows (tokens) of one head, contiguous: out[t·d + j] = f(src[s0 + t·rs + j]).
-fn head_rows(src: &[f32], s0: usize, rs: usize, n: usize, d: usize, relu: bool) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n * d);
-    head_rows_into(src, s0, rs, d, relu, &mut out, n);
-    out
-}
-
 super::fastmath::dispatch!(
-    /// Appends the rows of [`head_rows`] to `out` (no zeroing pass first). The rows lie a whole token
-    /// (3 · 1152 floats in the DiT) apart, so every one is on a new page, where the hardware prefetcher
-    /// stops: they are prefetched here instead. Reading them as they came cost 3× the head's GEMM (perf).
-    head_rows_into, (src: &[f32], s0: usize, rs: usize, d: usize, relu: bool, out: &mut Vec<f32>, n: usize), {
+    /// The n rows (tokens) of one head, contiguous: out[t·d + j] = f(src[s0 + t·rs + j]), f = ReLU or
+    /// identity. The rows lie a whole token (3 · 1152 floats in the DiT) apart, so every one is on a new
+    /// page, where the hardware prefetcher stops: they are prefetched here instead. Reading them as they
+    /// came cost 3× the head's GEMM (perf).
+    head_rows, (src: &[f32], s0: usize, rs: usize, d: usize, relu: bool, n: usize) -> Vec<f32>, {
+    let mut out = Vec::with_capacity(n * d);
     for t in 0..n {
         #[cfg(target_arch = "x86_64")]
         if t + PREFETCH_ROWS < n {
@@ -140,15 +130,14 @@ super::fastmath::dispatch!(
             out.extend_from_slice(row);
         }
     }
+    out
 });
 
-/// Σₜ rows[t·d + j] for each j.
-fn column_sums(rows: &[f32], d: usize) -> Vec<f32> {
-    let mut sum = vec![0f32; d];
-    for r in rows.chunks_exact(d) {
+/// sum[j] = Σₜ rows[t·d + j], d = sum.len().
+fn column_sums(rows: &[f32], sum: &mut [f32]) {
+    for r in rows.chunks_exact(sum.len()) {
         sum.iter_mut().zip(r).for_each(|(s, x)| *s += x);
     }
-    sum
 }
 
 super::fastmath::dispatch!(
