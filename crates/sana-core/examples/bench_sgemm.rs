@@ -88,17 +88,68 @@ unsafe fn fma_peak(iters: usize) -> f64 {
     (iters * 12 * 16) as f64 / secs / 1e9
 }
 
-/// FMA ceiling on 1 and on 2 threads at once (best of `runs`), when the CPU has AVX2 + FMA.
+/// The same ceiling on 16-lane zmm registers (24 chains, as many accumulators as the 12×32 kernel).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_peak_512(iters: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-7));
+    let mut acc = [_mm512_set1_ps(1.0); 24];
+    let t = Instant::now();
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = _mm512_fmadd_ps(*c, a, b);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(_mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, c| _mm512_add_ps(s, *c))));
+    (iters * 24 * 32) as f64 / secs / 1e9
+}
+
+/// The vdpbf16ps ceiling: 24 chains of 16 lanes, each instruction 32 bf16 products (64 flops).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dpbf16_peak(iters: usize) -> f64 {
+    use std::arch::x86_64::*;
+    let (a, b): (__m512bh, __m512bh) = (std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80)), std::mem::transmute(_mm512_set1_epi32(0x3380_3380)));
+    let mut acc = [_mm512_set1_ps(1.0); 24];
+    let t = Instant::now();
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = _mm512_dpbf16_ps(*c, a, b);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(_mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, c| _mm512_add_ps(s, *c))));
+    (iters * 24 * 64) as f64 / secs / 1e9
+}
+
+/// One ceiling on 1 and on 2 threads at once (best of `runs`).
+fn peak_pair(runs: usize, f: fn() -> f64) -> (f64, f64) {
+    let one = (0..runs).map(|_| f()).fold(0f64, f64::max);
+    let two = (0..runs)
+        .map(|_| std::thread::scope(|s| [s.spawn(f), s.spawn(f)].map(|h| h.join().unwrap_or(0.0)).iter().sum::<f64>()))
+        .fold(0f64, f64::max);
+    (one, two)
+}
+
+/// FMA ceilings on 1 and on 2 threads at once, for the vector widths this CPU has.
 fn print_fma_peak(runs: usize) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        let iters = 200_000_000;
         // SAFETY: the CPU has the features fma_peak is compiled for.
-        let one = (0..runs).map(|_| unsafe { fma_peak(iters) }).fold(0f64, f64::max);
-        let two = (0..runs)
-            .map(|_| std::thread::scope(|s| [s.spawn(|| unsafe { fma_peak(iters) }), s.spawn(|| unsafe { fma_peak(iters) })].map(|h| h.join().unwrap_or(0.0)).iter().sum::<f64>()))
-            .fold(0f64, f64::max);
-        println!("FMA ceiling (no memory traffic): {one:.1} GFLOP/s on 1 thread, {two:.1} on 2");
+        let (one, two) = peak_pair(runs, || unsafe { fma_peak(200_000_000) });
+        println!("FMA ceiling (no memory traffic), ymm: {one:.1} GFLOP/s on 1 thread, {two:.1} on 2");
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: as above, avx512f.
+            let (one, two) = peak_pair(runs, || unsafe { fma_peak_512(100_000_000) });
+            println!("FMA ceiling (no memory traffic), zmm: {one:.1} GFLOP/s on 1 thread, {two:.1} on 2");
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: as above, avx512f + avx512bf16.
+            let (one, two) = peak_pair(runs, || unsafe { dpbf16_peak(50_000_000) });
+            println!("vdpbf16ps ceiling (no memory traffic): {one:.1} GFLOP/s on 1 thread, {two:.1} on 2");
+        }
     }
 }
 

@@ -198,7 +198,10 @@ pub(super) fn emulated() -> DotKernel<Emulated> {
 pub(super) fn sgemm_avx512<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided, a: View<f32>, b: View<T>, accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     if let Some(kern) = avx512() {
-        return gemm(&kern, mnk, dst, d, a, b, accumulate);
+        // A few rows stay on the dot-product path (in f32): packing costs more than the product there.
+        if !super::small::applies(mnk[0], &a, &b) {
+            return gemm(&kern, mnk, dst, d, a, b, accumulate);
+        }
     }
-    super::f32k::sgemm_avx2(mnk, dst, d, a, b, accumulate);
+    super::avx512::sgemm_avx512(mnk, dst, d, a, b, accumulate);
 }

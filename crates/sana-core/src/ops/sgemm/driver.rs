@@ -289,14 +289,18 @@ fn pack_rows<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usi
             for jp in 0..panels {
                 let dst = out.as_mut_ptr().add(jp * depth * lanes + p * lanes);
                 let (src, n) = (row.add(jp * lanes), lanes.min(wn - jp * lanes));
+                // Full panel rows (NR = 16 or 32; MR = 6 or 12) with a constant trip count: inlined vector
+                // moves. With a run-time count LLVM calls memcpy for every 64 bytes (10 % of a DC-AE
+                // decode, perf); element by element, the A rows of a transposed lhs (the linear
+                // attention's relu(K)ᵀ) were a quarter of that op.
                 if n == 16 {
-                    // A full 16-lane row with a constant trip count: inlined vector moves. With a run-time
-                    // count LLVM calls memcpy for every 64 bytes (10 % of a DC-AE decode, perf).
                     copy_lanes::<T, P, 16>(src, dst);
+                } else if n == 32 {
+                    copy_lanes::<T, P, 32>(src, dst);
                 } else if n == 6 {
-                    // A full A panel row (MR = 6) of a transposed lhs, e.g. the linear attention's
-                    // relu(K)ᵀ: element by element it was a quarter of that op (perf).
                     copy_lanes::<T, P, 6>(src, dst);
+                } else if n == 12 {
+                    copy_lanes::<T, P, 12>(src, dst);
                 } else {
                     for w in 0..n {
                         *dst.add(w) = P::from_f32((*src.add(w)).to_f32());

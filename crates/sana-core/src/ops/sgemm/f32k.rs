@@ -87,7 +87,7 @@ impl MicroKernel for Avx2 {
         // SAFETY: as the trait's; an Avx2 exists only where the CPU has avx2, fma and f16c.
         #[cfg(target_arch = "x86_64")]
         match side {
-            Side::B => pack_b_cols_avx2(src, stride, kc, out.as_mut_ptr()),
+            Side::B => pack_b_cols_avx2::<T, NR>(src, stride, kc, out.as_mut_ptr()),
             Side::A => pack_a_rows_avx2(src, stride, kc, out.as_mut_ptr()),
         }
         cfg!(target_arch = "x86_64")
@@ -115,18 +115,21 @@ pub(crate) unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch
     std::array::from_fn(|q| if q < 4 { _mm256_permute2f128_ps::<0x20>(s0[q], s1[q]) } else { _mm256_permute2f128_ps::<0x31>(s0[q - 4], s1[q - 4]) })
 }
 
-/// A B panel from 16 contiguous columns: 8×8 blocks transposed in registers (one store per 8 values,
-/// where the generic loop stores each value to a different cache line), widened as they are loaded.
+/// A B panel from NR contiguous columns (NR a multiple of 8): 8×8 blocks transposed in registers (one
+/// store per 8 values, where the generic loop stores each value to a different cache line), widened as
+/// they are loaded. Shared with the AVX-512 kernel (NR = 32), whose CPUs all have AVX2.
+/// Safety: NR columns of kc values readable at `src` (column stride `cs`), kc·NR writable at `out`;
+/// only on CPUs with avx2 and f16c.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack_b_cols_avx2<T: Elem>(src: *const T, cs: usize, kc: usize, out: *mut f32) {
+pub(super) unsafe fn pack_b_cols_avx2<T: Elem, const NR: usize>(src: *const T, cs: usize, kc: usize, out: *mut f32) {
     use std::arch::x86_64::*;
     let k8 = kc / 8 * 8;
     for p0 in (0..k8).step_by(8) {
-        for half in 0..2 {
-            let t = transpose8(std::array::from_fn(|w| T::load8(src.add((half * 8 + w) * cs + p0))));
+        for group in 0..NR / 8 {
+            let t = transpose8(std::array::from_fn(|w| T::load8(src.add((group * 8 + w) * cs + p0))));
             for (q, tq) in t.iter().enumerate() {
-                _mm256_storeu_ps(out.add((p0 + q) * NR + half * 8), *tq);
+                _mm256_storeu_ps(out.add((p0 + q) * NR + group * 8), *tq);
             }
         }
     }
@@ -161,6 +164,32 @@ unsafe fn pack_a_rows_avx2<T: Elem>(src: *const T, rs: usize, kc: usize, out: *m
     for p in k8..kc {
         for w in 0..MR {
             *out.add(p * MR + w) = (*src.add(w * rs + p)).to_f32();
+        }
+    }
+}
+
+/// An A panel from 12 rows contiguous along k (the AVX-512 kernel's MR): rows 0–7 and rows 8–11 (with 4
+/// of zeros) transposed 8 values at a time; the second block's 4 real lanes go out as one 128-bit store.
+/// Safety: 12 rows of kc values readable at `src` (row stride `rs`), kc·12 writable at `out`; only on
+/// CPUs with avx2 and f16c.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn pack_a_rows12_avx2<T: Elem>(src: *const T, rs: usize, kc: usize, out: *mut f32) {
+    use std::arch::x86_64::*;
+    const R: usize = 12;
+    let k8 = kc / 8 * 8;
+    for p0 in (0..k8).step_by(8) {
+        let lo = transpose8(std::array::from_fn(|w| T::load8(src.add(w * rs + p0))));
+        let hi = transpose8(std::array::from_fn(|w| if w < R - 8 { T::load8(src.add((8 + w) * rs + p0)) } else { _mm256_setzero_ps() }));
+        for q in 0..8 {
+            let o = out.add((p0 + q) * R);
+            _mm256_storeu_ps(o, lo[q]);
+            _mm_storeu_ps(o.add(8), _mm256_castps256_ps128(hi[q]));
+        }
+    }
+    for p in k8..kc {
+        for w in 0..R {
+            *out.add(p * R + w) = (*src.add(w * rs + p)).to_f32();
         }
     }
 }

@@ -12,13 +12,18 @@
 //!   env `SANA_CPU_BF16_DOT=1` is set. It rounds A to bf16 and multiplies with `vdpbf16ps`, f32
 //!   accumulators. Opt-in because it is less precise than f32 and because the development machine cannot
 //!   run it (its packing and blocking are tested through an exact scalar emulation of the instruction).
-//! - `avx2-fma` (`f32k.rs`): a 6×16 FMA kernel, picked at run time when the CPU has avx2 + fma (every
-//!   rhs type, and a bf16 rhs whenever the bf16 kernel is not opted into).
+//! - `avx512f` (`avx512.rs`): a 12×32 FMA kernel on zmm registers, picked at run time when the CPU has
+//!   avx512f (every rhs type, and a bf16 rhs whenever the bf16 kernel is not opted into).
+//! - `avx2-fma` (`f32k.rs`): a 6×16 FMA kernel, picked when the CPU has avx2 + fma but not avx512f.
 //! - `scalar`: the portable 6×16 kernel for any other CPU (plain Rust, correct, slower).
+//!
+//! `SANA_CPU_GEMM=avx2` or `=scalar` caps the choice (to compare kernels, or to run a fallback path on
+//! a CPU that has the faster one).
 //!
 //! Up to 16 rows with contiguous lhs rows and rhs columns (a Linear on a few tokens), `small.rs` computes
 //! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
 
+mod avx512;
 mod bf16dot;
 mod driver;
 mod f32k;
@@ -48,15 +53,21 @@ pub(crate) enum Rhs<'a> {
 enum Kernel {
     Scalar,
     Avx2,
+    Avx512,
     Avx512Bf16,
 }
 
 fn kernel() -> Kernel {
     static KERNEL: OnceLock<Kernel> = OnceLock::new();
     *KERNEL.get_or_init(|| {
+        let cap = std::env::var("SANA_CPU_GEMM").unwrap_or_default();
         let opted_in = std::env::var("SANA_CPU_BF16_DOT").is_ok_and(|v| v == "1");
-        if opted_in && bf16dot::cpu_has_avx512_bf16() {
+        if cap == "scalar" {
+            Kernel::Scalar
+        } else if cap != "avx2" && opted_in && bf16dot::cpu_has_avx512_bf16() && avx512::cpu_has_avx512f() {
             Kernel::Avx512Bf16
+        } else if cap != "avx2" && avx512::cpu_has_avx512f() {
+            Kernel::Avx512
         } else if f32k::cpu_has_avx2_fma() {
             Kernel::Avx2
         } else {
@@ -65,12 +76,13 @@ fn kernel() -> Kernel {
     })
 }
 
-/// The CPU GEMM microkernel in use: `"avx512bf16"` (bf16 rhs only; f32/f16 rhs use `avx2-fma`),
-/// `"avx2-fma"` or `"scalar"`. See the module doc for what picks which.
+/// The CPU GEMM microkernel in use: `"avx512bf16"` (bf16 rhs only; f32/f16 rhs use `avx512f`),
+/// `"avx512f"`, `"avx2-fma"` or `"scalar"`. See the module doc for what picks which.
 pub fn cpu_gemm_kernel() -> &'static str {
     match kernel() {
         Kernel::Scalar => "scalar",
         Kernel::Avx2 => "avx2-fma",
+        Kernel::Avx512 => "avx512f",
         Kernel::Avx512Bf16 => "avx512bf16",
     }
 }
@@ -128,7 +140,8 @@ fn sgemm_typed<T: Elem>(
     let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], std::mem::size_of::<T>());
     match kernel() {
         Kernel::Avx512Bf16 if T::IS_BF16 => bf16dot::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
-        Kernel::Avx2 | Kernel::Avx512Bf16 => f32k::sgemm_avx2([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Avx512 | Kernel::Avx512Bf16 => avx512::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Avx2 => f32k::sgemm_avx2([m, n, k], dst, d, a, b, accumulate),
         Kernel::Scalar => f32k::sgemm_scalar([m, n, k], dst, d, a, b, accumulate),
     }
 }
@@ -173,8 +186,15 @@ pub(crate) fn sgemm_sum(
     let views: Vec<_> = terms.iter().map(|&(l, r)| (View::new(lhs, l), View::new(rhs, r))).collect();
     // In the stats table a sum shows as one product of depth terms·k, with operand strides 0 (several views).
     let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], 4);
-    match f32k::Avx2::new() {
-        Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
-        None => driver::gemm_sum(&f32k::Scalar, [m, n, k], dst, d, &views, accumulate),
+    match kernel() {
+        Kernel::Avx512 | Kernel::Avx512Bf16 => match avx512::Avx512::new() {
+            Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
+            None => unreachable!("the avx512f kernel was picked on a CPU without it"),
+        },
+        Kernel::Avx2 => match f32k::Avx2::new() {
+            Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
+            None => unreachable!("the avx2 kernel was picked on a CPU without it"),
+        },
+        Kernel::Scalar => driver::gemm_sum(&f32k::Scalar, [m, n, k], dst, d, &views, accumulate),
     }
 }

@@ -137,10 +137,11 @@ fn check(kern: &impl Runner, case: &Case, threads: usize, bf16_dot: bool) {
     }
 }
 
-/// Shapes around every blocking edge: 1×1, primes, partial MR/NR tiles, k past KC (256) and not a
-/// multiple of 2, m past MC (144), n past NC (3072), and sizes large enough to run on two threads; up
-/// to 640 rows with n > 128 take the shared-A loop, the last shape the shared-B loop past a column block.
-const SHAPES: [[usize; 3]; 12] = [
+/// Shapes around every blocking edge: 1×1, primes, partial MR/NR tiles, k past KC (256; 576 for the
+/// AVX-512 kernel) and not a multiple of 2, m past MC (144; 288), n past NC (3072), and sizes large
+/// enough to run on two threads; up to 640 rows with n > 128 take the shared-A loop, the last shape the
+/// shared-B loop past a column block.
+const SHAPES: [[usize; 3]; 13] = [
     [1, 1, 1],
     [1, 7, 3],
     [5, 1, 9],
@@ -153,6 +154,7 @@ const SHAPES: [[usize; 3]; 12] = [
     [200, 300, 260],
     [12, 64, 2],
     [641, 3900, 3],
+    [301, 45, 601],
 ];
 
 fn cases(rhs: RhsType) -> impl Iterator<Item = Case> {
@@ -183,6 +185,14 @@ fn avx2_kernel_matches_the_reference() {
     match Avx2::new() {
         Some(kern) => check_all(&Packed(kern), false),
         None => eprintln!("SKIP avx2_kernel_matches_the_reference: this CPU lacks avx2/fma"),
+    }
+}
+
+#[test]
+fn avx512_kernel_matches_the_reference() {
+    match super::avx512::Avx512::new() {
+        Some(kern) => check_all(&Packed(kern), false),
+        None => eprintln!("SKIP avx512_kernel_matches_the_reference: this CPU lacks avx512f"),
     }
 }
 
@@ -295,9 +305,12 @@ fn sgemm_refuses_a_view_past_its_slice() {
 #[test]
 fn cpu_gemm_kernel_names_a_kernel_this_cpu_runs() {
     let name = cpu_gemm_kernel();
-    assert!(["scalar", "avx2-fma", "avx512bf16"].contains(&name), "{name}");
+    assert!(["scalar", "avx2-fma", "avx512f", "avx512bf16"].contains(&name), "{name}");
     if name == "avx2-fma" {
         assert!(Avx2::new().is_some());
+    }
+    if name.starts_with("avx512") {
+        assert!(super::avx512::Avx512::new().is_some());
     }
     let _: fn(f32) -> f32 = <f32 as Elem>::to_f32;
 }
