@@ -186,6 +186,13 @@ export type JsTransformer = NativeTransformer
 export declare function builtWithCuda(): boolean
 
 /**
+ * The CPU GEMM microkernel this process uses, picked once from the CPU's features and the
+ * `SANA_CPU_GEMM` / `SANA_CPU_BF16_DOT` variables: "amx-bf16", "avx512bf16", "avx512f", "avx2-fma" or
+ * "scalar" (the first two multiply bfloat16 weights in bf16; f32 weights take the best f32 kernel).
+ */
+export declare function cpuGemmKernel(): string
+
+/**
  * Number of usable CUDA GPUs; rejects with SANA_DEVICE_UNAVAILABLE saying why there is none (the JS
  * loader uses it to decide between the CUDA and the CPU binary).
  */

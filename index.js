@@ -850,5 +850,6 @@ module.exports.JsTokenizer = nativeBinding.JsTokenizer
 module.exports.NativeTransformer = nativeBinding.NativeTransformer
 module.exports.JsTransformer = nativeBinding.JsTransformer
 module.exports.builtWithCuda = nativeBinding.builtWithCuda
+module.exports.cpuGemmKernel = nativeBinding.cpuGemmKernel
 module.exports.cudaDeviceCount = nativeBinding.cudaDeviceCount
 module.exports.vaeDecodeMemory = nativeBinding.vaeDecodeMemory

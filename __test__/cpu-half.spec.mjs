@@ -1,6 +1,11 @@
 // Half-precision weights on the CPU (issue 13): `dtype: 'bfloat16'` / `'float16'` keep every weight matrix half in
 // memory and compute in float32 (widened weights, f32 activations and accumulation). The fixture pipeline must stay
 // within PSNR ≥ 35 dB of diffusers' float32 image, repeat bit for bit, and report its dtype; `'auto'` stays float32.
+//
+// This file pins the float32 kernels (SANA_CPU_GEMM=avx512, read at the first product: this process's), so on a CPU
+// with AMX it tests the widening path, which bf16 weights take everywhere else. bf16 arithmetic on AMX has its own
+// spec, cpu-bf16-compute.spec.mjs.
+process.env.SANA_CPU_GEMM ??= 'avx512'
 import test from 'ava'
 import { join } from 'node:path'
 import { SanaPipeline, SanaTransformer2DModel, Tensor } from '../dist/index.js'

@@ -3,6 +3,7 @@
  * @packageDocumentation
  */
 export { SanaError, type SanaErrorCode } from './errors'
+export { cpuGemmKernel, type CpuGemmKernel } from './native'
 export { Tensor, type DeviceRequest, type TensorDType } from './tensor'
 export { CaptionCache } from './caption-cache'
 export {

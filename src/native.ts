@@ -37,6 +37,23 @@ export function nativeBackend(): NativeBackend {
   return load().backend
 }
 
+/** A CPU GEMM microkernel; see {@link cpuGemmKernel}. */
+export type CpuGemmKernel = 'amx-bf16' | 'avx512bf16' | 'avx512f' | 'avx2-fma' | 'scalar'
+
+/**
+ * The CPU GEMM microkernel this process uses, picked once from the CPU's features:
+ * - `'amx-bf16'`: Intel AMX. Weights loaded with `dtype: 'bfloat16'` multiply in bf16 on AMX tiles (activations
+ *   rounded to bf16 as they enter each product, f32 accumulation); float32 weights take `'avx512f'`.
+ * - `'avx512bf16'`: bf16 weights through `vdpbf16ps` (only with `SANA_CPU_BF16_DOT=1` on a CPU without AMX).
+ * - `'avx512f'`, `'avx2-fma'`, `'scalar'`: float32 arithmetic for every weight dtype (half weights widened exactly).
+ *
+ * `SANA_CPU_GEMM=avx512|avx2|scalar` (set before the first model runs) caps the choice at that float32 kernel.
+ * @example if (cpuGemmKernel() === 'amx-bf16') console.log('bfloat16 weights multiply on AMX')
+ */
+export function cpuGemmKernel(): CpuGemmKernel {
+  return native().cpuGemmKernel() as CpuGemmKernel
+}
+
 /** The reason the CUDA binary is not in use, if it is not (for error messages). */
 export function cudaUnavailableReason(): string | undefined {
   return cached?.backend.cudaUnavailable

@@ -84,7 +84,14 @@ fn random(shape: &[usize]) -> Result<Tensor> {
     // Small weights keep the activations in a normal range through 20-28 random blocks.
     let fan_in = if shape.len() > 1 { shape[1..].iter().product::<usize>() } else { 1 };
     let std = if shape.len() > 1 { (1.0 / fan_in as f64).sqrt() } else { 0.02 };
-    Ok(Tensor::randn(0f32, std as f32, shape, &Device::Cpu)?)
+    let t = Tensor::randn(0f32, std as f32, shape, &Device::Cpu)?;
+    // BENCH_DTYPE=bf16: weight matrices held in bf16, as `dtype: 'bfloat16'` loads them (the GEMMs then run
+    // on the CPU's bf16 kernel where it has one: AMX); vectors stay f32 as the store hands them out.
+    Ok(if shape.len() > 1 && half_weights() { t.to_dtype(candle_core::DType::BF16)? } else { t })
+}
+
+fn half_weights() -> bool {
+    std::env::var("BENCH_DTYPE").is_ok_and(|v| v == "bf16")
 }
 
 /// Random store; `share_blocks` makes every block reuse block 0's tensors (same names, shared memory).
@@ -166,7 +173,8 @@ fn bench(name: &str, only: Option<usize>) -> Result<()> {
     assert!(store.unused().is_empty());
     let params: usize = shapes(&cfg, None).iter().chain((0..cfg.num_layers).flat_map(|i| shapes(&cfg, Some(i))).collect::<Vec<_>>().iter())
         .map(|(_, s)| s.iter().product::<usize>()).sum();
-    println!("== Sana {name}: {} layers, inner {}, {:.2}B params ({:.2} GB f32){}; random weights built in {:.1}s, RSS {:.0} MB",
+    println!("== Sana {name}{}: {} layers, inner {}, {:.2}B params ({:.2} GB f32){}; random weights built in {:.1}s, RSS {:.0} MB",
+        if half_weights() { format!(" (bf16 weights, GEMM kernel {})", sana_core::ops::sgemm::cpu_gemm_kernel()) } else { String::new() },
         cfg.num_layers, cfg.inner_dim(), params as f64 / 1e9, params as f64 * 4.0 / 1e9,
         if share { ", blocks share one set of weights" } else { "" }, t0.elapsed().as_secs_f64(), vm_hwm_mb());
     let single = only.map(|n| [(n, false, 1)]);

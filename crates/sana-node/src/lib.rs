@@ -47,3 +47,11 @@ pub fn cuda_device_count() -> napi::Result<u32> {
 pub fn built_with_cuda() -> bool {
     cfg!(feature = "cuda")
 }
+
+/// The CPU GEMM microkernel this process uses, picked once from the CPU's features and the
+/// `SANA_CPU_GEMM` / `SANA_CPU_BF16_DOT` variables: "amx-bf16", "avx512bf16", "avx512f", "avx2-fma" or
+/// "scalar" (the first two multiply bfloat16 weights in bf16; f32 weights take the best f32 kernel).
+#[napi_derive::napi]
+pub fn cpu_gemm_kernel() -> String {
+    sana_core::ops::sgemm::cpu_gemm_kernel().to_string()
+}

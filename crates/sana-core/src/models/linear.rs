@@ -345,7 +345,8 @@ pub(crate) mod tests {
     }
 
     /// The CPU GEMM path equals candle's matmul on the widened weight, in every layout, for f32/bf16/f16
-    /// weights, a strided (transposed) x, with and without a bias, and a weight that is a row view.
+    /// weights, a strided (transposed) x, with and without a bias, and a weight that is a row view. Where
+    /// this CPU multiplies bf16 weights in bf16 (AMX), the reference takes x rounded to bf16 as well.
     #[test]
     fn cpu_gemm_path_matches_candle_matmul() -> Result<()> {
         let (o, i, b, n) = (37, 29, 3, 41);
@@ -356,8 +357,10 @@ pub(crate) mod tests {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             let w = big.to_dtype(dtype)?.narrow(0, 5, o)?; // a view at an offset, as the merged q/k/v weights
             let w32 = w.to_dtype(DType::F32)?;
+            let rounded = dtype == DType::BF16 && crate::ops::sgemm::bf16_rhs_rounds_lhs();
+            let x = if rounded { tokens.to_dtype(DType::BF16)?.to_dtype(DType::F32)? } else { tokens.clone() };
             for bias in [Some(&bias), None] {
-                let mut want = tokens.reshape((b * n, i))?.matmul(&w32.t()?)?;
+                let mut want = x.reshape((b * n, i))?.matmul(&w32.t()?)?;
                 if let Some(bias) = bias {
                     want = want.broadcast_add(bias)?;
                 }

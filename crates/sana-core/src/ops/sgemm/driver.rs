@@ -159,8 +159,13 @@ pub(super) trait MicroKernel: Sync {
     /// Rows of an A panel and columns of a B panel.
     const MR: usize;
     const NR: usize;
-    /// k values per packed group (2 for vdpbf16ps' bf16 pairs, else 1); KC is padded to a multiple of it.
+    /// Packed depth granule: each slice's depth is padded with zeros to a multiple of it (2 for
+    /// vdpbf16ps' bf16 pairs, 32 for an AMX tile's k, else 1).
     const KG: usize;
+    /// k values per group of an A / B panel: value (w, p) of a panel lies at (p / g)·lanes·g + w·g + p % g
+    /// (g = 1: k-major rows of `lanes` values; g = 2: k-pairs; g = 32: AMX tile rows). Each divides KG.
+    const KG_A: usize = Self::KG;
+    const KG_B: usize = Self::KG;
     /// Depth of one packed slice, rows of an A block (a multiple of MR), columns of a B block.
     const KC: usize;
     const MC: usize;
@@ -170,9 +175,10 @@ pub(super) trait MicroKernel: Sync {
     /// the tile's mr × nr elements lie in dst.
     unsafe fn tile(&self, kc: usize, a: *const Self::P, b: *const Self::P, t: &Tile);
 
-    /// Pack one full panel (`NR` columns of B, or `MR` rows of A; depth `kc`, KG = 1) whose values are
-    /// contiguous along k, faster than the generic loop; false where this kernel has no such packer.
-    /// `src` is element (k 0, lane 0), `stride` the distance between lanes. Safety: as [`pack_panel`].
+    /// Pack one full panel (`NR` columns of B, or `MR` rows of A; depth `kc`, in the side's group layout
+    /// and zero-padded to a multiple of KG) whose values are contiguous along k, faster than the generic
+    /// loop; false where this kernel has no such packer. `src` is element (k 0, lane 0), `stride` the
+    /// distance between lanes. Safety: as [`pack_panel`].
     unsafe fn pack_contiguous<T: Elem>(&self, _side: Side, _src: *const T, _stride: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
         false
     }
@@ -189,20 +195,22 @@ pub(super) unsafe fn store_tile(acc: &[f32], ld: usize, t: &Tile) {
     }
 }
 
-/// Pack `width × depth` of `v` (element (w, p) = v(w, p)) into panels of `lanes` along width: value
-/// (w, p) of panel w / lanes at `(p / kg)·lanes·kg + (w % lanes)·kg + p % kg`, padded with zeros to
-/// full lanes and to a depth that is a multiple of kg. `out` holds exactly the panels.
-fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, kg: usize, out: &mut [P]) {
-    assert!(out.len() >= depth.next_multiple_of(kg) * lanes && wn <= lanes);
-    if wn < lanes || !depth.is_multiple_of(kg) {
+/// Pack `width × depth` of `v` (element (w, p) = v(w, p)) into one panel of `lanes` along width: value
+/// (w, p) at `(p / kg)·lanes·kg + w·kg + p % kg`, padded with zeros to full lanes and to depth `kpad`
+/// (a multiple of kg, ≥ depth). `out` holds exactly the panel.
+fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, [kg, kpad]: [usize; 2], out: &mut [P]) {
+    assert!(out.len() >= kpad * lanes && wn <= lanes && depth <= kpad && kpad.is_multiple_of(kg));
+    if wn < lanes || depth < kpad {
         out.fill(P::default());
     }
     // SAFETY: w < wn and p < depth lie within the block the caller's bounds check covered, and every
-    // index written is below depth.next_multiple_of(kg) · lanes ≤ out.len() (asserted above).
+    // index written is below kpad · lanes ≤ out.len() (asserted above).
     unsafe {
         match kg {
             1 => pack_panel_kg::<T, P, 1>(v, wn, depth, lanes, out.as_mut_ptr()),
-            _ => pack_panel_kg::<T, P, 2>(v, wn, depth, lanes, out.as_mut_ptr()),
+            2 => pack_panel_kg::<T, P, 2>(v, wn, depth, lanes, out.as_mut_ptr()),
+            32 => pack_panel_kg::<T, P, 32>(v, wn, depth, lanes, out.as_mut_ptr()),
+            _ => unreachable!("panel group {kg}"),
         }
     }
 }
@@ -242,15 +250,16 @@ pub(super) enum Side {
 /// Pack `width × depth` of `v` into consecutive panels (`out` holds exactly ⌈width / lanes⌉ of them),
 /// on rayon when `parallel`, through the kernel's fast packers where they apply.
 fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
-    let (lanes, kg) = if side == Side::B { (K::NR, K::KG) } else { (K::MR, K::KG) };
-    let panel_len = depth.next_multiple_of(kg) * lanes;
+    let (lanes, kg) = if side == Side::B { (K::NR, K::KG_B) } else { (K::MR, K::KG_A) };
+    let kpad = depth.next_multiple_of(K::KG);
+    let panel_len = kpad * lanes;
     let (ws, ps) = v.strides();
     let one = |i: usize, o: &mut [K::P]| {
         let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
         // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
-        let fast = wn == lanes && kg == 1 && ps == 1 && unsafe { kern.pack_contiguous(side, v.ptr(0, 0), ws, depth, o) };
+        let fast = wn == lanes && ps == 1 && unsafe { kern.pack_contiguous(side, v.ptr(0, 0), ws, depth, o) };
         if !fast {
-            pack_panel(v, wn, depth, lanes, kg, o);
+            pack_panel(v, wn, depth, lanes, [kg, kpad], o);
         }
     };
     // Rows contiguous along width (conv's im2col columns): each task reads a row segment across
@@ -258,7 +267,7 @@ fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize,
     // what the hardware prefetcher follows.
     let group = |(g, o): (usize, &mut [K::P])| {
         let first = g * PACK_GROUP;
-        if ws == 1 && ps > 1 && kg == 1 {
+        if ws == 1 && ps > 1 && K::KG == 1 {
             pack_rows(v.at(first * lanes, 0), (width - first * lanes).min(PACK_GROUP * lanes), depth, lanes, o);
         } else {
             o.chunks_mut(panel_len).enumerate().for_each(|(i, op)| one(first + i, op));

@@ -8,21 +8,26 @@
 //! threads of a 2-core machine work on every large shape — unlike the `gemm` crate (issue 13).
 //!
 //! Which microkernel runs ([`cpu_gemm_kernel`] names it):
-//! - `avx512bf16` (`bf16dot.rs`): only for a bf16 rhs, only when the CPU has avx512f + avx512bf16 AND the
-//!   env `SANA_CPU_BF16_DOT=1` is set. It rounds A to bf16 and multiplies with `vdpbf16ps`, f32
-//!   accumulators. Opt-in because it is less precise than f32 and because the development machine cannot
-//!   run it (its packing and blocking are tested through an exact scalar emulation of the instruction).
+//! - `amx-bf16` (`amx.rs`): only for a bf16 rhs (weights loaded with `dtype: 'bfloat16'`), when the CPU
+//!   has AMX-BF16 and Linux grants the tile state. It rounds A to bf16 and multiplies 16×32 by 32×16
+//!   tiles with `tdpbf16ps` into f32 accumulators, ≈ 16× the f32 FMA rate. An f32/f16 rhs takes `avx512f`.
+//! - `avx512bf16` (`bf16dot.rs`): only for a bf16 rhs, only when the CPU has avx512f + avx512bf16 but
+//!   not AMX, AND the env `SANA_CPU_BF16_DOT=1` is set. It rounds A to bf16 and multiplies with
+//!   `vdpbf16ps`, f32 accumulators. Opt-in: on the one CPU measured (a Xeon with AMX) `vdpbf16ps` runs at
+//!   half the zmm FMA rate (116 against 232 GFLOP/s per thread), so it is slower than widening to f32.
 //! - `avx512f` (`avx512.rs`): a 12×32 FMA kernel on zmm registers, picked at run time when the CPU has
 //!   avx512f (every rhs type, and a bf16 rhs whenever the bf16 kernel is not opted into).
 //! - `avx2-fma` (`f32k.rs`): a 6×16 FMA kernel, picked when the CPU has avx2 + fma but not avx512f.
 //! - `scalar`: the portable 6×16 kernel for any other CPU (plain Rust, correct, slower).
 //!
-//! `SANA_CPU_GEMM=avx2` or `=scalar` caps the choice (to compare kernels, or to run a fallback path on
-//! a CPU that has the faster one).
+//! `SANA_CPU_GEMM=avx512`, `=avx2` or `=scalar` caps the choice at that f32 kernel (no bf16 arithmetic:
+//! a bf16 rhs is then widened exactly), to compare kernels or to run a fallback path on a CPU that has
+//! the faster one.
 //!
 //! Up to 16 rows with contiguous lhs rows and rhs columns (a Linear on a few tokens), `small.rs` computes
 //! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
 
+mod amx;
 mod avx512;
 mod bf16dot;
 mod driver;
@@ -55,6 +60,7 @@ enum Kernel {
     Avx2,
     Avx512,
     Avx512Bf16,
+    Amx,
 }
 
 fn kernel() -> Kernel {
@@ -62,9 +68,12 @@ fn kernel() -> Kernel {
     *KERNEL.get_or_init(|| {
         let cap = std::env::var("SANA_CPU_GEMM").unwrap_or_default();
         let opted_in = std::env::var("SANA_CPU_BF16_DOT").is_ok_and(|v| v == "1");
+        let bf16_allowed = cap.is_empty();
         if cap == "scalar" {
             Kernel::Scalar
-        } else if cap != "avx2" && opted_in && bf16dot::cpu_has_avx512_bf16() && avx512::cpu_has_avx512f() {
+        } else if bf16_allowed && amx::cpu_has_amx_bf16() {
+            Kernel::Amx
+        } else if bf16_allowed && opted_in && bf16dot::cpu_has_avx512_bf16() && avx512::cpu_has_avx512f() {
             Kernel::Avx512Bf16
         } else if cap != "avx2" && avx512::cpu_has_avx512f() {
             Kernel::Avx512
@@ -76,15 +85,23 @@ fn kernel() -> Kernel {
     })
 }
 
-/// The CPU GEMM microkernel in use: `"avx512bf16"` (bf16 rhs only; f32/f16 rhs use `avx512f`),
-/// `"avx512f"`, `"avx2-fma"` or `"scalar"`. See the module doc for what picks which.
+/// The CPU GEMM microkernel in use: `"amx-bf16"` or `"avx512bf16"` (bf16 rhs only, in bf16 arithmetic;
+/// f32/f16 rhs use `avx512f`), `"avx512f"`, `"avx2-fma"` or `"scalar"`. See the module doc for what
+/// picks which.
 pub fn cpu_gemm_kernel() -> &'static str {
     match kernel() {
         Kernel::Scalar => "scalar",
         Kernel::Avx2 => "avx2-fma",
         Kernel::Avx512 => "avx512f",
         Kernel::Avx512Bf16 => "avx512bf16",
+        Kernel::Amx => "amx-bf16",
     }
+}
+
+/// True when products with a bf16 rhs run in bf16 arithmetic here (the lhs rounded to bf16 as it is
+/// packed): the `amx-bf16` and `avx512bf16` kernels. Otherwise a bf16 rhs is widened exactly to f32.
+pub fn bf16_rhs_rounds_lhs() -> bool {
+    matches!(kernel(), Kernel::Amx | Kernel::Avx512Bf16)
 }
 
 /// Index of element (rows − 1, cols − 1) of a view, the furthest one for non-negative strides.
@@ -140,7 +157,8 @@ fn sgemm_typed<T: Elem>(
     let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], std::mem::size_of::<T>());
     match kernel() {
         Kernel::Avx512Bf16 if T::IS_BF16 => bf16dot::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
-        Kernel::Avx512 | Kernel::Avx512Bf16 => avx512::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Amx if T::IS_BF16 => amx::sgemm_amx([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => avx512::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
         Kernel::Avx2 => f32k::sgemm_avx2([m, n, k], dst, d, a, b, accumulate),
         Kernel::Scalar => f32k::sgemm_scalar([m, n, k], dst, d, a, b, accumulate),
     }
@@ -187,7 +205,7 @@ pub(crate) fn sgemm_sum(
     // In the stats table a sum shows as one product of depth terms·k, with operand strides 0 (several views).
     let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], 4);
     match kernel() {
-        Kernel::Avx512 | Kernel::Avx512Bf16 => match avx512::Avx512::new() {
+        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => match avx512::Avx512::new() {
             Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
             None => unreachable!("the avx512f kernel was picked on a CPU without it"),
         },

@@ -197,6 +197,14 @@ fn avx512_kernel_matches_the_reference() {
 }
 
 #[test]
+fn amx_kernel_matches_a_bf16_rounded_reference() {
+    match super::amx::Amx::new() {
+        Some(kern) => check_all(&Packed(kern), true),
+        None => eprintln!("SKIP amx_kernel_matches_a_bf16_rounded_reference: this CPU (or OS) has no AMX-BF16"),
+    }
+}
+
+#[test]
 fn emulated_bf16_dot_kernel_matches_a_bf16_rounded_reference() {
     check_all(&Packed(bf16dot::emulated()), true);
 }
@@ -271,7 +279,8 @@ fn sgemm_computes_a_linear_layer_from_inside_rayon_tasks() {
             })
             .collect()
     });
-    let bf16_dot = cpu_gemm_kernel() == "avx512bf16";
+    let bf16_dot = bf16_rhs_rounds_lhs();
+    assert_eq!(bf16_dot, ["avx512bf16", "amx-bf16"].contains(&cpu_gemm_kernel()));
     let round = |v: f32| if bf16_dot { bf16::from_f32(v).to_f32() } else { v };
     for y in &outs {
         for i in 0..m {
@@ -305,7 +314,7 @@ fn sgemm_refuses_a_view_past_its_slice() {
 #[test]
 fn cpu_gemm_kernel_names_a_kernel_this_cpu_runs() {
     let name = cpu_gemm_kernel();
-    assert!(["scalar", "avx2-fma", "avx512f", "avx512bf16"].contains(&name), "{name}");
+    assert!(["scalar", "avx2-fma", "avx512f", "avx512bf16", "amx-bf16"].contains(&name), "{name}");
     if name == "avx2-fma" {
         assert!(Avx2::new().is_some());
     }
