@@ -234,13 +234,16 @@ unsafe fn tile_amx(kc: usize, a: *const bf16, b: *const bf16, t: &Tile) {
     for kb in 0..kc / KT {
         // A: two 16-row halves of a 32×32 block, 64-byte rows. B: 16 pair-rows of 128 bytes, two 64-byte halves.
         let (a0, b0) = (a.add(kb * MR * KT), b.add(kb * KT * NR));
+        // Each load comes right before the first product that needs it: the tile registers are not
+        // renamed, so a load waits for the last product reading its register; in this order the next
+        // block's A0/B0 loads overlap this block's last two products.
         asm!(
             "tileloadd tmm4, [{a0} + {sa}*1]",
             "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
             "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
             "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
             a0 = in(reg) a0, a1 = in(reg) a0.add(16 * KT), sa = in(reg) KT * 2,

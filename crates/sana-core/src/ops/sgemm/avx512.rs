@@ -55,7 +55,7 @@ impl MicroKernel for Avx512 {
         #[cfg(target_arch = "x86_64")]
         match side {
             Side::B => f32k::pack_b_cols_avx2::<T, NR>(src, stride, kc, out.as_mut_ptr()),
-            Side::A => f32k::pack_a_rows12_avx2(src, stride, kc, out.as_mut_ptr()),
+            Side::A => f32k::pack_a_rows_wide_avx2::<T, MR>(src, stride, kc, out.as_mut_ptr()),
         }
         cfg!(target_arch = "x86_64")
     }
@@ -92,14 +92,14 @@ unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
             ci[1] = _mm512_fmadd_ps(ai, b1, ci[1]);
         }
     };
-    // Four k steps per trip; the A panel (48 bytes a step, from L2) is fetched 8 steps ahead, one line
-    // per 64 bytes of the 192 this trip consumes.
+    // Four k steps per trip; the A panel (4·MR bytes a step, from L2) is fetched 8 steps ahead, one line
+    // per 64 bytes this trip consumes.
     let k4 = kc / 4 * 4;
     for p in (0..k4).step_by(4) {
         let ahead = a.wrapping_add((p + 8) * MR).cast::<i8>();
-        _mm_prefetch::<_MM_HINT_T0>(ahead);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
-        _mm_prefetch::<_MM_HINT_T0>(ahead.add(128));
+        for line in (0..4 * 4 * MR).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
+        }
         step(&mut c, p);
         step(&mut c, p + 1);
         step(&mut c, p + 2);
