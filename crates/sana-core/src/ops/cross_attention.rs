@@ -7,9 +7,13 @@
 //! (hd divisions instead of S). The candle composition it replaces allocated the [B, H, N, S]
 //! logits and probabilities (39 MB each for a 1024² CFG step) and copied q and the output between
 //! [B, N, H·hd] and [B, H, N, hd]. Elsewhere: that composition (the fused CUDA softmax where enabled).
+//!
+//! K and V may be bf16 on the CPU (a bf16 model on a CPU whose GEMM multiplies bf16 in bf16, AMX): both
+//! products then run on that kernel, q and the exponentials rounded to bf16 as they enter them (as in
+//! diffusers' bf16 pipeline); the softmax itself stays f32.
 
-use super::{fastmath, is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, Strided};
-use crate::ops::sgemm::{sgemm_serial, Rhs};
+use super::{fastmath, is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, with_cpu_rhs, Strided};
+use crate::ops::sgemm::sgemm_serial;
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
@@ -19,7 +23,8 @@ use rayon::prelude::*;
 const ROWS: usize = 128;
 
 /// q [B, N, H·hd] (heads merged, as the query projection writes it), k and v [B, H, S, hd], bias
-/// additive [B, 1, 1, S] or none → [B, N, H·hd] in v's dtype (probabilities in f32 before it).
+/// additive [B, 1, 1, S] or none → [B, N, H·hd]: on the CPU f32 (q f32; k, v f32 or both bf16), elsewhere
+/// in v's dtype (probabilities in f32 before it).
 pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Option<&Tensor>) -> Result<Tensor> {
     let (b, n, c) = q.dims3()?;
     let (kb, h, s, hd) = k.dims4()?;
@@ -29,7 +34,8 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
         ensure_arg!(bias.elem_count() == b * s && bias.dim(0)? == b, "bias",
             "expected {b} rows of {s} values ([B, 1, 1, S]), got {:?}", bias.dims());
     }
-    if !(is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v)) {
+    let cpu_kv = k.device().is_cpu() && v.device().is_cpu() && k.dtype() == v.dtype() && matches!(k.dtype(), DType::F32 | DType::BF16);
+    if !(is_cpu_f32(q) && cpu_kv) {
         let qh = q.reshape((b, n, h, hd))?.transpose(1, 2)?.contiguous()?;
         let p = scaled_softmax(&qh.matmul(&k.t()?)?, scale, bias)?.to_dtype(v.dtype())?;
         return Ok(p.matmul(v)?.transpose(1, 2)?.reshape((b, n, c))?);
@@ -38,7 +44,7 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
         Some(t) => Some(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
         None => None,
     };
-    let out = with_cpu_f32(q, |qs| with_cpu_f32(k, |ks| with_cpu_f32(v, |vs| {
+    let out = with_cpu_f32(q, |qs| with_cpu_rhs(k, |ks| with_cpu_rhs(v, |vs| {
         let mut out = vec![0f32; b * n * c];
         // Keys each batch item attends to: all before its masked tail (`attended_keys`).
         let keys: Vec<usize> = (0..b).map(|bi| bias.as_ref().map_or(s, |v| attended_keys(&v[bi * s..(bi + 1) * s]))).collect();
@@ -54,14 +60,14 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
                 // logits[r, j] = q[bi, r0 + r, hi·hd ..] · k[bi, hi, j, ..]
                 let ql = Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 };
                 let kt = Strided { offset: kv_off, rs: 1, cs: hd };
-                sgemm_serial([rows, sk, hd], (&mut logits, Strided::rows(0, sk)), (qs, ql), (Rhs::F32(ks), kt), false);
+                sgemm_serial([rows, sk, hd], (&mut logits, Strided::rows(0, sk)), (qs, ql), (ks, kt), false);
                 // Unnormalised: each row's sum divides its hd outputs below instead of its sk probabilities.
                 for ((src, dst), sum) in logits.chunks_exact(sk).zip(probs.chunks_exact_mut(sk)).zip(&mut sums) {
                     *sum = fastmath::exp_row(src, dst, scale as f32, row_bias);
                 }
                 // o[r, hi·hd + i] = Σ_j exp[r, j] · v[bi, hi, j, i] / Σ_j exp[r, j]
                 let vl = Strided::rows(kv_off, hd);
-                sgemm_serial([rows, hd, sk], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, sk)), (Rhs::F32(vs), vl), false);
+                sgemm_serial([rows, hd, sk], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, sk)), (vs, vl), false);
                 for (row, sum) in o.chunks_exact_mut(c).zip(&sums) {
                     fastmath::scale_in_place(&mut row[hi * hd..(hi + 1) * hd], 1.0 / sum);
                 }
@@ -147,6 +153,31 @@ mod tests {
         let want = reference(&q, &k, &v, 1.0 / (hd as f64).sqrt(), Some(&bias))?;
         let err = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(err < 2e-5, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn bf16_k_and_v_on_the_cpu_match_the_reference_on_the_rounded_values() -> Result<()> {
+        // The CPU path with K/V held in bf16 (a bf16 model on AMX), against the f64 reference on the same
+        // bf16 values: where this CPU multiplies bf16 in bf16, q and the exponentials are rounded as they
+        // enter the products (errors of bf16 size, 2⁻⁹ ≈ 2e-3 relative per product); elsewhere K/V are
+        // widened exactly and the f32 tolerance holds.
+        let dev = Device::Cpu;
+        let bf16_math = crate::ops::sgemm::bf16_rhs_rounds_lhs();
+        for &(b, n, h, s, hd) in &[(2, 300, 3, 17, 24), (2, 130, 2, 300, 72)] {
+            let q = Tensor::randn(0f32, 1.0, (b, n, h * hd), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?.to_dtype(DType::BF16)?;
+            let v = Tensor::randn(0f32, 1.0, (b, h, s, hd), &dev)?.to_dtype(DType::BF16)?;
+            let mask: Vec<f32> = (0..b * s).map(|i| if i % 7 == 3 { -10000.0 } else { 0.0 }).collect();
+            let bias = Tensor::from_vec(mask, (b, 1, 1, s), &dev)?;
+            let scale = 1.0 / (hd as f64).sqrt();
+            let got = cross_attention(&q, &k, &v, scale, Some(&bias))?;
+            assert_eq!(got.dtype(), DType::F32);
+            let want = reference(&q, &k.to_dtype(DType::F32)?, &v.to_dtype(DType::F32)?, scale, Some(&bias))?;
+            let err = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let tol = if bf16_math { 3e-2 } else { 2e-5 };
+            assert!(err < tol, "{b}×{n}×{h}×{s}×{hd}: {err} (bf16 arithmetic {bf16_math})");
+        }
         Ok(())
     }
 

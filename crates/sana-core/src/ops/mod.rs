@@ -104,6 +104,20 @@ impl DstPtr {
 }
 
 /// True when the fast CPU path applies (CPU device, f32).
+/// `f` on a CPU tensor's values (contiguous: copied if not) as a GEMM rhs: f32, or bf16 as stored.
+pub(crate) fn with_cpu_rhs<R>(t: &Tensor, f: impl FnOnce(sgemm::Rhs<'_>) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(candle_core::Error::Msg("with_cpu_rhs called on a non-CPU tensor".into()).into());
+    };
+    let range = layout.start_offset()..layout.start_offset() + layout.shape().elem_count();
+    Ok(match t.dtype() {
+        candle_core::DType::BF16 => f(sgemm::Rhs::Bf16(&cpu.as_slice::<half::bf16>()?[range])),
+        _ => f(sgemm::Rhs::F32(&cpu.as_slice::<f32>()?[range])),
+    })
+}
+
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == candle_core::DType::F32
 }

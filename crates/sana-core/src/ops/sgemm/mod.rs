@@ -47,6 +47,7 @@ use half::{bf16, f16};
 use std::sync::OnceLock;
 
 /// The right-hand matrix's storage: f32, or half precision widened while packed.
+#[derive(Clone, Copy)]
 pub(crate) enum Rhs<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
