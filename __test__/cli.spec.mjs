@@ -200,6 +200,7 @@ test.serial('info prints the version, the native build, devices and the cache fo
   t.regex(r.stdout, new RegExp(`^sana-node +${PKG.version.replaceAll('.', '\\.')}$`, 'm'))
   t.regex(r.stdout, /^native +(CPU-only build \(no CUDA\)|CUDA build)$/m)
   t.regex(r.stdout, /^devices +cpu(, cuda:\d+)*$/m)
+  t.regex(r.stdout, /^CPU GEMM +(amx-bf16|avx512bf16|avx512f|avx2-fma|scalar)$/m)
   t.true(r.stdout.includes(`HF cache  ${cache}\n`), r.stdout)
   t.regex(r.stdout, /^models +\(none\)$/m)
 })

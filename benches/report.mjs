@@ -1,8 +1,19 @@
 // Summaries of the measurements, machine info, and the markdown table appended to benches/RESULTS.md.
 import { execSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { cpus, loadavg, totalmem } from 'node:os'
+import { join } from 'node:path'
 import { repo } from './plan.mjs'
+
+/** Our CPU GEMM kernel on this machine (`cpuGemmKernel()`): it decides what bf16 weights compute in. */
+function cpuGemmKernel() {
+  try {
+    return createRequire(import.meta.url)(join(repo, 'dist', 'index.js')).cpuGemmKernel()
+  } catch {
+    return '?'
+  }
+}
 
 const sh = (cmd) => {
   try {
@@ -24,6 +35,7 @@ export function machineInfo(threads) {
     threads,
     node: process.version,
     loadAvg: loadavg().map((x) => x.toFixed(2)).join(' '),
+    cpuGemm: cpuGemmKernel(),
   }
 }
 
@@ -87,12 +99,12 @@ export function markdown({ mode, compare, torchNote, info, results }) {
     `## ${info.date.slice(0, 16).replace('T', ' ')} UTC · ${mode}${compare ? ' · compare' : ''} · ${info.commit} (${info.branch})`,
     '',
     `${info.cpu}, ${info.cores} cores, ${info.memGiB} GiB; ${info.threads} threads each (RAYON_NUM_THREADS for ours, ` +
-      `torch.set_num_threads for PyTorch); Node ${info.node}` +
+      `torch.set_num_threads for PyTorch); our CPU GEMM kernel ${info.cpuGemm ?? cpuGemmKernel()}; Node ${info.node}` +
       (torch ? `; PyTorch ${torch.versions.torch}, diffusers ${torch.versions.diffusers ?? '?'}, transformers ${torch.versions.transformers ?? '?'}` : '') +
       `. Load average at the end: ${info.loadAvg}.`,
     '',
     'Time: median of the timed runs (count in parentheses) after the warm-up runs the row lists; CPU, random weights, float32 unless the row names a dtype ' +
-      '(ours with half weights still computes in f32; PyTorch stays float32 unless named). PSNR: 10·log10(range² / MSE) of the output against our float32 row, range = max − min of the float32 output.',
+      '(ours with half weights computes in f32, except bfloat16 weights on the `amx-bf16` kernel, which multiply in bf16; PyTorch stays float32 unless named). PSNR: 10·log10(range² / MSE) of the output against our float32 row, range = max − min of the float32 output.',
     'Pipeline rows: one `generate` of `steps` steps with CFG (DiT batch 2), prompt encoding and VAE decode included; ' +
       '"20 steps ≈" adds 18 more steps at the measured per-step time, and images/s is from that estimate.',
     'Load time: weights from disk to a ready model (not in the timed runs). Load avg: 1-minute load average before → after the row (2 cores: above 2 means the run shared the CPU).',

@@ -19,10 +19,12 @@ export interface LoadOptions {
   device?: DeviceRequest
   /**
    * The dtype weights are held in. Defaults to `'auto'`: float32 on CPU (images identical to diffusers' float32
-   * ones), bfloat16 on CUDA. On CUDA the model also computes in it. On the CPU activations, norms, softmax and every
-   * accumulation stay float32 whatever this is: `'bfloat16'`/`'float16'` there keep the weights half in memory
-   * (about half the RSS) and widen them as each layer runs. Weights stored in another dtype are converted at load
-   * (bf16/fp16 → f32 is exact; f32/fp16 → bf16 rounds to nearest even).
+   * ones), bfloat16 on CUDA. On CUDA the model also computes in it. On the CPU norms, softmax and every accumulation
+   * stay float32 whatever this is: `'bfloat16'`/`'float16'` there keep the weights half in memory (about half the
+   * RSS) and widen them exactly as each layer runs, except that on CPUs with Intel AMX (`cpuGemmKernel()` is
+   * `'amx-bf16'`) `'bfloat16'` weights multiply in bf16 (activations rounded to bf16 as they enter each product),
+   * about twice as fast. Weights stored in another dtype are converted at load (bf16/fp16 → f32 is exact; f32/fp16 →
+   * bf16 rounds to nearest even).
    * @example await SanaPipeline.load(dir, { dtype: 'bfloat16' }) // CPU: ≈ half the memory
    */
   dtype?: 'float32' | 'bfloat16' | 'float16' | 'auto'

@@ -67,7 +67,7 @@ export function outputPaths(output: string, count: number): string[] {
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   model: { type: 'string', short: 'm', valueName: 'repo-or-dir', description: `Hub repo id or local diffusers folder. Defaults to ${DEFAULT_MODEL}.` },
   device: { type: 'string', valueName: 'cpu|cuda|auto', description: 'Where to run (also cuda:N). Defaults to auto: CUDA when usable, else CPU.' },
-  dtype: { type: 'string', valueName: 'float32|bfloat16|float16|auto', description: 'Weights dtype. Defaults to auto: float32 on CPU (diffusers-identical), bfloat16 on CUDA. On CPU, bfloat16/float16 halve the weights\' memory; compute stays float32.' },
+  dtype: { type: 'string', valueName: 'float32|bfloat16|float16|auto', description: 'Weights dtype. Defaults to auto: float32 on CPU (diffusers-identical), bfloat16 on CUDA. On CPU, bfloat16/float16 halve the weights\' memory; compute stays float32, except bfloat16 on CPUs with Intel AMX (bf16 products, about 2× faster; sana info shows the CPU GEMM kernel).' },
   variant: { type: 'string', valueName: 'V', description: 'Weights variant, e.g. fp16 or bf16. Defaults to the plain weights.' },
   revision: { type: 'string', valueName: 'R', description: 'Hub branch, tag or commit. Defaults to main.' },
   offline: { type: 'boolean', description: 'Never touch the network: use the Hugging Face cache only (also HF_HUB_OFFLINE=1).' },

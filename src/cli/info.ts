@@ -126,6 +126,8 @@ export const info: Command = {
       ['node', `${process.version} (${platform()}-${arch()})`],
       ['native', cuda ? 'CUDA build' : 'CPU-only build (no CUDA)'],
       ['devices', usableDevices().join(', ')],
+      // Which CPU GEMM kernel runs (amx-bf16: bfloat16 weights multiply in bf16; see README, CPU half-precision weights).
+      ['CPU GEMM', native().cpuGemmKernel()],
       ['HF cache', cacheDir],
     ]
     const lines = rows.map(([k, v]) => `${k.padEnd(10)}${v}`)
