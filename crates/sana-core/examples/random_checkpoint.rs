@@ -126,7 +126,16 @@ fn main() -> Result<()> {
     let (shapes, file, one_d_weight) = match kind.as_str() {
         "transformer" => {
             let cfg: SanaTransformerConfig = load_config(&dir, ComponentKind::Transformer.classes())?;
-            (discover(|vb| SanaTransformer2DModel::new(&cfg, vb).map(drop))?, "diffusion_pytorch_model.safetensors", 1.0)
+            // Discovery rebuilds the model once per tensor it adds, so its cost grows with the square of the
+            // tensor count (the 60-layer 4.8B model took most of an hour). Every block has the same tensors:
+            // discover one block, then name the others after it.
+            let one = SanaTransformerConfig { num_layers: cfg.num_layers.min(1), ..cfg.clone() };
+            let mut shapes = discover(|vb| SanaTransformer2DModel::new(&one, vb).map(drop))?;
+            let block0: Vec<(String, Vec<usize>)> = shapes.iter().filter_map(|(n, s)| n.strip_prefix("transformer_blocks.0.").map(|r| (r.to_string(), s.clone()))).collect();
+            for i in 1..cfg.num_layers {
+                shapes.extend(block0.iter().map(|(r, s)| (format!("transformer_blocks.{i}.{r}"), s.clone())));
+            }
+            (shapes, "diffusion_pytorch_model.safetensors", 1.0)
         }
         "vae" => {
             let cfg: AutoencoderDCConfig = load_config(&dir, ComponentKind::Vae.classes())?;
