@@ -183,7 +183,9 @@ test.serial('the API key guards every API route (not /healthz or the page); CORS
 
 test.serial('close() lets the running job finish, then stops', async (t) => {
   const { app, url } = await startServer(t, pipe)
-  const pending = postJson(`${url}/v1/images/generations`, { prompt: 'last one', ...TINY, steps: 20 })
+  // 500 steps of the tiny model take about a second: at 20 (≈ 50 ms on an AVX-512 CPU) the job could start and finish
+  // between two 100 ms polls, so `running === 1` was never seen (a CI failure), and close() met no running job.
+  const pending = postJson(`${url}/v1/images/generations`, { prompt: 'last one', ...TINY, steps: 500 })
   await eventually(async () => (await (await fetch(`${url}/healthz`)).json()).running === 1)
   await app.close()
   const res = await pending

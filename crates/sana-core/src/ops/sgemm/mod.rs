@@ -22,7 +22,7 @@
 //!
 //! `SANA_CPU_GEMM=avx512`, `=avx2` or `=scalar` caps the choice at that f32 kernel (no bf16 arithmetic:
 //! a bf16 rhs is then widened exactly), to compare kernels or to run a fallback path on a CPU that has
-//! the faster one.
+//! the faster one; other values are ignored.
 //!
 //! Up to 16 rows with contiguous lhs rows and rhs columns (a Linear on a few tokens), `small.rs` computes
 //! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
@@ -67,7 +67,8 @@ enum Kernel {
 fn kernel() -> Kernel {
     static KERNEL: OnceLock<Kernel> = OnceLock::new();
     *KERNEL.get_or_init(|| {
-        let cap = std::env::var("SANA_CPU_GEMM").unwrap_or_default();
+        // Any other value (a typo, "amx") caps nothing, rather than quietly turning the fastest kernel off.
+        let cap = std::env::var("SANA_CPU_GEMM").ok().filter(|v| ["avx512", "avx2", "scalar"].contains(&v.as_str())).unwrap_or_default();
         let opted_in = std::env::var("SANA_CPU_BF16_DOT").is_ok_and(|v| v == "1");
         let bf16_allowed = cap.is_empty();
         if cap == "scalar" {
