@@ -15,7 +15,8 @@ test('sana serve: listens on 127.0.0.1 by default, serves, and exits 0 on SIGTER
   await waitForOutput(server, /listening on http:\/\/127\.0\.0\.1:\d+ \(API key required\)/)
   const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(server.err)[1]
   const auth = { authorization: 'Bearer cli-key' }
-  const pending = postJson(`${url}/v1/images/generations`, { prompt: 'a fox', ...TINY, steps: 10 }, auth)
+  // 500 tiny steps (about a second): 10 could start and finish between two of eventually's 100 ms polls.
+  const pending = postJson(`${url}/v1/images/generations`, { prompt: 'a fox', ...TINY, steps: 500 }, auth)
   await eventually(async () => (await (await fetch(`${url}/healthz`)).json()).running === 1)
   server.kill('SIGTERM')
   const res = await pending
