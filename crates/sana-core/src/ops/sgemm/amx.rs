@@ -25,19 +25,28 @@ const NR: usize = 32;
 /// An AMX tile's depth: 16 pairs of bf16.
 const KT: usize = 32;
 
-/// True when this CPU has AMX-BF16 and the OS has granted this process the tile state (asked once), and
-/// the CPU has the AVX-512 BF16 conversions the A packer uses.
+/// True when this CPU has AMX-BF16 and the AVX-512 BF16 conversions the A packer uses (CPUID only: the
+/// tile state is requested from the OS later, by [`Amx::new`], so a process that never multiplies bf16
+/// weights never asks for it).
+pub(super) fn cpu_supports_amx_bf16() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        use std::arch::x86_64::__cpuid_count;
+        // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+        let edx = __cpuid_count(7, 0).edx;
+        edx & (1 << 22) != 0 && edx & (1 << 24) != 0 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
+/// [`cpu_supports_amx_bf16`], and the OS has granted this process the tile state (asked once, at the first
+/// bf16 product: a process-wide change of the threads' extended state, kept out of f32-only processes).
 pub(super) fn cpu_has_amx_bf16() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
         static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *GRANTED.get_or_init(|| {
-            use std::arch::x86_64::__cpuid_count;
-            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            let edx = __cpuid_count(7, 0).edx;
-            let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0;
-            cpu && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") && request_tile_state()
-        })
+        cpu_supports_amx_bf16() && *GRANTED.get_or_init(request_tile_state)
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     false

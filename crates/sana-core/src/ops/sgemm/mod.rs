@@ -73,7 +73,9 @@ fn kernel() -> Kernel {
         let bf16_allowed = cap.is_empty();
         if cap == "scalar" {
             Kernel::Scalar
-        } else if bf16_allowed && amx::cpu_has_amx_bf16() {
+        } else if bf16_allowed && amx::cpu_supports_amx_bf16() {
+            // The tile state is requested at the first bf16 product (Amx::new), not here: every process
+            // picks a kernel, most never multiply bf16.
             Kernel::Amx
         } else if bf16_allowed && opted_in && bf16dot::cpu_has_avx512_bf16() && avx512::cpu_has_avx512f() {
             Kernel::Avx512Bf16
@@ -103,7 +105,12 @@ pub fn cpu_gemm_kernel() -> &'static str {
 /// True when products with a bf16 rhs run in bf16 arithmetic here (the lhs rounded to bf16 as it is
 /// packed): the `amx-bf16` and `avx512bf16` kernels. Otherwise a bf16 rhs is widened exactly to f32.
 pub fn bf16_rhs_rounds_lhs() -> bool {
-    matches!(kernel(), Kernel::Amx | Kernel::Avx512Bf16)
+    match kernel() {
+        // Asks for the tile state if no product has yet: where the OS refuses it, bf16 is widened.
+        Kernel::Amx => amx::cpu_has_amx_bf16(),
+        Kernel::Avx512Bf16 => true,
+        _ => false,
+    }
 }
 
 /// Index of element (rows − 1, cols − 1) of a view, the furthest one for non-negative strides.
