@@ -38,6 +38,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let (hu, wu) = (h * up, w * up);
     ensure_arg!(hu + 2 * pad >= k && wu + 2 * pad >= k, "x", "input {h}×{w} is smaller than the kernel");
     let (ho, wo) = ((hu + 2 * pad - k) / stride + 1, (wu + 2 * pad - k) / stride + 1);
+    // A bf16 model multiplies in bf16 where the CPU has AMX (as its Linears do); f32 and f16 stay exact.
+    let bf16 = x.device().is_cpu() && weight.dtype() == candle_core::DType::BF16 && super::sgemm::bf16_rhs_rounds_lhs();
     // A CPU weight kept in bf16/f16 is widened for the f32 GEMM (a transient copy of this layer's weight).
     let weight = &if x.device().is_cpu() { super::cpu_weight(weight)? } else { weight.clone() };
     if !(is_cpu_f32(x) && is_cpu_f32(weight)) {
@@ -52,12 +54,16 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     // The weights are read in place ([Cout, Cin·k·k] row-major), not copied per call.
     let out = with_cpu_f32(weight, |ws| {
         with_cpu_f32(x, |xs| {
-            if stride == 1 && k == 3 && up == 1 && super::winograd::applies(cin, cout) {
-                super::winograd::conv3x3(xs, ws, &bias_v, [b, cin, cout, h, w])
+            // Not in bf16 products on AMX: there the direct tap sum was faster (512² decode 8.2–9.1 s against
+            // 9.9–10.7 s, interleaved) despite 2.25× the multiply-adds, because each of Winograd's 16
+            // products per band packs its B (the transformed input, k = Cin) for one use, and on the tile
+            // unit that packing, not the arithmetic, sets the time.
+            if stride == 1 && k == 3 && up == 1 && !bf16 && super::winograd::applies(cin, cout) {
+                super::winograd::conv3x3(xs, ws, &bias_v, [b, cin, cout, h, w], bf16)
             } else if stride == 1 && k > 1 {
-                conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k], up)
+                conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k], up, bf16)
             } else {
-                conv_im2col(xs, ws, &bias_v, &Geometry { cin, h, w, k, pad, stride, up, wo }, [b, cout, ho])
+                conv_im2col(xs, ws, &bias_v, &Geometry { cin, h, w, k, pad, stride, up, wo }, [b, cout, ho], bf16)
             }
         })
     })??;
@@ -67,7 +73,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
 /// Any stride and upsample: banded im2col, each band's GEMM adding [Cout, kk] · cols into its block of
 /// output rows in place (row stride Ho·Wo), over an output that starts as the bias. One column buffer
 /// serves every band: no per-band allocation, page faults or copy of the GEMM result.
-fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, ho]: [usize; 3]) -> Vec<f32> {
+fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, ho]: [usize; 3], bf16: bool) -> Vec<f32> {
     let (cin, h, w, wo) = (geo.cin, geo.h, geo.w, geo.wo);
     let kk = cin * geo.k * geo.k;
     // Rows of output per band: as many as fit in BAND_BYTES (at least one).
@@ -85,7 +91,7 @@ fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, h
             // 1. im2col for output rows y0..y0+rows: cols[(ci, ky, kx), pixel].
             cols[..kk * p].par_chunks_mut(p).enumerate().for_each(|(r, dst)| geo.fill_row(xn, r, y0, rows, dst));
             // 2. out[:, y0·Wo ..] += W · cols.
-            gemm_acc([cout, p, kk], (on, Strided::rows(y0 * wo, plane)), (ws, Strided::rows(0, kk)), (&cols, Strided::rows(0, p)));
+            gemm_acc([cout, p, kk], (on, Strided::rows(y0 * wo, plane)), (ws, Strided::rows(0, kk)), (&cols, Strided::rows(0, p)), bf16);
         }
     }
     out
@@ -107,7 +113,7 @@ fn conv_im2col(xs: &[f32], ws: &[f32], bias: &[f32], geo: &Geometry, [b, cout, h
 /// With `up` > 1 (DC-AE's upsampling convs) the band holds source pixels and each of the up² output
 /// phases is its own small conv over them ([`Phases`]): a 3×3 conv of a ×2 nearest upsample is four 2×2
 /// convs of the source, 4/9 of the multiply-adds PyTorch spends on the upsampled image.
-fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [usize; 6], up: usize) -> Vec<f32> {
+fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [usize; 6], up: usize, bf16: bool) -> Vec<f32> {
     let ph = Phases::new(k, up);
     let pad = ph.pad;
     // Output size (source × up); the band's rows and columns are source pixels.
@@ -148,7 +154,7 @@ fn conv_taps(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, sh, sw, k]: [u
                     .map(|(t, &(oy, ox))| (Strided::rows((oy * wp + ox) * cin, cin), Strided::rows((phase.weights * cin + t) * cout, phase.offsets.len() * cout)))
                     .collect();
                 let d = Strided::rows((py * q * up + px) * cout, up * cout);
-                gemm_sum([q, cout, cin], (&mut *ob, d), &xband, &wt, &terms);
+                gemm_sum([q, cout, cin], (&mut *ob, d), &xband, &wt, &terms, bf16);
             }
             // on[co, up·(y0 + y) + py, x] = ob[((py·Q + y·Wp)·up + x)·Cout + co] + bias[co], the dropped
             // columns skipped.
@@ -373,6 +379,37 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "{:?}: diff {diff}", (b, cin, cout, h, w, k, s, up));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bf16_weights_multiply_in_bf16_on_amx_and_exactly_elsewhere() -> Result<()> {
+        // Every CPU path with bf16 weights (3×3 taps where f32 takes Winograd, upsampling phases, im2col at
+        // stride 2 and 1×1) against an f64 conv of the same bf16 weight values, error relative to
+        // Σ|x·w| per output: of bf16 size where products run on AMX (the input rounded to bf16, and
+        // summed phase weights rounded again), of f32 size where the weights are widened exactly.
+        use candle_core::DType;
+        let dev = Device::Cpu;
+        let amx = crate::ops::sgemm::bf16_rhs_rounds_lhs();
+        for &(cin, cout, h, w, k, s, up) in &[(32, 24, 9, 10, 3, 1, 1), (20, 16, 5, 6, 3, 1, 2), (24, 16, 8, 7, 3, 2, 1), (40, 20, 6, 6, 1, 1, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
+            let wt = Tensor::randn(0f32, 1.0, (cout, cin, k, k), &dev)?.to_dtype(DType::BF16)?;
+            let got = conv2d(&x, &wt, None, s, up)?.to_dtype(DType::F64)?;
+            let conv64 = |x: &Tensor, wt: &Tensor| -> Result<Tensor> {
+                let xu = x.to_dtype(DType::F64)?.upsample_nearest2d(h * up, w * up)?;
+                Ok(xu.conv2d(&wt.to_dtype(DType::F64)?, k / 2, s, 1, 1)?)
+            };
+            let want = conv64(&x, &wt)?;
+            let mag = conv64(&x.abs()?, &wt.to_dtype(DType::F32)?.abs()?)?;
+            let rel = ((got - want)?.abs()? / mag)?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+            let case = (cin, cout, h, w, k, s, up);
+            if amx {
+                assert!(rel < 1.0 / 128.0, "{case:?}: error {rel} past bf16 size");
+                assert!(rel > 1e-5, "{case:?}: error {rel} of f32 size: the products did not run in bf16");
+            } else {
+                assert!(rel < 1e-5, "{case:?}: error {rel}");
+            }
         }
         Ok(())
     }

@@ -17,7 +17,7 @@
 //! summation order.
 
 use super::fastmath::dispatch;
-use super::gemm::{gemm_sum, Strided};
+use super::gemm::{gemm_serial, Strided};
 use rayon::prelude::*;
 
 /// Upper bound for a band's transformed input (16 values per tile and channel) and, likewise, its
@@ -37,10 +37,10 @@ pub(super) fn applies(cin: usize, cout: usize) -> bool {
 /// Y = Aᵀ M A + bias per output channel straight into its plane.
 ///
 /// Everything stays channel-major, like the tensors around it: a channel's tiles lie side by side
-/// (8 tiles are one vector), V is [Cin][ξ][tiles], M [Cout][ξ][tiles], so each transform task owns one
-/// channel's contiguous run and no transposes are needed. A band's tile rows are padded to a multiple of
+/// (8 tiles are one vector), V is [Cin][ξ][tiles], M [ξ][Cout][tiles] (each product's output one
+/// block), so each transform task reads or writes one channel's runs and no transposes are needed. A band's tile rows are padded to a multiple of
 /// 8 tiles (zeros in, the extra outputs dropped).
-pub(super) fn conv3x3(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w]: [usize; 5]) -> Vec<f32> {
+pub(super) fn conv3x3(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w]: [usize; 5], bf16: bool) -> Vec<f32> {
     let (th_all, tw) = (h.div_ceil(2), w.div_ceil(2).next_multiple_of(8));
     let th = (BAND_BYTES / (4 * 16 * tw * cin.max(cout))).clamp(1, th_all);
     let mut out = vec![0f32; b * cout * h * w];
@@ -56,14 +56,17 @@ pub(super) fn conv3x3(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w]
             let geo = Band { h, w, y0: 2 * ty0, bt, tw };
             // 1. V[ci][ξ][tile] = (Bᵀ d B)_ξ, a channel per task.
             v[..cin * 16 * t].par_chunks_mut(16 * t).zip(xn.par_chunks(h * w)).for_each(|(vc, plane)| geo.input(plane, vc));
-            // 2. M_ξ[Cout, tiles] = U_ξ[Cout, Cin] · V_ξ[Cin, tiles], rows 16·Cin (U), 16·tiles (V, M) apart.
-            for xi in 0..16 {
+            // 2. M_ξ[Cout, tiles] = U_ξ[Cout, Cin] · V_ξ[Cin, tiles] (rows 16·Cin and 16·tiles apart), the
+            // 16 products spread over the threads, each on one: split inside, each product's B (the
+            // band's V_ξ) was packed by one thread while the other waited.
+            let (u, v) = (&u, &v);
+            m[..16 * cout * t].par_chunks_mut(cout * t).enumerate().for_each(|(xi, mx)| {
                 let (lhs, rhs) = (Strided::rows(xi * cin, 16 * cin), Strided::rows(xi * t, 16 * t));
-                gemm_sum([cout, t, cin], (&mut m, Strided::rows(xi * t, 16 * t)), &u, &v, &[(lhs, rhs)]);
-            }
+                gemm_serial([cout, t, cin], (mx, Strided::rows(0, t)), (u, lhs), (v, rhs), bf16);
+            });
             // 3. Output rows y0 .. y0 + 2·bt (inside the image) of each channel's plane.
             let m = &m;
-            on.par_chunks_mut(h * w).enumerate().for_each(|(co, plane)| geo.output(&m[co * 16 * t..][..16 * t], bias[co], plane));
+            on.par_chunks_mut(h * w).enumerate().for_each(|(co, plane)| geo.output(&m[co * t..], cout * t, bias[co], plane));
         }
     }
     out
@@ -94,11 +97,11 @@ impl Band {
         input_rows(&pad, wp, self.bt, self.tw, vc);
     }
 
-    /// One output channel's rows of the band from its M[ξ][tile] (`mc`), plus the bias.
-    fn output(&self, mc: &[f32], bias: f32, plane: &mut [f32]) {
+    /// One output channel's rows of the band from its M[ξ][tile] (`mc`, ξ runs `xs` apart), plus the bias.
+    fn output(&self, mc: &[f32], xs: usize, bias: f32, plane: &mut [f32]) {
         let mut rows = vec![0f32; 2 * 2 * self.tw];
         for ty in 0..self.bt {
-            output_row(mc, self.bt * self.tw, ty * self.tw, bias, &mut rows);
+            output_row(mc, xs, ty * self.tw, bias, &mut rows);
             for (i, row) in rows.chunks_exact(2 * self.tw).enumerate() {
                 let y = self.y0 + 2 * ty + i;
                 if y < self.h {
@@ -171,12 +174,12 @@ dispatch!(
 
 dispatch!(
     /// Y = Aᵀ M A + bias, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]], for tile row `ty0 / tw` of one channel:
-    /// M at `mc[ξ·t + ty0 + tx]`, the two output rows (2·tw pixels each) into `rows`.
-    output_row, (mc: &[f32], t: usize, ty0: usize, bias: f32, rows: &mut [f32]), {
+    /// M at `mc[ξ·xs + ty0 + tx]`, the two output rows (2·tw pixels each) into `rows`.
+    output_row, (mc: &[f32], xs: usize, ty0: usize, bias: f32, rows: &mut [f32]), {
     let tw = rows.len() / 4;
     let (top, bottom) = rows.split_at_mut(2 * tw);
     for tx in (0..tw).step_by(8) {
-        let m: [Lanes; 16] = std::array::from_fn(|xi| mc[xi * t + ty0 + tx..][..8].try_into().unwrap());
+        let m: [Lanes; 16] = std::array::from_fn(|xi| mc[xi * xs + ty0 + tx..][..8].try_into().unwrap());
         // Aᵀ M: per column b, the two row combinations; then the same of each row's columns.
         let s: [[Lanes; 2]; 4] = std::array::from_fn(|b| [add(add(m[b], m[4 + b]), m[8 + b]), sub(sub(m[4 + b], m[8 + b]), m[12 + b])]);
         for (i, row) in [&mut *top, &mut *bottom].into_iter().enumerate() {
@@ -203,7 +206,7 @@ mod tests {
         let wt = Tensor::randn(0f32, 0.1, (cout, cin, 3, 3), &dev)?;
         let bias = Tensor::randn(0f32, 0.5, cout, &dev)?;
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let got = conv3x3(&flat(&x)?, &flat(&wt)?, &flat(&bias)?, dims);
+        let got = conv3x3(&flat(&x)?, &flat(&wt)?, &flat(&bias)?, dims, false);
         let want = x.to_dtype(DType::F64)?.conv2d(&wt.to_dtype(DType::F64)?, 1, 1, 1, 1)?
             .broadcast_add(&bias.to_dtype(DType::F64)?.reshape((1, cout, 1, 1))?)?;
         Ok((got, want.flatten_all()?.to_vec1::<f64>()?))

@@ -34,7 +34,7 @@ pub(super) fn cpu_supports_amx_bf16() -> bool {
         use std::arch::x86_64::__cpuid_count;
         // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
         let edx = __cpuid_count(7, 0).edx;
-        edx & (1 << 22) != 0 && edx & (1 << 24) != 0 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+        edx & (1 << 22) != 0 && edx & (1 << 24) != 0 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     false
@@ -115,6 +115,17 @@ impl MicroKernel for Amx {
         }
         cfg!(target_arch = "x86_64")
     }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    unsafe fn pack_across<T: Elem>(&self, side: Side, src: *const T, stride: usize, kc: usize, out: &mut [bf16]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the trait's; an Amx exists only where the CPU has avx512f and avx512bf16.
+        if side == Side::B {
+            pack_b_rows(src, stride, kc, out.as_mut_ptr());
+            return true;
+        }
+        false
+    }
 }
 
 /// dst = (accumulate ? dst : 0) + bf16(a) · b on AMX (few-row products stay on the f32 dot-product path,
@@ -187,6 +198,36 @@ unsafe fn pack_b_pairs<T: Elem>(src: *const T, cs: usize, kc: usize, out: &mut [
     }
     std::ptr::write_bytes(out.add(g * NR), 0, (kpad / 2 - g) * NR);
     true
+}
+
+/// A B panel from 32 columns contiguous along the width (a row-major rhs: conv taps' weights, Winograd's
+/// transformed input, im2col columns): per pair of depth rows, both rows' 32 values rounded to bf16
+/// (`vcvtne2ps2bf16`) and interleaved into the k-pair layout (`vpermw`); an odd last row pairs with
+/// zeros, and the depth past kc is zeros.
+/// Safety: 32 values readable at each of the kc rows `rs` apart from `src`; the panel (kc rounded up to
+/// 32, × 32) writable at `out`; only on CPUs with avx512f, avx512bw and avx512bf16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,f16c")]
+unsafe fn pack_b_rows<T: Elem>(src: *const T, rs: usize, kc: usize, out: *mut bf16) {
+    use std::arch::x86_64::*;
+    // Word j of the result: word j / 2 of the first row (j even) or the second (j odd, 16 words later).
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    let kpad = kc.next_multiple_of(KT);
+    for g in 0..kc.div_ceil(2) {
+        let r0 = src.add(2 * g * rs);
+        let second = 2 * g + 1 < kc;
+        for half in 0..2 {
+            let lo = load16(r0.add(16 * half));
+            let hi = if second { load16(r0.add(rs + 16 * half)) } else { _mm512_setzero_ps() };
+            // Words 0..16: the first row's 16 values; 16..32: the second's.
+            let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(out.add(g * 2 * NR + 32 * half).cast(), _mm512_permutexvar_epi16(interleave, both));
+        }
+    }
+    std::ptr::write_bytes(out.add(kc.div_ceil(2) * 2 * NR), 0, (kpad - 2 * kc.div_ceil(2)) * NR);
 }
 
 thread_local! {

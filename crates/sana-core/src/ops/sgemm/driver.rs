@@ -182,6 +182,12 @@ pub(super) trait MicroKernel: Sync {
     unsafe fn pack_contiguous<T: Elem>(&self, _side: Side, _src: *const T, _stride: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
         false
     }
+
+    /// As [`Self::pack_contiguous`], for a full panel whose values are contiguous along its lanes (a
+    /// row-major B, a column-major A): `stride` is the distance between depth steps.
+    unsafe fn pack_across<T: Elem>(&self, _side: Side, _src: *const T, _stride: usize, _kc: usize, _out: &mut [Self::P]) -> bool {
+        false
+    }
 }
 
 /// Write an accumulator tile (row i at `acc[i·ld ..]`) into `t`'s elements, adding when `t.load`.
@@ -257,7 +263,9 @@ fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize,
     let one = |i: usize, o: &mut [K::P]| {
         let (v, wn) = (v.at(i * lanes, 0), lanes.min(width - i * lanes));
         // SAFETY: the panel's wn × depth elements lie in the checked view; `o` holds the whole panel.
-        let fast = wn == lanes && ps == 1 && unsafe { kern.pack_contiguous(side, v.ptr(0, 0), ws, depth, o) };
+        let fast = wn == lanes
+            && ((ps == 1 && unsafe { kern.pack_contiguous(side, v.ptr(0, 0), ws, depth, o) })
+                || (ws == 1 && unsafe { kern.pack_across(side, v.ptr(0, 0), ps, depth, o) }));
         if !fast {
             pack_panel(v, wn, depth, lanes, [kg, kpad], o);
         }

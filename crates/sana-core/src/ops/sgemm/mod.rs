@@ -135,6 +135,34 @@ pub(crate) fn sgemm(
     }
 }
 
+/// [`sgemm`] with an f32 rhs where the caller accepts bf16 products (`bf16`, as for [`sgemm_sum`]): on
+/// the `amx-bf16` kernel both operands are rounded to bf16 as they are packed; otherwise exact f32.
+pub(crate) fn sgemm_f32(
+    [m, n, k]: [usize; 3],
+    (dst, d): (&mut [f32], Strided),
+    (lhs, l): (&[f32], Strided),
+    (rhs, r): (&[f32], Strided),
+    accumulate: bool,
+    bf16: bool,
+) {
+    match (bf16 && m > 0 && n > 0 && k > 0 && kernel() == Kernel::Amx).then(amx::Amx::new).flatten() {
+        Some(_) => {
+            assert!(
+                last(&d, m, n) < dst.len() && last(&l, m, k) < lhs.len() && last(&r, k, n) < rhs.len(),
+                "sgemm: a {m}×{n}×{k} product reaches past its buffers ({d:?}, {l:?}, {r:?})"
+            );
+            let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], 2);
+            amx::sgemm_amx([m, n, k], dst, d, View::new(lhs, l), View::new(rhs, r), accumulate);
+        }
+        None => sgemm([m, n, k], (dst, d), (lhs, l), (Rhs::F32(rhs), r), accumulate),
+    }
+}
+
+/// Run `f` with every product it starts kept on the calling thread (see [`sgemm_serial`]).
+pub(crate) fn serial<R>(f: impl FnOnce() -> R) -> R {
+    driver::serial(f)
+}
+
 /// [`sgemm`] on the calling thread alone, whatever its size: for callers whose rayon tasks are already
 /// the parallelism (one product per attention head and row block), where a nested split only adds forks.
 pub(crate) fn sgemm_serial(
@@ -187,6 +215,10 @@ const SUM_B_VALUES: usize = 1 << 22;
 /// dst[m×n] = (accumulate ? dst : 0) + Σ_t lhs(t) · rhs(t), each term's lhs [m×k] and rhs [k×n] a
 /// strided view of the shared `lhs` / `rhs` slices (a convolution's taps: shifted views of one input,
 /// one weight slice each). Dst stays in cache across the terms (`driver::gemm_sum`).
+///
+/// `bf16`: the caller accepts bf16 products (a model loaded in bf16): where the `amx-bf16` kernel runs
+/// ([`bf16_rhs_rounds_lhs`]), both operands are rounded to bf16 as they are packed and accumulated in
+/// f32; elsewhere, and with `bf16` false, the products are exact f32.
 /// Panics if a view reaches past its slice.
 pub(crate) fn sgemm_sum(
     [m, n, k]: [usize; 3],
@@ -195,24 +227,34 @@ pub(crate) fn sgemm_sum(
     rhs: &[f32],
     terms: &[(Strided, Strided)],
     accumulate: bool,
+    bf16: bool,
 ) {
     assert!(!terms.is_empty(), "sgemm_sum: no terms");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        last(&d, m, n) < dst.len() && (k == 0 || terms.iter().all(|(l, r)| last(l, m, k) < lhs.len() && last(r, k, n) < rhs.len())),
+        "sgemm_sum: a {m}×{n}×{k} term reaches past its buffers"
+    );
+    let amx = if bf16 && k > 0 && kernel() == Kernel::Amx { amx::Amx::new() } else { None };
     if k == 0 || terms.len() * k * n > SUM_B_VALUES {
         for (t, &(l, r)) in terms.iter().enumerate() {
-            sgemm([m, n, k], (&mut *dst, d), (lhs, l), (Rhs::F32(rhs), r), accumulate || t > 0);
+            let acc = accumulate || t > 0;
+            match &amx {
+                Some(_) => amx::sgemm_amx([m, n, k], dst, d, View::new(lhs, l), View::new(rhs, r), acc),
+                None => sgemm([m, n, k], (&mut *dst, d), (lhs, l), (Rhs::F32(rhs), r), acc),
+            }
         }
         return;
     }
-    assert!(
-        last(&d, m, n) < dst.len() && terms.iter().all(|(l, r)| last(l, m, k) < lhs.len() && last(r, k, n) < rhs.len()),
-        "sgemm_sum: a {m}×{n}×{k} term reaches past its buffers"
-    );
     let views: Vec<_> = terms.iter().map(|&(l, r)| (View::new(lhs, l), View::new(rhs, r))).collect();
-    // In the stats table a sum shows as one product of depth terms·k, with operand strides 0 (several views).
-    let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], 4);
+    // In the stats table a sum shows as one product of depth terms·k, with operand strides 0 (several
+    // views); one in bf16 products as a 2-byte rhs.
+    let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], if amx.is_some() { 2 } else { 4 });
+    if let Some(kern) = &amx {
+        return driver::gemm_sum(kern, [m, n, k], dst, d, &views, accumulate);
+    }
     match kernel() {
         Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => match avx512::Avx512::new() {
             Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),

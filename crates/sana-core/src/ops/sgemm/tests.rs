@@ -328,26 +328,49 @@ fn cpu_gemm_kernel_names_a_kernel_this_cpu_runs() {
 fn sum_of_products_matches_a_reference() {
     // Terms are shifted views of one lhs buffer and slices of one rhs buffer (a conv's taps): k = 300
     // spans two depth slices, m and n end in partial tiles, and m = 20 with 2 threads splits B panels.
-    for (m, n, k, terms) in [(50usize, 40usize, 300usize, 3usize), (20, 70, 7, 9), (200, 16, 64, 2)] {
+    // With `bf16` on a CPU that multiplies bf16 (AMX), the reference rounds both operands to bf16 first.
+    for (m, n, k, terms) in [(50usize, 40usize, 300usize, 3usize), (20, 70, 7, 9), (200, 16, 64, 2), (40, 64, 33, 2)] {
         let lhs = values((m + terms) * k, 11);
         let rhs = values(terms * k * n, 12);
         let views: Vec<(Strided, Strided)> = (0..terms).map(|t| (Strided::rows(t * k, k), Strided::rows(t * k * n, n))).collect();
-        for accumulate in [false, true] {
+        for (accumulate, bf16) in [(false, false), (true, false), (false, true), (true, true)] {
+            let rounds = bf16 && bf16_rhs_rounds_lhs();
+            let round = |v: f32| if rounds { half::bf16::from_f32(v).to_f32() as f64 } else { v as f64 };
             let init = values(m * n, 13);
             let mut dst = init.clone();
             let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-            pool.install(|| sgemm_sum([m, n, k], (&mut dst, Strided::rows(0, n)), &lhs, &rhs, &views, accumulate));
+            pool.install(|| sgemm_sum([m, n, k], (&mut dst, Strided::rows(0, n)), &lhs, &rhs, &views, accumulate, bf16));
             for i in 0..m {
                 for j in 0..n {
                     let mut want = if accumulate { init[i * n + j] as f64 } else { 0.0 };
                     for t in 0..terms {
                         for p in 0..k {
-                            want += lhs[(i + t) * k + p] as f64 * rhs[t * k * n + p * n + j] as f64;
+                            want += round(lhs[(i + t) * k + p]) * round(rhs[t * k * n + p * n + j]);
                         }
                     }
                     let got = dst[i * n + j] as f64;
-                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{:?} ({i}, {j}): {got} vs {want}", (m, n, k, terms, accumulate));
+                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{:?} ({i}, {j}): {got} vs {want}", (m, n, k, terms, accumulate, bf16));
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_product_in_bf16_matches_a_rounded_reference() {
+    // sgemm_f32 (im2col convs of a bf16 model): a row-major f32 rhs with an odd depth, accumulated.
+    let (m, n, k) = (70usize, 100usize, 45usize);
+    let (lhs, rhs, init) = (values(m * k, 21), values(k * n, 22), values(m * n, 23));
+    for bf16 in [false, true] {
+        let rounds = bf16 && bf16_rhs_rounds_lhs();
+        let round = |v: f32| if rounds { half::bf16::from_f32(v).to_f32() as f64 } else { v as f64 };
+        let mut dst = init.clone();
+        sgemm_f32([m, n, k], (&mut dst, Strided::rows(0, n)), (&lhs, Strided::rows(0, k)), (&rhs, Strided::rows(0, n)), true, bf16);
+        for i in 0..m {
+            for j in 0..n {
+                let want = init[i * n + j] as f64 + (0..k).map(|p| round(lhs[i * k + p]) * round(rhs[p * n + j])).sum::<f64>();
+                let got = dst[i * n + j] as f64;
+                assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "bf16={bf16} ({i}, {j}): {got} vs {want}");
             }
         }
     }
