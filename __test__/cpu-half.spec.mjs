@@ -8,11 +8,11 @@
 process.env.SANA_CPU_GEMM ??= 'avx512'
 import test from 'ava'
 import { join } from 'node:path'
-import { SanaPipeline, SanaTransformer2DModel, Tensor } from '../dist/index.js'
+import { SanaPipeline, SanaTransformer2DModel } from '../dist/index.js'
 import { copyFixture, SANA_TINY } from './helpers/paths.mjs'
-import { readSafetensors, tensorsOf, writeSafetensors } from './helpers/safetensors.mjs'
+import { nudgeOffBf16Grid, relativeL2, transformerForwardInput } from './helpers/half.mjs'
 import { caseGenerateOptions } from './helpers/pipelines.mjs'
-import { caseOf, caseTensor, psnr } from './helpers/reference.mjs'
+import { caseTensor, psnr } from './helpers/reference.mjs'
 
 const CASE = 'e2e_a_cfg'
 
@@ -43,15 +43,7 @@ test('weights that bf16 cannot hold exactly: the bf16 image stays ≥ 35 dB from
   // The fixture's weights are bf16-exact, so nudge every f32 weight off the bf16 grid (×(1 + 2⁻¹¹·sin i)): holding
   // them in bf16 now rounds each, as it does for real float32 checkpoints.
   const dir = copyFixture(t, SANA_TINY)
-  for (const file of ['transformer/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors']) {
-    const tensors = tensorsOf(readSafetensors(join(dir, file)))
-    for (const tensor of Object.values(tensors)) {
-      if (tensor.dtype !== 'F32') continue
-      const v = new Float32Array(tensor.bytes.buffer, tensor.bytes.byteOffset, tensor.bytes.length / 4)
-      for (let i = 0; i < v.length; i++) v[i] *= 1 + 2 ** -11 * Math.sin(i + 0.5)
-    }
-    writeSafetensors(join(dir, file), tensors)
-  }
+  nudgeOffBf16Grid(dir)
   const full = await generate('float32', dir)
   const half = await generate('bfloat16', dir)
   const db = psnr(half, full)
@@ -68,24 +60,10 @@ test('the transformer keeps its matrices half and computes in float32; auto stay
   for (const i of half.tensorInfo()) if (i.shape.length >= 2) t.is(i.dtype, 'bfloat16', i.name)
   // The fixture's float32 weights are all bf16-representable, so holding them in bf16 loses nothing: one forward
   // must equal the float32 one up to GEMM summation order (a wrong widening or layout would be far off).
-  const k = caseOf(CASE).call_kwargs
-  const lat = caseTensor(CASE, 'input_latents')
-  const cfg = full.config
-  const input = {
-    hiddenStates: Tensor.fromFloat32Array(lat.data, lat.shape),
-    encoderHiddenStates: Tensor.fromFloat32Array(new Float32Array(lat.shape[0] * 8 * cfg.captionChannels).map((_, i) => Math.sin(i * 0.37)), [lat.shape[0], 8, cfg.captionChannels]),
-    timestep: Tensor.fromFloat32Array(new Float32Array(lat.shape[0]).fill(k.num_inference_steps * 37), [lat.shape[0]]),
-  }
+  const input = transformerForwardInput(CASE, full.config)
   const [y32, y16] = [await full.forward(input), await half.forward(input)]
   t.is(y16.dtype, 'float32')
-  const [a, b] = [await y32.toFloat32Array(), await y16.toFloat32Array()]
-  let se = 0
-  let ss = 0
-  for (let i = 0; i < a.length; i++) {
-    se += (a[i] - b[i]) ** 2
-    ss += a[i] ** 2
-  }
-  const rel = Math.sqrt(se / ss)
+  const rel = relativeL2(await y32.toFloat32Array(), await y16.toFloat32Array())
   t.log(`transformer forward, bf16 weights vs float32: relative L2 error ${rel.toExponential(2)}`)
   t.true(rel <= 1e-5, `relative error ${rel}`)
   full.dispose()
