@@ -194,6 +194,7 @@ export function rows(mode) {
     row('dit-600m', 'DiT forward 1024² (32×32)', { ...dit, batch: 2, latent: [32, 32], warmup: 0, runs: 1, dtype: 'bfloat16' }),
     row('dit-600m', 'DiT forward 512² (16×16)', { ...dit, batch: 2, latent: [16, 16], budgetS: 30, dtype: 'bfloat16' }),
     row('dcae-f32c32', 'VAE decode 512²', { kind: 'vae', batch: 1, latent: [16, 16], warmup: 0, runs: 2, budgetS: 30, dtype: 'bfloat16' }),
+    row('dcae-f32c32', 'VAE decode 1024²', { kind: 'vae', batch: 1, latent: [32, 32], warmup: 0, runs: 1, dtype: 'bfloat16' }),
     row('gemma-2-2b', 'text encoder, 300 tokens', { kind: 'text_encoder', batch: 1, seqLen: 300, runs: 3, budgetS: 30, dtype: 'bfloat16' }),
     row('sana-600m', 'pipeline 1024², 2 steps, CFG', { kind: 'pipeline', batch: 1, size: [1024, 1024], steps: 2, warmup: 0, runs: 1, dtype: 'bfloat16' }),
     // 4.8B: ours only (PyTorch float32 would need its 19 GB of weights plus activations on a 24 GB machine).
