@@ -38,8 +38,9 @@ pub(super) fn applies(cin: usize, cout: usize) -> bool {
 ///
 /// Everything stays channel-major, like the tensors around it: a channel's tiles lie side by side
 /// (8 tiles are one vector), V is [Cin][ξ][tiles], M [ξ][Cout][tiles] (each product's output one
-/// block), so each transform task reads or writes one channel's runs and no transposes are needed. A band's tile rows are padded to a multiple of
-/// 8 tiles (zeros in, the extra outputs dropped).
+/// block), so each transform task reads or writes one channel's runs and no transposes are needed. A
+/// band's tile rows are padded to a multiple of 8 tiles (zeros in, the extra outputs dropped). (V as
+/// [ξ][Cin][tiles], each product's B one block, measured the same: 13.1 against 13.4 s over 7 noisy runs.)
 pub(super) fn conv3x3(xs: &[f32], ws: &[f32], bias: &[f32], [b, cin, cout, h, w]: [usize; 5], bf16: bool) -> Vec<f32> {
     let (th_all, tw) = (h.div_ceil(2), w.div_ceil(2).next_multiple_of(8));
     let th = (BAND_BYTES / (4 * 16 * tw * cin.max(cout))).clamp(1, th_all);
