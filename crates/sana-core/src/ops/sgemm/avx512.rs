@@ -40,6 +40,10 @@ impl MicroKernel for Avx512 {
     const KC: usize = 576;
     const MC: usize = 288;
     const NC: usize = 3072;
+    // A B panel (72 KiB) does not fit the 48 KiB L1 but an A panel (27 KiB) does: each A panel meets
+    // 5 B panels in a row, streamed from L2 (measured, interleaved, best of 8, 2 threads: the DiT's
+    // 2048-row products 10–20 % faster than with each B panel meeting every A panel).
+    const B_RUN_BYTES: usize = 384 << 10;
 
     unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {
         #[cfg(target_arch = "x86_64")]
@@ -92,12 +96,12 @@ unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
             ci[1] = _mm512_fmadd_ps(ai, b1, ci[1]);
         }
     };
-    // Four k steps per trip; the A panel (4·MR bytes a step, from L2) is fetched 8 steps ahead, one line
-    // per 64 bytes this trip consumes.
+    // Four k steps per trip; the B panel (4·NR bytes a step, streamed from L2 while the A panel stays in
+    // L1, see B_RUN_BYTES) is fetched 8 steps ahead, one line per 64 bytes this trip consumes.
     let k4 = kc / 4 * 4;
     for p in (0..k4).step_by(4) {
-        let ahead = a.wrapping_add((p + 8) * MR).cast::<i8>();
-        for line in (0..4 * 4 * MR).step_by(64) {
+        let ahead = b.wrapping_add((p + 8) * NR).cast::<i8>();
+        for line in (0..4 * 4 * NR).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
         }
         step(&mut c, p);

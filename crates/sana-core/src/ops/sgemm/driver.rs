@@ -2,7 +2,8 @@
 //!
 //! for jc in n by NC: for pc in k by KC: pack B[pc.., jc..] into NR-column panels (all threads share it)
 //!   for each (MC-row block of A, range of B panels) — one rayon task each: pack the A block into MR-row
-//!   panels (the task's own buffer), then for each B panel (kept in L1) × A panel (from L2): microkernel.
+//!   panels (the task's own buffer), then every A panel × B panel tile, in the order that keeps the
+//!   kernel's reused panel in L1 ([`MicroKernel::B_RUN_BYTES`]).
 //!
 //! Two variants share the packers and the tile loop ([`run_block`]): [`gemm_shared_a`] for few rows
 //! (A packed once, each task packs its own B columns: no pack/compute barriers, which matter when B is
@@ -170,6 +171,9 @@ pub(super) trait MicroKernel: Sync {
     const KC: usize;
     const MC: usize;
     const NC: usize;
+    /// Packed B bytes each A panel meets before the next A panel (see [`run_block`]); 0 for one B panel.
+    /// A kernel whose B panel outgrows L1 (NR wide, KC deep) keeps its A panel there instead.
+    const B_RUN_BYTES: usize = 0;
     /// t (=, or += with t.load) a · b over depth `kc` (a multiple of KG): `a` one packed A panel
     /// (kc × MR), `b` one packed B panel (kc × NR). Safety: the panels hold kc·MR and kc·NR values and
     /// the tile's mr × nr elements lie in dst.
@@ -441,25 +445,34 @@ struct Block {
     panels: [usize; 2],
 }
 
-/// Every tile of `blk`: each packed B panel (kept in L1) against each packed A panel of the block
-/// (from L2). Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both
+/// Every tile of `blk`, in runs of B panels ([`MicroKernel::B_RUN_BYTES`]): each A panel of the block
+/// against every B panel of the run, then the next run. With a run of one panel, each B panel stays in L1
+/// while the A panels stream from L2; with a longer run, the A panel stays in L1 while the run's B
+/// panels stream from L2. Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both
 /// `kpad` deep; the block lies in dst's checked view and no other task writes it meanwhile.
 #[inline(always)]
 unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K::P], c: DstPtr, d: Strided, blk: &Block, load: bool) {
     let ([i0, i1], [jc, j1]) = (blk.rows, blk.cols);
-    for jp in blk.panels[0]..blk.panels[1] {
-        let j = jc + jp * K::NR;
+    let run = match K::B_RUN_BYTES {
+        0 => 1,
+        bytes => (bytes / (kpad * K::NR * size_of::<K::P>())).max(1),
+    };
+    for first in (blk.panels[0]..blk.panels[1]).step_by(run) {
+        let panels = first..(first + run).min(blk.panels[1]);
         for (ip, i) in (i0..i1).step_by(K::MR).enumerate() {
-            let tile = Tile {
-                c: c.get().add(d.offset + i * d.rs + j * d.cs),
-                rs: d.rs,
-                cs: d.cs,
-                // Clipped to the block, so no tile crosses into another task's.
-                mr: K::MR.min(i1 - i),
-                nr: K::NR.min(j1 - j),
-                load,
-            };
-            kern.tile(kpad, ap.as_ptr().add(ip * kpad * K::MR), bp.as_ptr().add(jp * kpad * K::NR), &tile);
+            for jp in panels.clone() {
+                let j = jc + jp * K::NR;
+                let tile = Tile {
+                    c: c.get().add(d.offset + i * d.rs + j * d.cs),
+                    rs: d.rs,
+                    cs: d.cs,
+                    // Clipped to the block, so no tile crosses into another task's.
+                    mr: K::MR.min(i1 - i),
+                    nr: K::NR.min(j1 - j),
+                    load,
+                };
+                kern.tile(kpad, ap.as_ptr().add(ip * kpad * K::MR), bp.as_ptr().add(jp * kpad * K::NR), &tile);
+            }
         }
     }
 }

@@ -196,6 +196,25 @@ fn avx512_kernel_matches_the_reference() {
     }
 }
 
+/// The AVX-512 kernel walks each A panel over runs of B panels (`B_RUN_BYTES`): products wide and deep
+/// enough for several runs and a partial last one, in both loops (shared-A: 30 rows; shared-B: 650),
+/// with a depth past KC so that the second slice's runs are longer.
+#[test]
+fn avx512_kernel_covers_every_run_of_b_panels() {
+    use Layout::*;
+    let Some(kern) = super::avx512::Avx512::new().map(Packed) else {
+        return eprintln!("SKIP avx512_kernel_covers_every_run_of_b_panels: this CPU lacks avx512f");
+    };
+    for (i, mnk) in [[30, 1100, 700], [650, 200, 600]].into_iter().enumerate() {
+        for layouts in [[Rows, Rows, Cols], [Block, Block, Rows]] {
+            let case = Case { mnk, layouts, rhs: RhsType::F32, accumulate: i == 1 };
+            for threads in [1, 2] {
+                check(&kern, &case, threads, false);
+            }
+        }
+    }
+}
+
 #[test]
 fn amx_kernel_matches_a_bf16_rounded_reference() {
     match super::amx::Amx::new() {
