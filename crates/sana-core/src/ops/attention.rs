@@ -11,7 +11,9 @@
 //! A query row with no visible key (a padded query more than W tokens past the last real token) gets,
 //! as in PyTorch with the finite min-float mask, a uniform average over all keys: finite, never NaN.
 //!
-//! Logits are materialised one batch element at a time ([H, L, L] f32), not for the whole batch.
+//! Logits are materialised a part at a time, not for the whole batch: on the CPU in f32 one [G·L, L]
+//! block per (batch element, kv head) and thread, its probabilities in place; elsewhere one batch
+//! element at a time ([H, L, L]).
 
 use super::{fastmath, is_cpu_f32, with_cpu_f32, Strided};
 use crate::ops::sgemm::{sgemm_serial, Rhs};
@@ -31,8 +33,13 @@ pub struct CausalAttention {
 }
 
 impl CausalAttention {
+    /// The keys query `i` may see before the key mask: j ≤ i, and within the window (of `l` keys).
+    fn visible_keys(&self, i: usize, l: usize) -> std::ops::Range<usize> {
+        self.window.map_or(0, |w| (i + 1).saturating_sub(w))..(i + 1).min(l)
+    }
+
     fn visible(&self, i: usize, j: usize) -> bool {
-        j <= i && self.window.is_none_or(|w| i < j + w)
+        self.visible_keys(i, usize::MAX).contains(&j)
     }
 }
 
@@ -59,7 +66,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_mask: &[bool], p
         let kb = k.narrow(0, bi, 1)?.reshape((hkv, l, d))?;
         let vb = v.narrow(0, bi, 1)?.reshape((hkv, l, d))?;
         let logits = qb.matmul(&kb.t()?)?; // [Hkv, G·L, L]
-        let probs = masked_softmax(&logits, &key_mask[bi * l..(bi + 1) * l], p)?.to_dtype(q.dtype())?;
+        let probs = masked_softmax_fallback(&logits, &key_mask[bi * l..(bi + 1) * l], p)?.to_dtype(q.dtype())?;
         outs.push(probs.matmul(&vb)?.reshape((1, h, l, d))?); // [1, H, L, D]
     }
     Ok(Tensor::cat(&outs, 0)?)
@@ -92,8 +99,7 @@ fn cpu_f32(qs: &[f32], ks: &[f32], vs: &[f32], [b, h, hkv, l, d]: [usize; 5], ke
 /// over all L keys, as PyTorch's softmax of an all-min-float row.
 fn masked_softmax_row(row: &mut [f32], i: usize, key_mask: &[bool], p: &CausalAttention) {
     let l = row.len();
-    // Keys j ≤ i, and past the window's start.
-    let (lo, hi) = (p.window.map_or(0, |w| (i + 1).saturating_sub(w)), (i + 1).min(l));
+    let std::ops::Range { start: lo, end: hi } = p.visible_keys(i, l);
     let (scale, cap) = (p.scale as f32, p.softcap.map(|c| c as f32));
     let mut max = f32::NEG_INFINITY;
     for (j, w) in row.iter_mut().enumerate().take(hi).skip(lo) {
@@ -125,23 +131,8 @@ fn masked_softmax_row(row: &mut [f32], i: usize, key_mask: &[bool], p: &CausalAt
     row[hi..].fill(0.0);
 }
 
-/// Softmax over the last axis of raw logits [.., L_q, L] after scale, softcap and mask (f32 out).
-fn masked_softmax(logits: &Tensor, key_mask: &[bool], p: &CausalAttention) -> Result<Tensor> {
-    if !is_cpu_f32(logits) {
-        return masked_softmax_fallback(logits, key_mask, p);
-    }
-    let l = key_mask.len();
-    let dims = logits.dims().to_vec();
-    let out = with_cpu_f32(logits, |xs| {
-        let mut out = xs.to_vec();
-        // Rows are [.., L_q] with L_q = L: row r is query position r % L.
-        out.par_chunks_mut(l).enumerate().for_each(|(r, row)| masked_softmax_row(row, r % l, key_mask, p));
-        out
-    })?;
-    Ok(Tensor::from_vec(out, dims, logits.device())?)
-}
-
-/// Candle-op version (other devices/dtypes): additive f32::MIN bias, as transformers builds it.
+/// Softmax over the last axis of raw logits [.., L_q, L] after scale, softcap and mask (f32 out), in
+/// candle ops (the path for other devices and dtypes): additive f32::MIN bias, as transformers builds it.
 fn masked_softmax_fallback(logits: &Tensor, key_mask: &[bool], p: &CausalAttention) -> Result<Tensor> {
     let l = key_mask.len();
     let dims = logits.dims().to_vec();
@@ -233,9 +224,11 @@ mod tests {
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(g.is_finite() && (*g as f64 - w).abs() < 1e-5, "{p:?} at {i}: {g} vs {w}");
             }
-            // The candle-op fallback agrees with the CPU path.
-            let logits = Tensor::from_vec(data(3 * l * l, 4, 20.0), (3, l, l), &dev)?;
-            let a = masked_softmax(&logits, &mask[l..], &p)?.flatten_all()?.to_vec1::<f32>()?;
+            // The candle-op fallback agrees with the CPU path's row softmax.
+            let raw = data(3 * l * l, 4, 20.0);
+            let mut a = raw.clone();
+            a.chunks_exact_mut(l).enumerate().for_each(|(r, row)| masked_softmax_row(row, r % l, &mask[l..], &p));
+            let logits = Tensor::from_vec(raw, (3, l, l), &dev)?;
             let f = masked_softmax_fallback(&logits, &mask[l..], &p)?.flatten_all()?.to_vec1::<f32>()?;
             for (x, y) in a.iter().zip(&f) {
                 assert!((x - y).abs() < 1e-6, "{x} vs {y}");
