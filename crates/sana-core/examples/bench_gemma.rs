@@ -97,5 +97,7 @@ fn main() -> Result<()> {
     run(&model, vocab, 16)?; // warm-up
     run(&model, vocab, 300)?;
     run(&model, vocab, 506)?;
+    // Per-shape GEMM time, with SANA_GEMM_STATS=1 (empty otherwise).
+    print!("{}", sana_core::ops::sgemm::sgemm_stats_report());
     Ok(())
 }

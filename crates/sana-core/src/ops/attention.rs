@@ -101,15 +101,14 @@ fn masked_softmax_row(row: &mut [f32], i: usize, key_mask: &[bool], p: &CausalAt
     let l = row.len();
     let std::ops::Range { start: lo, end: hi } = p.visible_keys(i, l);
     let (scale, cap) = (p.scale as f32, p.softcap.map(|c| c as f32));
+    match cap {
+        Some(c) => fastmath::softcap_in_place(&mut row[lo..hi], scale, c),
+        None => fastmath::scale_in_place(&mut row[lo..hi], scale),
+    }
     let mut max = f32::NEG_INFINITY;
-    for (j, w) in row.iter_mut().enumerate().take(hi).skip(lo) {
-        let mut x = *w * scale;
-        if let Some(c) = cap {
-            x = (x / c).tanh() * c;
-        }
-        *w = x;
-        if key_mask[j] {
-            max = max.max(x);
+    for (&w, &keep) in row[lo..hi].iter().zip(&key_mask[lo..hi]) {
+        if keep {
+            max = max.max(w);
         }
     }
     if max == f32::NEG_INFINITY {
