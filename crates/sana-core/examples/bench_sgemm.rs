@@ -70,25 +70,31 @@ fn gemm_crate([m, n, k]: [usize; 3], nk: bool, dst: &mut [f32], lhs: &[f32], rhs
     }
 }
 
+/// `iters` rounds of `step` on each of N independent accumulator chains, nothing loaded or stored:
+/// GFLOP/s on the calling thread for `flops` per step, and the chains (which the caller sinks, so the
+/// loop is not optimised away). Inlined into each ceiling below, compiled for its vector width.
+#[inline(always)]
+fn time_chains<V: Copy, const N: usize>(iters: usize, init: V, flops: usize, step: impl Fn(V) -> V) -> (f64, [V; N]) {
+    let mut acc = [init; N];
+    let t = Instant::now();
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = step(*c);
+        }
+    }
+    ((iters * N * flops) as f64 / t.elapsed().as_secs_f64() / 1e9, acc)
+}
+
 /// The machine's multiply-add ceiling: 12 independent 8-wide FMA chains (as many accumulators as the 6×16
-/// kernel), `iters` rounds, nothing loaded or stored. GFLOP/s on the calling thread.
+/// kernel). GFLOP/s on the calling thread.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_peak(iters: usize) -> f64 {
     use std::arch::x86_64::*;
     let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); 12];
-    let t = Instant::now();
-    for _ in 0..iters {
-        for c in acc.iter_mut() {
-            *c = _mm256_fmadd_ps(*c, a, b);
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let mut sink = [0f32; 8];
-    _mm256_storeu_ps(sink.as_mut_ptr(), acc.iter().fold(_mm256_setzero_ps(), |s, c| _mm256_add_ps(s, *c)));
-    std::hint::black_box(sink);
-    (iters * 12 * 16) as f64 / secs / 1e9
+    let (gflops, acc) = time_chains::<_, 12>(iters, _mm256_set1_ps(1.0), 16, |c| _mm256_fmadd_ps(c, a, b));
+    std::hint::black_box(acc);
+    gflops
 }
 
 /// The same ceiling on 16-lane zmm registers (24 chains, as many accumulators as the 12×32 kernel).
@@ -97,16 +103,9 @@ unsafe fn fma_peak(iters: usize) -> f64 {
 unsafe fn fma_peak_512(iters: usize) -> f64 {
     use std::arch::x86_64::*;
     let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-7));
-    let mut acc = [_mm512_set1_ps(1.0); 24];
-    let t = Instant::now();
-    for _ in 0..iters {
-        for c in acc.iter_mut() {
-            *c = _mm512_fmadd_ps(*c, a, b);
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
-    std::hint::black_box(_mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, c| _mm512_add_ps(s, *c))));
-    (iters * 24 * 32) as f64 / secs / 1e9
+    let (gflops, acc) = time_chains::<_, 24>(iters, _mm512_set1_ps(1.0), 32, |c| _mm512_fmadd_ps(c, a, b));
+    std::hint::black_box(acc);
+    gflops
 }
 
 /// The vdpbf16ps ceiling: 24 chains of 16 lanes, each instruction 32 bf16 products (64 flops).
@@ -115,16 +114,9 @@ unsafe fn fma_peak_512(iters: usize) -> f64 {
 unsafe fn dpbf16_peak(iters: usize) -> f64 {
     use std::arch::x86_64::*;
     let (a, b): (__m512bh, __m512bh) = (std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80)), std::mem::transmute(_mm512_set1_epi32(0x3380_3380)));
-    let mut acc = [_mm512_set1_ps(1.0); 24];
-    let t = Instant::now();
-    for _ in 0..iters {
-        for c in acc.iter_mut() {
-            *c = _mm512_dpbf16_ps(*c, a, b);
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
-    std::hint::black_box(_mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, c| _mm512_add_ps(s, *c))));
-    (iters * 24 * 64) as f64 / secs / 1e9
+    let (gflops, acc) = time_chains::<_, 24>(iters, _mm512_set1_ps(1.0), 64, |c| _mm512_dpbf16_ps(c, a, b));
+    std::hint::black_box(acc);
+    gflops
 }
 
 /// One ceiling on 1 and on 2 threads at once (best of `runs`).
