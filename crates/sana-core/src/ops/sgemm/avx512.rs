@@ -40,9 +40,12 @@ impl MicroKernel for Avx512 {
     const KC: usize = 576;
     const MC: usize = 288;
     const NC: usize = 3072;
-    // A B panel (72 KiB) does not fit the 48 KiB L1 but an A panel (27 KiB) does: each A panel meets
-    // 5 B panels in a row, streamed from L2 (measured, interleaved, best of 8, 2 threads: the DiT's
-    // 2048-row products 5–20 % faster than with each B panel meeting every A panel).
+    // Each A panel (27 KiB) meets 5 B panels (72 KiB each) in a row, streamed from L2 (measured,
+    // interleaved, best of 8, 2 threads: the DiT's 2048-row products 5–20 % faster than with each B panel
+    // meeting every A panel). Measured, not derived: by an LRU count neither panel stays in the 48 KiB L1
+    // from one tile to the next (99 KiB pass through per tile), and the depth that would keep one there
+    // (KC 192–256: A + B ≤ 44 KiB, the B panel held while the A panels stream) ran slower, 73–76 against
+    // 80–105 GFLOP/s on one thread (12-03, 5 interleaved rounds).
     const B_RUN_BYTES: usize = 384 << 10;
 
     unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {

@@ -2,8 +2,8 @@
 //!
 //! for jc in n by NC: for pc in k by KC: pack B[pc.., jc..] into NR-column panels (all threads share it)
 //!   for each (MC-row block of A, range of B panels) — one rayon task each: pack the A block into MR-row
-//!   panels (the task's own buffer), then every A panel × B panel tile, in the order that keeps the
-//!   kernel's reused panel in L1 ([`MicroKernel::B_RUN_BYTES`]).
+//!   panels (the task's own buffer), then every A panel × B panel tile, in the kernel's order
+//!   ([`MicroKernel::B_RUN_BYTES`]).
 //!
 //! Two variants share the packers and the tile loop ([`run_block`]): [`gemm_shared_a`] for few rows
 //! (A packed once, each task packs its own B columns: no pack/compute barriers, which matter when B is
@@ -172,7 +172,7 @@ pub(super) trait MicroKernel: Sync {
     const MC: usize;
     const NC: usize;
     /// Packed B bytes each A panel meets before the next A panel (see [`run_block`]); 0 for one B panel.
-    /// A kernel whose B panel outgrows L1 (NR wide, KC deep) keeps its A panel there instead.
+    /// A kernel whose B panel outgrows L1 (NR wide, KC deep) reuses its A panel over several instead.
     const B_RUN_BYTES: usize = 0;
     /// t (=, or += with t.load) a · b over depth `kc` (a multiple of KG): `a` one packed A panel
     /// (kc × MR), `b` one packed B panel (kc × NR). Safety: the panels hold kc·MR and kc·NR values and
@@ -447,8 +447,8 @@ struct Block {
 
 /// Every tile of `blk`, in runs of B panels ([`MicroKernel::B_RUN_BYTES`]): each A panel of the block
 /// against every B panel of the run, then the next run. With a run of one panel, each B panel stays in L1
-/// while the A panels stream from L2; with a longer run, the A panel stays in L1 while the run's B
-/// panels stream from L2. Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both
+/// while the A panels stream from L2 (where both fit: A + B panel well under the L1); with a longer run,
+/// each A panel meets the run's B panels back to back, which stream from L2. Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both
 /// `kpad` deep; the block lies in dst's checked view and no other task writes it meanwhile.
 #[inline(always)]
 unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K::P], c: DstPtr, d: Strided, blk: &Block, load: bool) {
