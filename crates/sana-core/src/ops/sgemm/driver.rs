@@ -447,9 +447,10 @@ struct Block {
 
 /// Every tile of `blk`, in runs of B panels ([`MicroKernel::B_RUN_BYTES`]): each A panel of the block
 /// against every B panel of the run, then the next run. With a run of one panel, each B panel stays in L1
-/// while the A panels stream from L2 (where both fit: A + B panel well under the L1); with a longer run,
-/// each A panel meets the run's B panels back to back, which stream from L2. Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both
-/// `kpad` deep; the block lies in dst's checked view and no other task writes it meanwhile.
+/// while the A panels stream from L2 (the kernels that run so have B panels of 16–32 KiB); with a longer
+/// run, each A panel meets the run's B panels back to back, which stream from L2.
+/// Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both `kpad` deep; the
+/// block lies in dst's checked view and no other task writes it meanwhile.
 #[inline(always)]
 unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K::P], c: DstPtr, d: Strided, blk: &Block, load: bool) {
     let ([i0, i1], [jc, j1]) = (blk.rows, blk.cols);
