@@ -10,7 +10,7 @@
 //! and running on one core; for Sana-600M at 1024² that is ≈ 19 MB per pass, 28 blocks, twice per block.
 //! Here every row is one parallel task that reads x once and writes once.
 
-use super::{is_cpu_f32, with_cpu_f32};
+use super::{fastmath, is_cpu_f32, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
@@ -20,6 +20,9 @@ fn per_batch(t: &Tensor, b: usize, d: usize, name: &str) -> Result<Vec<f32>> {
     ensure_arg!(t.elem_count() == b * d, name, "expected {b}×1×{d} values, got shape {:?}", t.dims());
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
+
+/// Rows per rayon task in the row-wise ops below: one 1152-wide row is too little work to hand out alone.
+const ROWS_PER_TASK: usize = 16;
 
 /// x [B, N, D]; shift, scale [B, 1, D]; `affine` = LayerNorm (weight, bias) [D] or none.
 /// → `((x − mean) / sqrt(var + eps) · w + b) · (1 + scale) + shift`, statistics in f32, over the last dim.
@@ -47,19 +50,31 @@ pub fn modulated_layer_norm(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64
     };
     let eps = eps as f32;
     let out = with_cpu_f32(x, |xs| {
-        let mut out = vec![0f32; b * n * d];
-        out.par_chunks_mut(d).zip(xs.par_chunks(d)).enumerate().for_each(|(row, (o, x))| {
-            let bi = row / n;
-            let (sh, sc) = (&shift[bi * d..(bi + 1) * d], &scale[bi * d..(bi + 1) * d]);
-            // Two passes (mean, then the mean of squared deviations), as torch's LayerNorm.
-            let mean = x.iter().sum::<f32>() / d as f32;
-            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            match &affine {
-                None => (0..d).for_each(|i| o[i] = (x[i] - mean) * inv * (1.0 + sc[i]) + sh[i]),
-                Some((w, bias)) => (0..d).for_each(|i| o[i] = ((x[i] - mean) * inv * w[i] + bias[i]) * (1.0 + sc[i]) + sh[i]),
+        // Not zeroed first (a memset of the whole output on one thread): every value is written below.
+        let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
+        out.spare_capacity_mut()[..b * n * d].par_chunks_mut(d * ROWS_PER_TASK).zip(xs.par_chunks(d * ROWS_PER_TASK)).enumerate().for_each(|(task, (o, x))| {
+            for (r, (o, x)) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
+                let bi = (task * ROWS_PER_TASK + r) / n;
+                let (sh, sc) = (&shift[bi * d..(bi + 1) * d], &scale[bi * d..(bi + 1) * d]);
+                // Two passes (mean, then the mean of squared deviations), as torch's LayerNorm.
+                let mean = fastmath::sum(x) / d as f32;
+                let inv = 1.0 / (fastmath::sum_sq_dev(x, mean) / d as f32 + eps).sqrt();
+                match &affine {
+                    None => {
+                        for (((o, x), sc), sh) in o.iter_mut().zip(x).zip(sc).zip(sh) {
+                            o.write((x - mean) * inv * (1.0 + sc) + sh);
+                        }
+                    }
+                    Some((w, bias)) => {
+                        for (((o, x), sc), (sh, (w, bias))) in o.iter_mut().zip(x).zip(sc).zip(sh.iter().zip(w.iter().zip(bias))) {
+                            o.write(((x - mean) * inv * w + bias) * (1.0 + sc) + sh);
+                        }
+                    }
+                }
             }
         });
+        // SAFETY: the tasks wrote all b·n·d values (x has that many, each row's d written).
+        unsafe { out.set_len(b * n * d) };
         out
     })?;
     Ok(Tensor::from_vec(out, (b, n, d), x.device())?)
@@ -92,12 +107,20 @@ pub fn gated_residual_with_bias(x: &Tensor, y: &Tensor, gate: &Tensor, bias: Opt
     };
     let out = with_cpu_f32(x, |xs| {
         with_cpu_f32(y, |ys| {
-            let mut out = vec![0f32; b * n * d];
-            out.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
-                let g = &gate[(row / n) * d..(row / n + 1) * d];
-                let (xr, yr) = (&xs[row * d..(row + 1) * d], &ys[row * d..(row + 1) * d]);
-                (0..d).for_each(|i| o[i] = xr[i] + g[i] * (yr[i] + bias[i]));
+            // Not zeroed first, as in modulated_layer_norm.
+            let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
+            out.spare_capacity_mut()[..b * n * d].par_chunks_mut(d * ROWS_PER_TASK).enumerate().for_each(|(task, o)| {
+                for (r, o) in o.chunks_exact_mut(d).enumerate() {
+                    let row = task * ROWS_PER_TASK + r;
+                    let g = &gate[(row / n) * d..(row / n + 1) * d];
+                    let (xr, yr) = (&xs[row * d..(row + 1) * d], &ys[row * d..(row + 1) * d]);
+                    for ((o, x), (y, (g, bias))) in o.iter_mut().zip(xr).zip(yr.iter().zip(g.iter().zip(&bias))) {
+                        o.write(x + g * (y + bias));
+                    }
+                }
             });
+            // SAFETY: every one of the b·n·d rows was written above.
+            unsafe { out.set_len(b * n * d) };
             out
         })
     })??;
@@ -148,7 +171,8 @@ mod tests {
 
     #[test]
     fn modulated_layer_norm_matches_the_definition() -> Result<()> {
-        let (b, n, d) = (2, 5, 48);
+        // 18 rows: two tasks of ROWS_PER_TASK, the first spanning both batch items; 50 = 3 × 16 + a tail.
+        let (b, n, d) = (2, 9, 50);
         let x0 = wave(&[b, n, d], 1.5, 0.0)?;
         // shift/scale as the block takes them: [B, 1, D] narrow views of a [B, 6, D] tensor.
         let m = wave(&[b, 6, d], 0.5, 1.0)?;
