@@ -211,15 +211,23 @@ fn project_cpu(weight: &Tensor, bias: Option<&Tensor>, layout: Layout, x: &Tenso
     };
     // The output starts as the bias (so the GEMM accumulates onto it), or is fully written by the GEMM.
     // Token-major outputs ([M, out], [B, N, out]) hold one bias row per token.
+    // Bias rows are copied on rayon's threads: on one, the Mix-FFN expand's 47 MB of them took 6.3 ms
+    // (3.1 ms on two, best of 30). Zeros stay one allocation (calloc, or the allocator cache's memset:
+    // no faster split over threads, measured).
     let token_rows_with_bias = |len: usize| -> Vec<f32> {
-        match &bias {
-            Some(b) => {
-                let mut v = Vec::with_capacity(len);
-                (0..len.checked_div(b.len()).unwrap_or(0)).for_each(|_| v.extend_from_slice(b));
-                v
+        use rayon::prelude::*;
+        let Some(row) = bias.as_deref().filter(|b| !b.is_empty()) else { return vec![0f32; len] };
+        let mut v: Vec<f32> = Vec::with_capacity(len);
+        let rows = len / row.len();
+        v.spare_capacity_mut()[..rows * row.len()].par_chunks_mut(row.len() * (16384 / row.len()).max(1)).for_each(|c| {
+            for o in c.chunks_exact_mut(row.len()) {
+                // SAFETY: `o` holds row.len() values; a MaybeUninit<f32> has f32's layout.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), o.as_mut_ptr().cast::<f32>(), row.len()) }
             }
-            None => vec![0f32; len],
-        }
+        });
+        // SAFETY: the first rows·row.len() values were written above (len is a whole number of rows).
+        unsafe { v.set_len(rows * row.len()) };
+        v
     };
     let acc = bias.is_some();
     match layout {
@@ -372,6 +380,16 @@ pub(crate) mod tests {
                 assert!(max_diff(&project(&w, bias, Layout::ChannelsToTokens, &channels)?, &want) < tol, "{dtype:?} c→t");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_rows_across_several_fill_tasks() -> Result<()> {
+        // 1000 rows of 37: three of the bias fill's chunks (whole rows each), the last one short.
+        let (o, i, n) = (37, 8, 1000);
+        let (w, bias, x) = (randn(&[o, i]), randn(&[o]), randn(&[1, n, i]));
+        let want = project(&w, None, Layout::Tokens, &x)?.broadcast_add(&bias)?;
+        assert!(max_diff(&project(&w, Some(&bias), Layout::Tokens, &x)?, &want) < 1e-5);
         Ok(())
     }
 
