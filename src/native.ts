@@ -47,7 +47,8 @@ export type CpuGemmKernel = 'amx-bf16' | 'avx512bf16' | 'avx512f' | 'avx2-fma' |
  * - `'avx512bf16'`: bf16 weights through `vdpbf16ps` (only with `SANA_CPU_BF16_DOT=1` on a CPU without AMX).
  * - `'avx512f'`, `'avx2-fma'`, `'scalar'`: float32 arithmetic for every weight dtype (half weights widened exactly).
  *
- * `SANA_CPU_GEMM=avx512|avx2|scalar` (set before the first model runs) caps the choice at that float32 kernel.
+ * `SANA_CPU_GEMM=avx512|avx2|scalar` (set before the first model runs) caps the choice at that float32 kernel
+ * (`avx2` and `scalar` cap the elementwise loops at that instruction set too; the results are the same bits).
  * @example if (cpuGemmKernel() === 'amx-bf16') console.log('bfloat16 weights multiply on AMX')
  */
 export function cpuGemmKernel(): CpuGemmKernel {

@@ -379,11 +379,19 @@ mod tests {
             let wt = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev)?;
             let bias = Tensor::randn(0f32, 1.0, c, &dev)?;
             for bias in [Some(&bias), None] {
-                let want = silu_depthwise_conv2d_glu(&x, &wt, bias)?.permute((0, 2, 3, 1))?;
-                let got = silu_depthwise_conv2d_glu_nhwc(&x.permute((0, 2, 3, 1))?.contiguous()?, &wt, bias)?;
-                assert_eq!(got.dims(), &[b, h, w, c / 2]);
-                let (got, want) = (got.flatten_all()?.to_vec1::<f32>()?, want.flatten_all()?.to_vec1::<f32>()?);
-                assert!(got.iter().zip(&want).all(|(g, w)| g == w), "{:?}", (b, c, h, w, k));
+                // On every vector tier this CPU has, equal to the baseline's planar op bit for bit.
+                let want = fastmath::with_tier(fastmath::Tier::Base, || silu_depthwise_conv2d_glu(&x, &wt, bias))?.permute((0, 2, 3, 1))?;
+                let want = want.flatten_all()?.to_vec1::<f32>()?;
+                for tier in fastmath::tiers_here() {
+                    let (planar, got) = fastmath::with_tier(tier, || -> Result<_> {
+                        Ok((silu_depthwise_conv2d_glu(&x, &wt, bias)?.permute((0, 2, 3, 1))?, silu_depthwise_conv2d_glu_nhwc(&x.permute((0, 2, 3, 1))?.contiguous()?, &wt, bias)?))
+                    })?;
+                    assert_eq!(got.dims(), &[b, h, w, c / 2]);
+                    for got in [got, planar] {
+                        let got = got.flatten_all()?.to_vec1::<f32>()?;
+                        assert!(got.iter().zip(&want).all(|(g, w)| g == w), "{tier:?} {:?}", (b, c, h, w, k));
+                    }
+                }
             }
         }
         assert!(silu_depthwise_conv2d_glu_nhwc(&Tensor::zeros((1, 2, 2, 6), candle_core::DType::F32, &dev)?, &Tensor::zeros((4, 1, 3, 3), candle_core::DType::F32, &dev)?, None).is_err());

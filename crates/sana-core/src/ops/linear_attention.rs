@@ -107,7 +107,7 @@ impl TokenRows {
 /// Rows ahead that [`head_rows`] prefetches.
 const PREFETCH_ROWS: usize = 16;
 
-super::fastmath::dispatch!(
+crate::ops::fastmath::dispatch!(
     /// The n rows (tokens) of one head, contiguous: out[t·d + j] = f(src[s0 + t·rs + j]), f = ReLU or
     /// identity. The rows lie a whole token (3 · 1152 floats in the DiT) apart, so every one is on a new
     /// page, where the hardware prefetcher stops: they are prefetched here instead. Reading them as they
@@ -140,7 +140,7 @@ fn column_sums(rows: &[f32], sum: &mut [f32]) {
     }
 }
 
-super::fastmath::dispatch!(
+crate::ops::fastmath::dispatch!(
     /// One token's output over every head: `kv` the heads' d × d sums and `ksum` their d sums, one
     /// after the other; `q` the token's row.
     apply_row, (kv: &[f32], ksum: &[f32], q: &[f32], d: usize, eps: f32, out: &mut [f32]), {
@@ -240,6 +240,12 @@ mod tests {
             let k = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;
             let v = Tensor::randn(0f32, 1.0, (b, n, c), &dev)?;
             let want = reference(&q, &k, &v, heads, 1e-15)?;
+            // Every vector tier of the row loops gives the baseline's bits.
+            let base = crate::ops::fastmath::with_tier(crate::ops::fastmath::Tier::Base, || relu_linear_attention(&q, &k, &v, heads, 1e-15))?.flatten_all()?.to_vec1::<f32>()?;
+            for tier in crate::ops::fastmath::tiers_here() {
+                let got = crate::ops::fastmath::with_tier(tier, || relu_linear_attention(&q, &k, &v, heads, 1e-15))?.flatten_all()?.to_vec1::<f32>()?;
+                assert!(got.iter().zip(&base).all(|(g, b)| g.to_bits() == b.to_bits()), "{tier:?} {:?}", (b, n, heads, d));
+            }
             for got in [relu_linear_attention(&q, &k, &v, heads, 1e-15)?, fallback(&q, &k, &v, heads, 1e-15)?] {
                 let diff = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
                 let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;

@@ -207,7 +207,11 @@ mod tests {
         let wt = Tensor::randn(0f32, 0.1, (cout, cin, 3, 3), &dev)?;
         let bias = Tensor::randn(0f32, 0.5, cout, &dev)?;
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let got = conv3x3(&flat(&x)?, &flat(&wt)?, &flat(&bias)?, dims, false);
+        let (xf, wf, bf) = (flat(&x)?, flat(&wt)?, flat(&bias)?);
+        let got = conv3x3(&xf, &wf, &bf, dims, false);
+        // This CPU's vector tier of the transforms gives the baseline's bits.
+        let base = crate::ops::fastmath::with_tier(crate::ops::fastmath::Tier::Base, || conv3x3(&xf, &wf, &bf, dims, false));
+        assert!(got.iter().zip(&base).all(|(g, b)| g.to_bits() == b.to_bits()), "{dims:?}: tier {:?} differs from the baseline", crate::ops::fastmath::tier());
         let want = x.to_dtype(DType::F64)?.conv2d(&wt.to_dtype(DType::F64)?, 1, 1, 1, 1)?
             .broadcast_add(&bias.to_dtype(DType::F64)?.reshape((1, cout, 1, 1))?)?;
         Ok((got, want.flatten_all()?.to_vec1::<f64>()?))

@@ -22,7 +22,8 @@
 //!
 //! `SANA_CPU_GEMM=avx512`, `=avx2` or `=scalar` caps the choice at that f32 kernel (no bf16 arithmetic:
 //! a bf16 rhs is then widened exactly), to compare kernels or to run a fallback path on a CPU that has
-//! the faster one; other values are ignored.
+//! the faster one; other values are ignored. `avx2` and `scalar` also cap the elementwise loops of
+//! `ops/fastmath.rs` (`fastmath::tier`).
 //!
 //! Up to 16 rows with contiguous lhs rows and rhs columns (a Linear on a few tokens), `small.rs` computes
 //! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
