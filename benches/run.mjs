@@ -19,6 +19,16 @@ import { MODELS, PIPELINES, cacheDir, ensureModel, ensurePipeline, repo, rows as
 import { machineInfo, markdown, summarize } from './report.mjs'
 
 const args = process.argv.slice(2)
+// --help (or a flag this harness does not know) prints the usage above instead of starting a 14-minute run.
+const KNOWN = ['--quick', '--compare', '--threads', '--only', '--report', '--no-record']
+const unknown = args.filter((a, i) => a.startsWith('-') && !KNOWN.includes(a) && !['--threads', '--only', '--report'].includes(args[i - 1]))
+if (unknown.length > 0) {
+  const usage = readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//   '))
+  const bad = unknown.filter((a) => a !== '--help' && a !== '-h')
+  if (bad.length > 0) console.error(`unknown option${bad.length > 1 ? 's' : ''}: ${bad.join(' ')}`)
+  console.error(['usage (node benches/run.mjs or npm run bench --):', ...usage.map((l) => l.slice(2))].join('\n'))
+  process.exit(bad.length > 0 ? 2 : 0)
+}
 const flag = (name) => args.includes(name)
 const option = (name, fallback) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback)
 const mode = flag('--quick') ? 'quick' : 'full'
