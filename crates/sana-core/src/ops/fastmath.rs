@@ -1,5 +1,6 @@
 //! Vectorised `exp` (and `tanh` from it) for the elementwise hot loops (softmax rows, SiLU, softcapping),
-//! with AVX2/FMA chosen at run time.
+//! and [`dispatch!`], which compiles such a loop for AVX-512, AVX2 and the baseline and picks one at run
+//! time ([`tier`]).
 //!
 //! Why: glibc's `expf` is a scalar call; the DiT's Mix-FFN needs ≈ 18 M of them per block (SiLU of the
 //! expanded activations and of the GLU gate) and its cross-attention softmax ≈ 10 M. PyTorch uses SLEEF's
