@@ -20,8 +20,9 @@ import { machineInfo, markdown, summarize } from './report.mjs'
 
 const args = process.argv.slice(2)
 // --help (or a flag this harness does not know) prints the usage above instead of starting a 14-minute run.
-const KNOWN = ['--quick', '--compare', '--threads', '--only', '--report', '--no-record']
-const unknown = args.filter((a, i) => a.startsWith('-') && !KNOWN.includes(a) && !['--threads', '--only', '--report'].includes(args[i - 1]))
+const TAKES_VALUE = ['--threads', '--only', '--report']
+const KNOWN = [...TAKES_VALUE, '--quick', '--compare', '--no-record']
+const unknown = args.filter((a, i) => a.startsWith('-') && !KNOWN.includes(a) && !TAKES_VALUE.includes(args[i - 1]))
 if (unknown.length > 0) {
   const usage = readFileSync(new URL(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//   '))
   const bad = unknown.filter((a) => a !== '--help' && a !== '-h')

@@ -84,7 +84,7 @@ fn detected_tier() -> Tier {
     *TIER.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            let cap = std::env::var("SANA_CPU_GEMM").unwrap_or_default();
+            let cap = crate::ops::sgemm::cpu_cap();
             let fma = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
             if cap == "scalar" || !fma {
                 return Tier::Base;
@@ -257,31 +257,31 @@ dispatch!(
     }
 );
 
-dispatch!(
-    /// Σ xs in 16 interleaved partial sums, then the tail: it vectorises (a sequential f32 sum cannot be
-    /// reordered by the compiler, and ran at one add per 4 cycles). Within f32 rounding of any other order.
-    sum, (xs: &[f32]) -> f32, {
+/// Σ f(x) over xs in 16 interleaved partial sums, then the tail: it vectorises (a sequential f32 sum
+/// cannot be reordered by the compiler, and ran at one add per 4 cycles). Within f32 rounding of any
+/// other order. Inlined into the [`dispatch!`] bodies below, so it is compiled for their tier.
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let n16 = xs.len() / 16 * 16;
     let mut acc = [0f32; 16];
     for c in xs[..n16].chunks_exact(16) {
         for l in 0..16 {
-            acc[l] += c[l];
+            acc[l] += f(c[l]);
         }
     }
-    acc.iter().sum::<f32>() + xs[n16..].iter().sum::<f32>()
+    acc.iter().sum::<f32>() + xs[n16..].iter().map(|&x| f(x)).sum::<f32>()
+}
+
+dispatch!(
+    /// Σ xs (see [`lane_sum`]).
+    sum, (xs: &[f32]) -> f32, {
+    lane_sum(xs, |x| x)
 });
 
 dispatch!(
-    /// Σ (xs − mean)², as [`sum`]: the second pass of a two-pass variance.
+    /// Σ (xs − mean)²: the second pass of a two-pass variance (see [`lane_sum`]).
     sum_sq_dev, (xs: &[f32], mean: f32) -> f32, {
-    let n16 = xs.len() / 16 * 16;
-    let mut acc = [0f32; 16];
-    for c in xs[..n16].chunks_exact(16) {
-        for l in 0..16 {
-            acc[l] += (c[l] - mean) * (c[l] - mean);
-        }
-    }
-    acc.iter().sum::<f32>() + xs[n16..].iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()
+    lane_sum(xs, |x| (x - mean) * (x - mean))
 });
 
 /// dst = softmax(src · scale + bias) over one row (bias: additive, same length, or none).

@@ -103,6 +103,18 @@ impl DstPtr {
     }
 }
 
+/// `len` f32 values written by `fill(part index, part)` on rayon's threads, `chunk` values per part (the
+/// last part may be shorter), without zeroing them first (a memset of the whole output on one thread).
+/// Safety: `fill` writes every value of every part it is given.
+pub(crate) unsafe fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, part)| fill(i, part));
+    // SAFETY: the parts cover all len values and the caller's `fill` wrote each one.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// True when the fast CPU path applies (CPU device, f32).
 /// `f` on a CPU tensor's values (contiguous: copied if not) as a GEMM rhs: f32, or bf16 as stored.
 pub(crate) fn with_cpu_rhs<R>(t: &Tensor, f: impl FnOnce(sgemm::Rhs<'_>) -> R) -> Result<R> {

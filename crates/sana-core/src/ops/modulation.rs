@@ -10,10 +10,10 @@
 //! and running on one core; for Sana-600M at 1024² that is ≈ 19 MB per pass, 28 blocks, twice per block.
 //! Here every row is one parallel task that reads x once and writes once.
 
-use super::{fastmath, is_cpu_f32, with_cpu_f32};
+use super::{fastmath, is_cpu_f32, par_filled, with_cpu_f32};
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor, D};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// [B, 1, D] (or [B, D]) modulation vector → B·D f32 values.
 fn per_batch(t: &Tensor, b: usize, d: usize, name: &str) -> Result<Vec<f32>> {
@@ -50,11 +50,10 @@ pub fn modulated_layer_norm(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64
     };
     let eps = eps as f32;
     let out = with_cpu_f32(x, |xs| {
-        // Not zeroed first (a memset of the whole output on one thread): every value is written below.
-        let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
-        out.spare_capacity_mut()[..b * n * d].par_chunks_mut(d * ROWS_PER_TASK).zip(xs.par_chunks(d * ROWS_PER_TASK)).enumerate().for_each(|(task, (o, x))| {
-            for (r, (o, x)) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
-                let bi = (task * ROWS_PER_TASK + r) / n;
+        let norm_rows = |task: usize, o: &mut [MaybeUninit<f32>]| {
+            for (r, o) in o.chunks_exact_mut(d).enumerate() {
+                let row = task * ROWS_PER_TASK + r;
+                let (x, bi) = (&xs[row * d..(row + 1) * d], row / n);
                 let (sh, sc) = (&shift[bi * d..(bi + 1) * d], &scale[bi * d..(bi + 1) * d]);
                 // Two passes (mean, then the mean of squared deviations), as torch's LayerNorm.
                 let mean = fastmath::sum(x) / d as f32;
@@ -72,10 +71,9 @@ pub fn modulated_layer_norm(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64
                     }
                 }
             }
-        });
-        // SAFETY: the tasks wrote all b·n·d values (x has that many, each row's d written).
-        unsafe { out.set_len(b * n * d) };
-        out
+        };
+        // SAFETY: each part is ROWS_PER_TASK whole rows (the last fewer) and every value of each is written.
+        unsafe { par_filled(b * n * d, d * ROWS_PER_TASK, norm_rows) }
     })?;
     Ok(Tensor::from_vec(out, (b, n, d), x.device())?)
 }
@@ -107,9 +105,7 @@ pub fn gated_residual_with_bias(x: &Tensor, y: &Tensor, gate: &Tensor, bias: Opt
     };
     let out = with_cpu_f32(x, |xs| {
         with_cpu_f32(y, |ys| {
-            // Not zeroed first, as in modulated_layer_norm.
-            let mut out: Vec<f32> = Vec::with_capacity(b * n * d);
-            out.spare_capacity_mut()[..b * n * d].par_chunks_mut(d * ROWS_PER_TASK).enumerate().for_each(|(task, o)| {
+            let residual_rows = |task: usize, o: &mut [MaybeUninit<f32>]| {
                 for (r, o) in o.chunks_exact_mut(d).enumerate() {
                     let row = task * ROWS_PER_TASK + r;
                     let g = &gate[(row / n) * d..(row / n + 1) * d];
@@ -118,10 +114,9 @@ pub fn gated_residual_with_bias(x: &Tensor, y: &Tensor, gate: &Tensor, bias: Opt
                         o.write(x + g * (y + bias));
                     }
                 }
-            });
-            // SAFETY: every one of the b·n·d rows was written above.
-            unsafe { out.set_len(b * n * d) };
-            out
+            };
+            // SAFETY: as in modulated_layer_norm: whole rows per part, every value written.
+            unsafe { par_filled(b * n * d, d * ROWS_PER_TASK, residual_rows) }
         })
     })??;
     Ok(Tensor::from_vec(out, (b, n, d), x.device())?)

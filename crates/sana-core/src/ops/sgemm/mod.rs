@@ -65,11 +65,21 @@ enum Kernel {
     Amx,
 }
 
+/// The instruction-set cap `SANA_CPU_GEMM` sets, read once: "avx512", "avx2", "scalar", or "" for none.
+/// Any other value (a typo, "amx") caps nothing, rather than quietly turning the fastest kernel off. The
+/// elementwise loops (`fastmath::tier`) take the same cap.
+pub(crate) fn cpu_cap() -> &'static str {
+    static CAP: OnceLock<&'static str> = OnceLock::new();
+    CAP.get_or_init(|| {
+        let v = std::env::var("SANA_CPU_GEMM").unwrap_or_default();
+        ["avx512", "avx2", "scalar"].into_iter().find(|&c| c == v).unwrap_or("")
+    })
+}
+
 fn kernel() -> Kernel {
     static KERNEL: OnceLock<Kernel> = OnceLock::new();
     *KERNEL.get_or_init(|| {
-        // Any other value (a typo, "amx") caps nothing, rather than quietly turning the fastest kernel off.
-        let cap = std::env::var("SANA_CPU_GEMM").ok().filter(|v| ["avx512", "avx2", "scalar"].contains(&v.as_str())).unwrap_or_default();
+        let cap = cpu_cap();
         let opted_in = std::env::var("SANA_CPU_BF16_DOT").is_ok_and(|v| v == "1");
         let bf16_allowed = cap.is_empty();
         if cap == "scalar" {
