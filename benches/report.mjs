@@ -104,7 +104,7 @@ export function markdown({ mode, compare, torchNote, info, results }) {
       `. Load average at the end: ${info.loadAvg}.`,
     '',
     'Time: median of the timed runs (count in parentheses) after the warm-up runs the row lists; CPU, random weights, float32 unless the row names a dtype ' +
-      '(ours with half weights computes in f32, except bfloat16 weights on the `amx-bf16` kernel, which multiply in bf16; PyTorch stays float32 unless named). PSNR: 10·log10(range² / MSE) of the output against our float32 row, range = max − min of the float32 output.',
+      '(ours with half weights computes in f32, except bfloat16 weights on the `amx-bf16` and `avx512bf16` kernels, which multiply in bf16; PyTorch stays float32 unless named). PSNR: 10·log10(range² / MSE) of the output against our float32 row, range = max − min of the float32 output.',
     'Pipeline rows: one `generate` of `steps` steps with CFG (DiT batch 2), prompt encoding and VAE decode included; ' +
       '"20 steps ≈" adds 18 more steps at the measured per-step time, and images/s is from that estimate.',
     'Load time: weights from disk to a ready model (not in the timed runs). Load avg: 1-minute load average before → after the row (2 cores: above 2 means the run shared the CPU).',

@@ -44,7 +44,8 @@ export type CpuGemmKernel = 'amx-bf16' | 'avx512bf16' | 'avx512f' | 'avx2-fma' |
  * The CPU GEMM microkernel this process uses, picked once from the CPU's features:
  * - `'amx-bf16'`: Intel AMX. Weights loaded with `dtype: 'bfloat16'` multiply in bf16 on AMX tiles (activations
  *   rounded to bf16 as they enter each product, f32 accumulation); float32 weights take `'avx512f'`.
- * - `'avx512bf16'`: bf16 weights through `vdpbf16ps` (only with `SANA_CPU_BF16_DOT=1` on a CPU without AMX).
+ * - `'avx512bf16'`: bf16 weights multiply in bf16 through `vdpbf16ps` on a CPU with `avx512_bf16` but no AMX: by
+ *   default on AMD (Zen 4 runs it at twice the f32 FMA rate), elsewhere with `SANA_CPU_BF16_DOT=1` (`=0`: off).
  * - `'avx512f'`, `'avx2-fma'`, `'scalar'`: float32 arithmetic for every weight dtype (half weights widened exactly).
  *
  * `SANA_CPU_GEMM=avx512|avx2|scalar` (set before the first model runs) caps the choice at that float32 kernel

@@ -146,7 +146,7 @@ impl CrossAttention {
         let (b, s, _) = ctx.dims3()?;
         let [k, v] = self.kv.forward(ctx, lora)?;
         let (k, v) = (self.split_heads(&apply_norm(k, &self.norm_k)?, b, s)?, self.split_heads(&v, b, s)?);
-        // A bf16 model on a CPU that multiplies bf16 in bf16 (AMX) holds the caption's K/V in bf16, as
+        // A bf16 model on a CPU that multiplies bf16 in bf16 (AMX, vdpbf16ps) holds the caption's K/V in bf16, as
         // diffusers' bf16 pipeline does: the attention's q·kᵀ and p·v then run on that kernel too.
         let bf16_math = ctx.device().is_cpu() && self.kv.parts()[0].weight().dtype() == DType::BF16 && crate::ops::sgemm::bf16_rhs_rounds_lhs();
         Ok(if bf16_math { (k.to_dtype(DType::BF16)?, v.to_dtype(DType::BF16)?) } else { (k, v) })

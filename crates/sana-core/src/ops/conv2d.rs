@@ -38,7 +38,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let (hu, wu) = (h * up, w * up);
     ensure_arg!(hu + 2 * pad >= k && wu + 2 * pad >= k, "x", "input {h}×{w} is smaller than the kernel");
     let (ho, wo) = ((hu + 2 * pad - k) / stride + 1, (wu + 2 * pad - k) / stride + 1);
-    // A bf16 model multiplies in bf16 where the CPU has AMX (as its Linears do); f32 and f16 stay exact.
+    // A bf16 model multiplies in bf16 where the CPU has AMX or vdpbf16ps (as its Linears do); f32 and f16
+    // stay exact.
     let bf16 = x.device().is_cpu() && weight.dtype() == candle_core::DType::BF16 && super::sgemm::bf16_rhs_rounds_lhs();
     // A CPU weight kept in bf16/f16 is widened for the f32 GEMM (a transient copy of this layer's weight).
     let weight = &if x.device().is_cpu() { super::cpu_weight(weight)? } else { weight.clone() };
@@ -57,8 +58,10 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
             // Not in bf16 products on AMX: there the direct tap sum was faster (512² decode 8.2–9.1 s against
             // 9.9–10.7 s, interleaved) despite 2.25× the multiply-adds, because each of Winograd's 16
             // products per band packs its B (the transformed input, k = Cin) for one use, and on the tile
-            // unit that packing, not the arithmetic, sets the time.
-            if stride == 1 && k == 3 && up == 1 && !bf16 && super::winograd::applies(cin, cout) {
+            // unit that packing, not the arithmetic, sets the time. With vdpbf16ps (Zen 4) Winograd stays
+            // ahead: 512² decode 11.2–11.8 s in bf16 products, 11.3–11.9 s in f32, 13.4–13.8 s as taps.
+            let tile_unit = bf16 && super::sgemm::cpu_gemm_kernel() == "amx-bf16";
+            if stride == 1 && k == 3 && up == 1 && !tile_unit && super::winograd::applies(cin, cout) {
                 super::winograd::conv3x3(xs, ws, &bias_v, [b, cin, cout, h, w], bf16)
             } else if stride == 1 && k > 1 {
                 conv_taps(xs, ws, &bias_v, [b, cin, cout, h, w, k], up, bf16)
@@ -384,11 +387,11 @@ mod tests {
     }
 
     #[test]
-    fn bf16_weights_multiply_in_bf16_on_amx_and_exactly_elsewhere() -> Result<()> {
+    fn bf16_weights_multiply_in_bf16_on_a_bf16_kernel_and_exactly_elsewhere() -> Result<()> {
         // Every CPU path with bf16 weights (3×3 taps where f32 takes Winograd, upsampling phases, im2col at
         // stride 2 and 1×1) against an f64 conv of the same bf16 weight values, error relative to
-        // Σ|x·w| per output: of bf16 size where products run on AMX (the input rounded to bf16, and
-        // summed phase weights rounded again), of f32 size where the weights are widened exactly.
+        // Σ|x·w| per output: of bf16 size where products run in bf16 (AMX, vdpbf16ps: the input rounded to
+        // bf16, and summed phase weights rounded again), of f32 size where the weights are widened exactly.
         use candle_core::DType;
         let dev = Device::Cpu;
         let amx = crate::ops::sgemm::bf16_rhs_rounds_lhs();

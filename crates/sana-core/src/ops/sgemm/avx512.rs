@@ -82,13 +82,7 @@ pub(super) fn sgemm_avx512<T: Elem>(mnk: [usize; 3], dst: &mut [f32], d: Strided
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
     use std::arch::x86_64::*;
-    // Fetch the tile's dst lines while the k loop runs (dst is revisited once per KC slice): a row of 32
-    // f32 is two lines when contiguous.
-    for i in 0..t.mr {
-        let row = t.c.add(i * t.rs).cast::<i8>();
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.add(124.min(4 * (t.nr - 1) * t.cs)));
-    }
+    prefetch_dst(t);
     let mut c = [[_mm512_setzero_ps(); 2]; MR];
     let step = |c: &mut [[__m512; 2]; MR], p: usize| {
         let (ap, bp) = (a.add(p * MR), b.add(p * NR));
@@ -115,6 +109,30 @@ unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
     for p in k4..kc {
         step(&mut c, p);
     }
+    store_acc(&c, t);
+}
+
+/// Fetch tile `t`'s dst lines while the k loop runs (dst is revisited once per KC slice): a row of 32 f32
+/// is two lines when contiguous. Inlined into the tile functions (which enable avx512f); shared by the
+/// bf16-dot kernel's 12×32 tile. Safety: as [`MicroKernel::tile`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn prefetch_dst(t: &Tile) {
+    use std::arch::x86_64::*;
+    for i in 0..t.mr {
+        let row = t.c.add(i * t.rs).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.add(124.min(4 * (t.nr - 1) * t.cs)));
+    }
+}
+
+/// Write (or, with `t.load`, add) a 12×32 accumulator tile into `t`'s elements: contiguous rows straight
+/// from the registers, other layouts through [`store_tile`]. Only ever inlined into functions that
+/// enable avx512f. Safety: as [`MicroKernel::tile`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn store_acc(c: &[[std::arch::x86_64::__m512; 2]; MR], t: &Tile) {
+    use std::arch::x86_64::*;
     if t.cs == 1 {
         // Contiguous rows: straight from the registers, the columns past t.nr masked off.
         let lanes = |from: usize| -> __mmask16 { if t.nr >= from + 16 { 0xFFFF } else { ((1u32 << t.nr.saturating_sub(from)) - 1) as u16 } };

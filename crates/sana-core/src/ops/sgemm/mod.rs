@@ -11,10 +11,11 @@
 //! - `amx-bf16` (`amx.rs`): only for a bf16 rhs (weights loaded with `dtype: 'bfloat16'`), when the CPU
 //!   has AMX-BF16 and Linux grants the tile state. It rounds A to bf16 and multiplies 16×32 by 32×16
 //!   tiles with `tdpbf16ps` into f32 accumulators, ≈ 16× the f32 FMA rate. An f32/f16 rhs takes `avx512f`.
-//! - `avx512bf16` (`bf16dot.rs`): only for a bf16 rhs, only when the CPU has avx512f + avx512bf16 but
-//!   not AMX, AND the env `SANA_CPU_BF16_DOT=1` is set. It rounds A to bf16 and multiplies with
-//!   `vdpbf16ps`, f32 accumulators. Opt-in: on the one CPU measured (a Xeon with AMX) `vdpbf16ps` runs at
-//!   half the zmm FMA rate (116 against 232 GFLOP/s per thread), so it is slower than widening to f32.
+//! - `avx512bf16` (`bf16dot.rs`): only for a bf16 rhs, when the CPU has avx512f + avx512bf16 but not
+//!   AMX. It rounds A to bf16 and multiplies with `vdpbf16ps`, f32 accumulators. On by default on AMD
+//!   CPUs, opt-in elsewhere (`SANA_CPU_BF16_DOT=1`; `=0` turns it off): on Zen 4 `vdpbf16ps` runs at
+//!   twice the zmm FMA rate (220 against 115 GFLOP/s per thread, `bench_sgemm`'s ceilings), on the one
+//!   Intel CPU measured (a Xeon with AMX) at half of it (116 against 232), slower than widening to f32.
 //! - `avx512f` (`avx512.rs`): a 12×32 FMA kernel on zmm registers, picked at run time when the CPU has
 //!   avx512f (every rhs type, and a bf16 rhs whenever the bf16 kernel is not opted into).
 //! - `avx2-fma` (`f32k.rs`): a 6×16 FMA kernel, picked when the CPU has avx2 + fma but not avx512f.
@@ -80,7 +81,11 @@ fn kernel() -> Kernel {
     static KERNEL: OnceLock<Kernel> = OnceLock::new();
     *KERNEL.get_or_init(|| {
         let cap = cpu_cap();
-        let opted_in = std::env::var("SANA_CPU_BF16_DOT").is_ok_and(|v| v == "1");
+        let bf16_dot = match std::env::var("SANA_CPU_BF16_DOT").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => bf16dot::fast_on_this_vendor(),
+        };
         let bf16_allowed = cap.is_empty();
         if cap == "scalar" {
             Kernel::Scalar
@@ -88,7 +93,7 @@ fn kernel() -> Kernel {
             // The tile state is requested at the first bf16 product (Amx::new), not here: every process
             // picks a kernel, most never multiply bf16.
             Kernel::Amx
-        } else if bf16_allowed && opted_in && bf16dot::cpu_has_avx512_bf16() && avx512::cpu_has_avx512f() {
+        } else if bf16_allowed && bf16_dot && bf16dot::cpu_has_avx512_bf16() && avx512::cpu_has_avx512f() {
             Kernel::Avx512Bf16
         } else if cap != "avx2" && avx512::cpu_has_avx512f() {
             Kernel::Avx512
@@ -147,7 +152,8 @@ pub(crate) fn sgemm(
 }
 
 /// [`sgemm`] with an f32 rhs where the caller accepts bf16 products (`bf16`, as for [`sgemm_sum`]): on
-/// the `amx-bf16` kernel both operands are rounded to bf16 as they are packed; otherwise exact f32.
+/// the `amx-bf16` and `avx512bf16` kernels both operands are rounded to bf16 as they are packed;
+/// otherwise exact f32.
 pub(crate) fn sgemm_f32(
     [m, n, k]: [usize; 3],
     (dst, d): (&mut [f32], Strided),
@@ -156,6 +162,18 @@ pub(crate) fn sgemm_f32(
     accumulate: bool,
     bf16: bool,
 ) {
+    if bf16 && kernel() == Kernel::Avx512Bf16 {
+        // The bf16-dot path takes any rhs type: an f32 rhs is rounded to bf16 as it is packed.
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            last(&d, m, n) < dst.len() && (k == 0 || (last(&l, m, k) < lhs.len() && last(&r, k, n) < rhs.len())),
+            "sgemm: a {m}×{n}×{k} product reaches past its buffers ({d:?}, {l:?}, {r:?})"
+        );
+        let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], 2);
+        return bf16dot::sgemm_avx512([m, n, k], dst, d, View::new(lhs, l), View::new(rhs, r), accumulate);
+    }
     match (bf16 && m > 0 && n > 0 && k > 0 && kernel() == Kernel::Amx).then(amx::Amx::new).flatten() {
         Some(_) => {
             assert!(
@@ -227,8 +245,8 @@ const SUM_B_VALUES: usize = 1 << 22;
 /// strided view of the shared `lhs` / `rhs` slices (a convolution's taps: shifted views of one input,
 /// one weight slice each). Dst stays in cache across the terms (`driver::gemm_sum`).
 ///
-/// `bf16`: the caller accepts bf16 products (a model loaded in bf16): where the `amx-bf16` kernel runs
-/// ([`bf16_rhs_rounds_lhs`]), both operands are rounded to bf16 as they are packed and accumulated in
+/// `bf16`: the caller accepts bf16 products (a model loaded in bf16): where the `amx-bf16` or
+/// `avx512bf16` kernel runs ([`bf16_rhs_rounds_lhs`]), both operands are rounded to bf16 as they are packed and accumulated in
 /// f32; elsewhere, and with `bf16` false, the products are exact f32.
 /// Panics if a view reaches past its slice.
 pub(crate) fn sgemm_sum(
@@ -249,12 +267,16 @@ pub(crate) fn sgemm_sum(
         "sgemm_sum: a {m}×{n}×{k} term reaches past its buffers"
     );
     let amx = if bf16 && k > 0 && kernel() == Kernel::Amx { amx::Amx::new() } else { None };
+    #[cfg(target_arch = "x86_64")]
+    let dot = if bf16 && k > 0 && kernel() == Kernel::Avx512Bf16 { bf16dot::avx512() } else { None };
+    #[cfg(not(target_arch = "x86_64"))]
+    let dot: Option<()> = None;
     if k == 0 || terms.len() * k * n > SUM_B_VALUES {
         for (t, &(l, r)) in terms.iter().enumerate() {
             let acc = accumulate || t > 0;
             match &amx {
                 Some(_) => amx::sgemm_amx([m, n, k], dst, d, View::new(lhs, l), View::new(rhs, r), acc),
-                None => sgemm([m, n, k], (&mut *dst, d), (lhs, l), (Rhs::F32(rhs), r), acc),
+                None => sgemm_f32([m, n, k], (&mut *dst, d), (lhs, l), (rhs, r), acc, dot.is_some()),
             }
         }
         return;
@@ -262,8 +284,13 @@ pub(crate) fn sgemm_sum(
     let views: Vec<_> = terms.iter().map(|&(l, r)| (View::new(lhs, l), View::new(rhs, r))).collect();
     // In the stats table a sum shows as one product of depth terms·k, with operand strides 0 (several
     // views); one in bf16 products as a 2-byte rhs.
-    let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], if amx.is_some() { 2 } else { 4 });
+    let bytes = if amx.is_some() || dot.is_some() { 2 } else { 4 };
+    let _timer = stats::Timer::start([m, n, k * terms.len()], [0, 0, 0, 0, d.rs, d.cs], bytes);
     if let Some(kern) = &amx {
+        return driver::gemm_sum(kern, [m, n, k], dst, d, &views, accumulate);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kern) = &dot {
         return driver::gemm_sum(kern, [m, n, k], dst, d, &views, accumulate);
     }
     match kernel() {

@@ -394,3 +394,60 @@ fn f32_product_in_bf16_matches_a_rounded_reference() {
         }
     }
 }
+
+/// One panel packed by the bf16-dot kernel's packer and by the generic loop, as raw bits.
+#[cfg(target_arch = "x86_64")]
+fn pack_pairs_both<T: Elem>(side: super::driver::Side, src: &[T], lanes: usize, stride: usize, kc: usize) -> [Vec<u16>; 2] {
+    let kern = bf16dot::avx512().expect("avx512_bf16");
+    assert!(src.len() >= (lanes - 1) * stride + kc);
+    let len = kc.next_multiple_of(2) * lanes;
+    let (mut got, mut want) = (vec![half::bf16::from_bits(0xFFFF); len], vec![half::bf16::ZERO; len]);
+    // SAFETY: lanes × kc values readable at src (asserted); each output holds the whole panel.
+    unsafe { assert!(kern.pack_contiguous(side, src.as_ptr(), stride, kc, &mut got)) };
+    bf16dot::pack_generic(side, src.as_ptr(), stride, kc, &mut want);
+    [got, want].map(|v| v.iter().map(|x| x.to_bits()).collect())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_bf16_pair_packer_matches_the_generic_loop_bit_for_bit() {
+    // The vectorised k-pair packer (both sides, each rhs type) against the scalar loop it replaces: same
+    // rounding (ties to even, NaN made quiet with its sign), same zero partner for an odd depth, across
+    // whole 16-value blocks and the scalar tail.
+    use super::driver::Side;
+    if bf16dot::avx512().is_none() {
+        return eprintln!("SKIP avx512_bf16_pair_packer_matches_the_generic_loop_bit_for_bit: this CPU lacks avx512_bf16");
+    }
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7F80_0001), // a signalling NaN
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::from_bits(0x3F80_8000), // a tie, rounds down to even
+        f32::from_bits(0x3F81_8000), // a tie, rounds up to even
+        f32::from_bits(0x3F80_8001),
+        f32::from_bits(0x0000_0001), // denormals
+        f32::from_bits(0x807F_FFFF),
+        -0.0,
+    ];
+    for (side, lanes) in [(Side::A, 12usize), (Side::B, 32usize)] {
+        for kc in [1usize, 2, 15, 16, 17, 31, 32, 33, 100] {
+            let stride = kc + 3;
+            let mut src = values(lanes * stride, (kc * lanes) as u64);
+            let n = src.len();
+            for (i, v) in specials.iter().enumerate() {
+                src[(i * 37) % n] = *v;
+            }
+            let [got, want] = pack_pairs_both(side, &src, lanes, stride, kc);
+            assert_eq!(got, want, "f32, {lanes} lanes, depth {kc}");
+            let b: Vec<_> = src.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let [got, want] = pack_pairs_both(side, &b, lanes, stride, kc);
+            assert_eq!(got, want, "bf16, {lanes} lanes, depth {kc}");
+            let h: Vec<_> = src.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let [got, want] = pack_pairs_both(side, &h, lanes, stride, kc);
+            assert_eq!(got, want, "f16, {lanes} lanes, depth {kc}");
+        }
+    }
+}
