@@ -1,6 +1,6 @@
 //! Where one Sana-600M transformer block spends its time on the CPU: the block's steps, as
-//! `models/sana_transformer.rs` runs them, timed one by one (f32, 32×32 latents, batch 2 = one CFG step,
-//! 300 caption tokens, random weights). Multiply by 28 blocks for a forward. As the model does: attn1's
+//! `models/sana_transformer.rs` runs them, timed one by one (f32, or bf16 weights with
+//! PROFILE_DTYPE=bf16; 32×32 latents, batch 2 = one CFG step, 300 caption tokens, random weights). Multiply by 28 blocks for a forward. As the model does: attn1's
 //! q/k/v are one GEMM over the merged [3D, D] weight, and attn2's caption K/V (one [2·inner, D] GEMM) are
 //! computed once per generation (the caption cache), reported apart from the per-step total. GEMMs go
 //! through the model's `Linear` (our CPU GEMM) and the cross-attention through its op, as in the model.
@@ -30,14 +30,21 @@ fn main() -> sana_core::Result<()> {
     let x = r(&[b, n, d], 1.0)?;
     let ctx = r(&[b, s, d], 1.0)?;
     let m = r(&[b, 6, d], 0.1)?;
-    // The model's Linear (our CPU GEMM), as the blocks run it.
-    let lin_of = |wt: &Tensor| Linear::from_weight(wt.clone(), None, "profile");
-    let (l_qkv, l_o, l_cq, l_ckv, l_co, l_inv, l_pt) = (lin_of(&wqkv), lin_of(&wo), lin_of(&cq), lin_of(&ckv), lin_of(&co), lin_of(&w_inv), lin_of(&w_pt));
+    // The model's Linear (our CPU GEMM), as the blocks run it. PROFILE_DTYPE=bf16: the Linear weights
+    // held in bf16, as `dtype: 'bfloat16'` loads them (and the caption K/V too where the CPU multiplies
+    // bf16 in bf16, as the model keeps them).
+    let bf16 = std::env::var("PROFILE_DTYPE").is_ok_and(|v| v == "bf16");
+    let wdt = if bf16 { DType::BF16 } else { DType::F32 };
+    let lin_of = |wt: &Tensor| -> sana_core::Result<Linear> { Ok(Linear::from_weight(wt.to_dtype(wdt)?, None, "profile")) };
+    let (l_qkv, l_o, l_cq, l_ckv, l_co) = (lin_of(&wqkv)?, lin_of(&wo)?, lin_of(&cq)?, lin_of(&ckv)?, lin_of(&co)?);
+    let (l_inv, l_pt) = (lin_of(&w_inv)?, lin_of(&w_pt)?);
     let split = |t: &Tensor, len: usize| t.reshape((b, len, xheads, xdim))?.transpose(1, 2)?.contiguous();
     // Once per generation: the caption's K and V for this block (one merged GEMM, heads split).
     let t0 = Instant::now();
     let kv = l_ckv.forward(&ctx)?;
     let (ckh, cvh) = (split(&kv.narrow(2, 0, xheads * xdim)?, s)?, split(&kv.narrow(2, xheads * xdim, xheads * xdim)?, s)?);
+    let kv_dt = if bf16 && sana_core::ops::sgemm::bf16_rhs_rounds_lhs() { DType::BF16 } else { DType::F32 };
+    let (ckh, cvh) = (ckh.to_dtype(kv_dt)?, cvh.to_dtype(kv_dt)?);
     let caption_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut lap = |name: &'static str, t0: &mut Instant| {
@@ -77,7 +84,8 @@ fn main() -> sana_core::Result<()> {
         assert_eq!(out.dtype(), DType::F32);
     }
     let mut total = 0.0;
-    println!("one Sana-600M block, 32×32 latents, batch 2, {runs} runs after a warm-up (median ms):");
+    let kernel = sana_core::ops::sgemm::cpu_gemm_kernel();
+    println!("one Sana-600M block, 32×32 latents, batch 2, {wdt:?} weights, kernel {kernel}, {runs} runs after a warm-up (median ms):");
     for (name, v) in &mut t {
         let mut v = v[1..].to_vec();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
