@@ -53,6 +53,11 @@ pub(super) trait Bf16Dot: Sync {
     unsafe fn pack_contiguous<T: Elem>(_side: Side, _src: *const T, _stride: usize, _kc: usize, _out: &mut [bf16]) -> bool {
         false
     }
+    /// As [`MicroKernel::pack_across`]: false (the generic loop) by default.
+    #[inline(always)]
+    unsafe fn pack_across<T: Elem>(_side: Side, _src: *const T, _stride: usize, _kc: usize, _out: &mut [bf16]) -> bool {
+        false
+    }
     /// [`tile_body`] on this instruction, compiled with the CPU features it needs.
     /// Safety: as [`MicroKernel::tile`].
     unsafe fn tile(kc: usize, a: *const bf16, b: *const bf16, t: &Tile);
@@ -177,6 +182,15 @@ impl Bf16Dot for Avx512 {
         }
         true
     }
+
+    unsafe fn pack_across<T: Elem>(side: Side, src: *const T, stride: usize, kc: usize, out: &mut [bf16]) -> bool {
+        // SAFETY: as pack_contiguous. A column-major A panel (12 lanes) keeps the generic loop: a 16-wide
+        // load would read past its lanes.
+        if side == Side::B {
+            pack_pairs_across::<T>(src, stride, kc, out.as_mut_ptr());
+        }
+        side == Side::B
+    }
 }
 
 /// True when this CPU can run [`Avx512`].
@@ -255,17 +269,22 @@ impl<D: Bf16Dot> MicroKernel for DotKernel<D> {
     unsafe fn pack_contiguous<T: Elem>(&self, side: Side, src: *const T, stride: usize, kc: usize, out: &mut [bf16]) -> bool {
         D::pack_contiguous(side, src, stride, kc, out)
     }
+
+    unsafe fn pack_across<T: Elem>(&self, side: Side, src: *const T, stride: usize, kc: usize, out: &mut [bf16]) -> bool {
+        D::pack_across(side, src, stride, kc, out)
+    }
 }
 
 /// The generic packer ([`super::driver`]'s scalar loop) stays the emulation's: the tests compare the
 /// two packers' panels bit for bit through it.
 #[cfg(test)]
-pub(super) fn pack_generic<T: Elem>(side: Side, src: *const T, stride: usize, kc: usize, out: &mut [bf16]) {
+/// Value (lane w, depth p) is at `src[w·ws + p·ps]`.
+pub(super) fn pack_generic<T: Elem>(side: Side, src: *const T, [ws, ps]: [usize; 2], kc: usize, out: &mut [bf16]) {
     let lanes = if side == Side::A { MR } else { NR };
     for w in 0..lanes {
         for p in 0..kc.next_multiple_of(KG) {
             // SAFETY: the caller's panel: lanes × kc values at src.
-            let v = if p < kc { bf16::from_f32(unsafe { (*src.add(w * stride + p)).to_f32() }) } else { bf16::ZERO };
+            let v = if p < kc { bf16::from_f32(unsafe { (*src.add(w * ws + p * ps)).to_f32() }) } else { bf16::ZERO };
             out[(p / KG) * lanes * KG + w * KG + p % KG] = v;
         }
     }
@@ -278,14 +297,41 @@ pub(super) fn pack_generic<T: Elem>(side: Side, src: *const T, stride: usize, kc
 #[inline(always)]
 unsafe fn pairs8<T: Elem>(p: *const T) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
+    _mm256_castsi256_ps(_mm512_cvtepi32_epi16(round16(p)))
+}
+
+/// 16 consecutive values at `p` rounded to bf16 as in [`pairs8`], each in the low half of a 32-bit lane
+/// (the high half zero). Only inlined into functions that enable avx512f, avx2 and f16c.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn round16<T: Elem>(p: *const T) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
     let (lo, hi) = (_mm256_castps_si256(T::load8(p)), _mm256_castps_si256(T::load8(p.add(8))));
     let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
     let top = _mm512_srli_epi32::<16>(x);
     let odd = _mm512_and_si512(top, _mm512_set1_epi32(1));
     let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))));
     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(_mm512_castsi512_ps(x), _mm512_castsi512_ps(x));
-    let r = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
-    _mm256_castsi256_ps(_mm512_cvtepi32_epi16(r))
+    _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(top, _mm512_set1_epi32(0x40)))
+}
+
+/// One full B panel (NR = 32 lanes) of a row-major B: lanes contiguous, depth steps `stride` apart. Pair g
+/// of 16 lanes is two rows' 16 values, rounded, the odd row's shifted into the high halves: one 64-byte
+/// store per 16 pairs, no shuffle. An odd depth's last pair has a zero partner. Safety: as
+/// [`pack_pairs`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn pack_pairs_across<T: Elem>(src: *const T, stride: usize, kc: usize, out: *mut bf16) {
+    use std::arch::x86_64::*;
+    let out32 = out.cast::<i32>();
+    for g in 0..kc.div_ceil(KG) {
+        let even = src.add(2 * g * stride);
+        for w0 in [0, 16] {
+            let lo = round16(even.add(w0));
+            let hi = if 2 * g + 1 < kc { _mm512_slli_epi32::<16>(round16(even.add(stride + w0))) } else { _mm512_setzero_si512() };
+            _mm512_storeu_si512(out32.add(g * NR + w0).cast(), _mm512_or_si512(lo, hi));
+        }
+    }
 }
 
 /// One full panel of `LANES` lanes (12 rows of A or 32 columns of B), each contiguous along k (`src` is

@@ -395,16 +395,21 @@ fn f32_product_in_bf16_matches_a_rounded_reference() {
     }
 }
 
-/// One panel packed by the bf16-dot kernel's packer and by the generic loop, as raw bits.
+/// One panel packed by the bf16-dot kernel's packer and by the generic loop, as raw bits: lanes `stride`
+/// apart and contiguous along k, or with `across`, depth steps `stride` apart and lanes contiguous.
 #[cfg(target_arch = "x86_64")]
-fn pack_pairs_both<T: Elem>(side: super::driver::Side, src: &[T], lanes: usize, stride: usize, kc: usize) -> [Vec<u16>; 2] {
+fn pack_pairs_both<T: Elem>(side: super::driver::Side, across: bool, src: &[T], lanes: usize, stride: usize, kc: usize) -> [Vec<u16>; 2] {
     let kern = bf16dot::avx512().expect("avx512_bf16");
-    assert!(src.len() >= (lanes - 1) * stride + kc);
+    let strides = if across { [1, stride] } else { [stride, 1] };
+    assert!(src.len() > (lanes - 1) * strides[0] + (kc - 1) * strides[1]);
     let len = kc.next_multiple_of(2) * lanes;
     let (mut got, mut want) = (vec![half::bf16::from_bits(0xFFFF); len], vec![half::bf16::ZERO; len]);
-    // SAFETY: lanes × kc values readable at src (asserted); each output holds the whole panel.
-    unsafe { assert!(kern.pack_contiguous(side, src.as_ptr(), stride, kc, &mut got)) };
-    bf16dot::pack_generic(side, src.as_ptr(), stride, kc, &mut want);
+    // SAFETY: the panel's values are readable at src (asserted); each output holds the whole panel.
+    let packed = unsafe {
+        if across { kern.pack_across(side, src.as_ptr(), stride, kc, &mut got) } else { kern.pack_contiguous(side, src.as_ptr(), stride, kc, &mut got) }
+    };
+    assert!(packed, "no fast packer for this panel");
+    bf16dot::pack_generic(side, src.as_ptr(), strides, kc, &mut want);
     [got, want].map(|v| v.iter().map(|x| x.to_bits()).collect())
 }
 
@@ -432,22 +437,23 @@ fn avx512_bf16_pair_packer_matches_the_generic_loop_bit_for_bit() {
         f32::from_bits(0x807F_FFFF),
         -0.0,
     ];
-    for (side, lanes) in [(Side::A, 12usize), (Side::B, 32usize)] {
+    // A row-major B (lanes contiguous) has its own packer; a column-major A keeps the generic loop.
+    for (side, lanes, across) in [(Side::A, 12usize, false), (Side::B, 32usize, false), (Side::B, 32usize, true)] {
         for kc in [1usize, 2, 15, 16, 17, 31, 32, 33, 100] {
-            let stride = kc + 3;
-            let mut src = values(lanes * stride, (kc * lanes) as u64);
+            let stride = if across { lanes + 5 } else { kc + 3 };
+            let mut src = values(if across { kc * stride } else { lanes * stride }, (kc * lanes) as u64);
             let n = src.len();
             for (i, v) in specials.iter().enumerate() {
                 src[(i * 37) % n] = *v;
             }
-            let [got, want] = pack_pairs_both(side, &src, lanes, stride, kc);
-            assert_eq!(got, want, "f32, {lanes} lanes, depth {kc}");
+            let [got, want] = pack_pairs_both(side, across, &src, lanes, stride, kc);
+            assert_eq!(got, want, "f32, {lanes} lanes, depth {kc}, across {across}");
             let b: Vec<_> = src.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            let [got, want] = pack_pairs_both(side, &b, lanes, stride, kc);
-            assert_eq!(got, want, "bf16, {lanes} lanes, depth {kc}");
+            let [got, want] = pack_pairs_both(side, across, &b, lanes, stride, kc);
+            assert_eq!(got, want, "bf16, {lanes} lanes, depth {kc}, across {across}");
             let h: Vec<_> = src.iter().map(|&v| half::f16::from_f32(v)).collect();
-            let [got, want] = pack_pairs_both(side, &h, lanes, stride, kc);
-            assert_eq!(got, want, "f16, {lanes} lanes, depth {kc}");
+            let [got, want] = pack_pairs_both(side, across, &h, lanes, stride, kc);
+            assert_eq!(got, want, "f16, {lanes} lanes, depth {kc}, across {across}");
         }
     }
 }
