@@ -60,7 +60,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
             // products per band packs its B (the transformed input, k = Cin) for one use, and on the tile
             // unit that packing, not the arithmetic, sets the time. With vdpbf16ps (Zen 4) Winograd stays
             // ahead: 512² decode 11.2–11.8 s in bf16 products, 11.3–11.9 s in f32, 13.4–13.8 s as taps.
-            let tile_unit = bf16 && super::sgemm::cpu_gemm_kernel() == "amx-bf16";
+            let tile_unit = bf16 && super::sgemm::bf16_on_amx();
             if stride == 1 && k == 3 && up == 1 && !tile_unit && super::winograd::applies(cin, cout) {
                 super::winograd::conv3x3(xs, ws, &bias_v, [b, cin, cout, h, w], bf16)
             } else if stride == 1 && k > 1 {

@@ -275,21 +275,6 @@ impl<D: Bf16Dot> MicroKernel for DotKernel<D> {
     }
 }
 
-/// The generic packer ([`super::driver`]'s scalar loop) stays the emulation's: the tests compare the
-/// two packers' panels bit for bit through it.
-#[cfg(test)]
-/// Value (lane w, depth p) is at `src[w·ws + p·ps]`.
-pub(super) fn pack_generic<T: Elem>(side: Side, src: *const T, [ws, ps]: [usize; 2], kc: usize, out: &mut [bf16]) {
-    let lanes = if side == Side::A { MR } else { NR };
-    for w in 0..lanes {
-        for p in 0..kc.next_multiple_of(KG) {
-            // SAFETY: the caller's panel: lanes × kc values at src.
-            let v = if p < kc { bf16::from_f32(unsafe { (*src.add(w * ws + p * ps)).to_f32() }) } else { bf16::ZERO };
-            out[(p / KG) * lanes * KG + w * KG + p % KG] = v;
-        }
-    }
-}
-
 /// 16 consecutive values at `p`, widened to f32 and rounded to bf16 exactly as `bf16::from_f32` rounds
 /// (to nearest even; a NaN keeps its sign and top mantissa bits and is made quiet): 8 k-pairs, the even
 /// value of each in the low half. Only inlined into functions that enable avx512f, avx2 and f16c.

@@ -208,7 +208,7 @@ pub(super) unsafe fn store_tile(acc: &[f32], ld: usize, t: &Tile) {
 /// Pack `width × depth` of `v` (element (w, p) = v(w, p)) into one panel of `lanes` along width: value
 /// (w, p) at `(p / kg)·lanes·kg + w·kg + p % kg`, padded with zeros to full lanes and to depth `kpad`
 /// (a multiple of kg, ≥ depth). `out` holds exactly the panel.
-fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, [kg, kpad]: [usize; 2], out: &mut [P]) {
+pub(super) fn pack_panel<T: Elem, P: Packed>(v: View<T>, wn: usize, depth: usize, lanes: usize, [kg, kpad]: [usize; 2], out: &mut [P]) {
     assert!(out.len() >= kpad * lanes && wn <= lanes && depth <= kpad && kpad.is_multiple_of(kg));
     if wn < lanes || depth < kpad {
         out.fill(P::default());

@@ -118,6 +118,11 @@ pub fn cpu_gemm_kernel() -> &'static str {
     }
 }
 
+/// True when bf16 products run on AMX tiles (where DC-AE's 3×3 convs take the direct tap sum).
+pub(crate) fn bf16_on_amx() -> bool {
+    kernel() == Kernel::Amx
+}
+
 /// True when products with a bf16 rhs run in bf16 arithmetic here (the lhs rounded to bf16 as it is
 /// packed): the `amx-bf16` and `avx512bf16` kernels. Otherwise a bf16 rhs is widened exactly to f32.
 pub fn bf16_rhs_rounds_lhs() -> bool {
@@ -164,15 +169,7 @@ pub(crate) fn sgemm_f32(
 ) {
     if bf16 && kernel() == Kernel::Avx512Bf16 {
         // The bf16-dot path takes any rhs type: an f32 rhs is rounded to bf16 as it is packed.
-        if m == 0 || n == 0 {
-            return;
-        }
-        assert!(
-            last(&d, m, n) < dst.len() && (k == 0 || (last(&l, m, k) < lhs.len() && last(&r, k, n) < rhs.len())),
-            "sgemm: a {m}×{n}×{k} product reaches past its buffers ({d:?}, {l:?}, {r:?})"
-        );
-        let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], 2);
-        return bf16dot::sgemm_avx512([m, n, k], dst, d, View::new(lhs, l), View::new(rhs, r), accumulate);
+        return sgemm_typed_on([m, n, k], (dst, d), (lhs, l), (rhs, r), accumulate, Kernel::Avx512Bf16);
     }
     match (bf16 && m > 0 && n > 0 && k > 0 && kernel() == Kernel::Amx).then(amx::Amx::new).flatten() {
         Some(_) => {
@@ -205,12 +202,24 @@ pub(crate) fn sgemm_serial(
 }
 
 /// [`sgemm`] for one rhs element type: the bounds check, then the kernel picked for this CPU.
-fn sgemm_typed<T: Elem>(
+fn sgemm_typed<T: Elem>(mnk: [usize; 3], dst: (&mut [f32], Strided), lhs: (&[f32], Strided), rhs: (&[T], Strided), accumulate: bool) {
+    let kern = match kernel() {
+        // The bf16 kernels multiply a bf16 rhs only (an f32 one only where the caller accepts bf16
+        // products, `sgemm_f32`); f32 and f16 take the AVX-512 f32 kernel there.
+        Kernel::Avx512Bf16 | Kernel::Amx if !T::IS_BF16 => Kernel::Avx512,
+        kern => kern,
+    };
+    sgemm_typed_on(mnk, dst, lhs, rhs, accumulate, kern)
+}
+
+/// [`sgemm_typed`] on a given kernel (`Avx512Bf16` rounds any rhs type to bf16 as it packs it).
+fn sgemm_typed_on<T: Elem>(
     [m, n, k]: [usize; 3],
     (dst, d): (&mut [f32], Strided),
     (lhs, l): (&[f32], Strided),
     (rhs, r): (&[T], Strided),
     accumulate: bool,
+    kern: Kernel,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -220,11 +229,12 @@ fn sgemm_typed<T: Elem>(
         "sgemm: a {m}×{n}×{k} product reaches past its buffers ({d:?}, {l:?}, {r:?})"
     );
     let (a, b) = (View::new(lhs, l), View::new(rhs, r));
-    let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], std::mem::size_of::<T>());
-    match kernel() {
-        Kernel::Avx512Bf16 if T::IS_BF16 => bf16dot::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
-        Kernel::Amx if T::IS_BF16 => amx::sgemm_amx([m, n, k], dst, d, a, b, accumulate),
-        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => avx512::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
+    let bytes = if kern == Kernel::Avx512Bf16 { 2 } else { std::mem::size_of::<T>() };
+    let _timer = stats::Timer::start([m, n, k], [l.rs, l.cs, r.rs, r.cs, d.rs, d.cs], bytes);
+    match kern {
+        Kernel::Avx512Bf16 => bf16dot::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Amx => amx::sgemm_amx([m, n, k], dst, d, a, b, accumulate),
+        Kernel::Avx512 => avx512::sgemm_avx512([m, n, k], dst, d, a, b, accumulate),
         Kernel::Avx2 => f32k::sgemm_avx2([m, n, k], dst, d, a, b, accumulate),
         Kernel::Scalar => f32k::sgemm_scalar([m, n, k], dst, d, a, b, accumulate),
     }

@@ -395,7 +395,7 @@ fn f32_product_in_bf16_matches_a_rounded_reference() {
     }
 }
 
-/// One panel packed by the bf16-dot kernel's packer and by the generic loop, as raw bits: lanes `stride`
+/// One panel packed by the bf16-dot kernel's packer and by the driver's generic loop (`pack_panel`), as raw bits: lanes `stride`
 /// apart and contiguous along k, or with `across`, depth steps `stride` apart and lanes contiguous.
 #[cfg(target_arch = "x86_64")]
 fn pack_pairs_both<T: Elem>(side: super::driver::Side, across: bool, src: &[T], lanes: usize, stride: usize, kc: usize) -> [Vec<u16>; 2] {
@@ -409,7 +409,8 @@ fn pack_pairs_both<T: Elem>(side: super::driver::Side, across: bool, src: &[T], 
         if across { kern.pack_across(side, src.as_ptr(), stride, kc, &mut got) } else { kern.pack_contiguous(side, src.as_ptr(), stride, kc, &mut got) }
     };
     assert!(packed, "no fast packer for this panel");
-    bf16dot::pack_generic(side, src.as_ptr(), strides, kc, &mut want);
+    let view = View::new(src, Strided { offset: 0, rs: strides[0], cs: strides[1] });
+    super::driver::pack_panel(view, lanes, kc, lanes, [2, kc.next_multiple_of(2)], &mut want);
     [got, want].map(|v| v.iter().map(|x| x.to_bits()).collect())
 }
 
