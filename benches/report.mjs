@@ -39,6 +39,29 @@ export function machineInfo(threads) {
   }
 }
 
+/**
+ * One side's result from its `--rounds` measurements (fresh processes, alternating with the other side's):
+ * the timed runs of every round together (so the row's median is over all of them), the largest peak RSS,
+ * the median load time, the load average from the first round's start to the last round's end. A failed
+ * round fails the whole (its error is kept); a single round is returned as it is.
+ */
+export function combineRounds(rounds) {
+  if (rounds.length === 1) return rounds[0]
+  const failed = rounds.find((r) => r.error)
+  if (failed) return { ...failed, error: `round ${rounds.indexOf(failed) + 1} of ${rounds.length}: ${failed.error}` }
+  return {
+    ...rounds.at(-1),
+    rounds: rounds.length,
+    timesS: rounds.flatMap((r) => r.timesS),
+    stepS: rounds.flatMap((r) => r.stepS ?? []),
+    finite: rounds.every((r) => r.finite),
+    peakRssMb: Math.max(...rounds.map((r) => r.peakRssMb)),
+    loadS: median(rounds.map((r) => r.loadS)),
+    wallS: rounds.reduce((a, r) => a + (r.wallS ?? 0), 0),
+    loadAvg: [rounds[0].loadAvg?.[0], rounds.at(-1).loadAvg?.[1]],
+  }
+}
+
 export const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
@@ -108,6 +131,9 @@ export function markdown({ mode, compare, torchNote, info, results }) {
     'Pipeline rows: one `generate` of `steps` steps with CFG (DiT batch 2), prompt encoding and VAE decode included; ' +
       '"20 steps ≈" adds 18 more steps at the measured per-step time, and images/s is from that estimate.',
     'Load time: weights from disk to a ready model (not in the timed runs). Load avg: 1-minute load average before → after the row (2 cores: above 2 means the run shared the CPU).',
+    ...(info.rounds > 1
+      ? [`Rounds: ${info.rounds}. Each row ran ${info.rounds} rounds of (ours, then PyTorch), each side a fresh process with the row's warm-ups; a time is the median over all rounds' timed runs (the count in parentheses), a peak RSS the largest of the rounds. Alternating keeps a slow spell of this shared machine from landing on one side only.`]
+      : []),
     ...(torchNote ? ['', `**${torchNote}**`] : []),
     '',
     '| row | batch | warm-up | ours time (runs) | ours img/s | ours peak RSS | PyTorch time (runs) | PyTorch img/s | PyTorch peak RSS | ours / PyTorch | load time (ours; PyTorch) | load avg (ours; PyTorch) |',

@@ -7,6 +7,7 @@
 //   npm run bench -- --only dit-600m   # rows whose model or description contains the text (a,b: any of them)
 //   npm run bench -- --report benches/out/X.json   # (re)write the table of a saved, possibly stopped, run
 //   --threads N (default 2) · --no-record (JSON only, no RESULTS.md) · SANA_BENCH_CACHE=/tmp/… for the weights
+//   --rounds N (default 1): each row N times, ours and PyTorch alternating, times pooled (see report.mjs)
 //
 // Each measurement runs in its own process (benches/worker-ours.mjs, benches/worker_torch.py), so peak RSS
 // is per row. Results: benches/out/<date>-<mode>.json, and a markdown table appended to benches/RESULTS.md.
@@ -16,11 +17,11 @@ import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { psnrOfFiles } from './report.mjs'
 import { MODELS, PIPELINES, cacheDir, ensureModel, ensurePipeline, repo, rows as planRows } from './plan.mjs'
-import { machineInfo, markdown, summarize } from './report.mjs'
+import { combineRounds, machineInfo, markdown, summarize } from './report.mjs'
 
 const args = process.argv.slice(2)
 // --help (or a flag this harness does not know) prints the usage above instead of starting a 14-minute run.
-const TAKES_VALUE = ['--threads', '--only', '--report']
+const TAKES_VALUE = ['--threads', '--only', '--report', '--rounds']
 const KNOWN = [...TAKES_VALUE, '--quick', '--compare', '--no-record']
 const unknown = args.filter((a, i) => a.startsWith('-') && !KNOWN.includes(a) && !TAKES_VALUE.includes(args[i - 1]))
 if (unknown.length > 0) {
@@ -36,6 +37,11 @@ const mode = flag('--quick') ? 'quick' : 'full'
 const compare = flag('--compare')
 const threads = Number(option('--threads', 2))
 const only = option('--only', null)
+const rounds = Number(option('--rounds', 1))
+if (!Number.isInteger(rounds) || rounds < 1) {
+  console.error(`--rounds takes a whole number ≥ 1, received ${option('--rounds')}`)
+  process.exit(2)
+}
 const python = join(repo, 'benches', '.venv', 'bin', 'python')
 
 // ─── progress (stderr) ──────────────────────────────────────────────────────────────────────────────────
@@ -146,7 +152,7 @@ async function main() {
   log(`weights in ${cacheDir}; ${todo.length} rows × ${runTorch ? 'ours + PyTorch' : 'ours'}, ${threads} threads`)
 
   // 2. Measurements, one process each; the JSON is rewritten after every row, so a stopped run keeps its rows.
-  const info = machineInfo(threads)
+  const info = { ...machineInfo(threads), rounds }
   const outDir = join(repo, 'benches', 'out')
   mkdirSync(outDir, { recursive: true })
   const jsonPath = join(outDir, `${info.date.replace(/[:.]/g, '-')}-${mode}${compare ? '-compare' : ''}.json`)
@@ -159,12 +165,19 @@ async function main() {
   for (const [i, r] of todo.entries()) {
     const spec = { ...r, dir: modelDirs[r.model], outputFile: hasHalfTwin(r) || (r.dtype ?? 'float32') !== 'float32' ? outputFile(r) : undefined }
     const label = `[${i + 1}/${todo.length}] ${r.model} ${r.what} b${r.batch}${r.dtype ? ` ${r.dtype}` : ''}`
-    const row = { ...r, ours: await measure('ours', spec, label) }
     const twin = (r.dtype ?? 'float32') !== 'float32' ? twinOf(r) : undefined
-    if (twin && !row.ours.error) row.psnrDb = psnrOfFiles(spec.outputFile, outputFile(twin))
     // A half row's PyTorch side is the float32 anchor its twin already measured: reused, not run twice.
     const twinRow = twin && !r.torchDtype ? results.find((x) => x.model === twin.model && x.what === twin.what && x.batch === twin.batch && !x.dtype) : undefined
-    if (runTorch && r.torch !== false) row.pytorch = twinRow?.pytorch ?? (await measure('pytorch', spec, label))
+    const torchHere = runTorch && r.torch !== false && !twinRow?.pytorch
+    const [ours, torch] = [[], []]
+    for (let k = 0; k < rounds; k++) {
+      const tag = rounds > 1 ? ` (round ${k + 1}/${rounds})` : ''
+      ours.push(await measure('ours', spec, label + tag))
+      if (torchHere) torch.push(await measure('pytorch', spec, label + tag))
+    }
+    const row = { ...r, ours: combineRounds(ours) }
+    if (twin && !row.ours.error) row.psnrDb = psnrOfFiles(spec.outputFile, outputFile(twin))
+    if (runTorch && r.torch !== false) row.pytorch = twinRow?.pytorch ?? combineRounds(torch)
     const s = summarize(row)
     results.push(row)
     save()
