@@ -404,7 +404,8 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
         return;
     }
     let threads = threads_for(2 * m * n * k);
-    let (mc, m_blocks) = row_blocks::<K>(m, threads);
+    let row_blocks = RowBlocks::new::<K>(m, threads);
+    let m_blocks = row_blocks.count;
     let ncb = column_block::<K>(n);
     for jc in (0..n).step_by(ncb) {
         let nc = ncb.min(n - jc);
@@ -422,8 +423,8 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
                 let bp = &*bp;
                 let task = |t: usize| {
                     let (ib, chunk) = (t / n_chunks, t % n_chunks);
-                    let (i0, jp0) = (ib * mc, chunk * per_chunk);
-                    let (mcur, a_panels) = (mc.min(m - i0), mc.min(m - i0).div_ceil(K::MR));
+                    let ([i0, i1], jp0) = (row_blocks.rows(ib), chunk * per_chunk);
+                    let (mcur, a_panels) = (i1 - i0, (i1 - i0).div_ceil(K::MR));
                     with_buf(&A_BUF, a_panels * kpad * K::MR, |ap: &mut [K::P]| {
                         pack(kern, Side::A, a.at(i0, pc), mcur, kc, ap, false);
                         let block = Block { rows: [i0, i0 + mcur], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
@@ -478,12 +479,40 @@ unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K:
     }
 }
 
-/// MC-row blocks for `m` rows on `threads`: as few as MC allows, rounded up to a multiple of the thread
-/// count so that they split evenly, and equal in size (MR-aligned). Returns (rows per block, blocks).
-fn row_blocks<K: MicroKernel>(m: usize, threads: usize) -> (usize, usize) {
-    let blocks = m.div_ceil(K::MC).next_multiple_of(threads);
-    let mc = m.div_ceil(blocks).next_multiple_of(K::MR).min(K::MC);
-    (mc, m.div_ceil(mc))
+/// The row blocks of `m` rows: as few as MC allows, rounded up to a multiple of the thread count, with
+/// MR-aligned boundaries spread evenly over the ⌈m / MR⌉ panels (sizes differ by at most one panel).
+///
+/// Why spread: rayon hands each thread a contiguous half of the blocks, and a thread that finishes its
+/// half finds nothing left to steal. Blocks of equal MR-rounded size put the whole shortfall in the
+/// last one: the DiT's 2048 rows became 7 blocks of 264 and one of 200, halves of 1056 and 992 rows, so
+/// the second thread idled 6 % of every depth slice of every product. Spread, the halves are 1020 and
+/// 1028 rows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RowBlocks {
+    m: usize,
+    mr: usize,
+    panels: usize,
+    /// Number of blocks.
+    pub count: usize,
+}
+
+impl RowBlocks {
+    pub fn new<K: MicroKernel>(m: usize, threads: usize) -> Self {
+        let panels = m.div_ceil(K::MR);
+        let count = panels.div_ceil((K::MC / K::MR).max(1)).next_multiple_of(threads.max(1)).min(panels).max(1);
+        RowBlocks { m, mr: K::MR, panels, count }
+    }
+
+    /// Rows [start, end) of block `i`.
+    pub fn rows(&self, i: usize) -> [usize; 2] {
+        let at = |i: usize| (i * self.panels / self.count * self.mr).min(self.m);
+        [at(i), at(i + 1)]
+    }
+
+    /// Rows of the largest block.
+    pub fn max_rows(&self) -> usize {
+        self.panels.div_ceil(self.count) * self.mr
+    }
 }
 
 /// Width of the column blocks `n` is cut into: equal (NR-aligned), up to NC + NC/4. So the 3456-wide
@@ -542,7 +571,8 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
 ) {
     let c = DstPtr(dst.as_mut_ptr());
     let threads = threads_for(2 * m * n * k * terms.len());
-    let (mc, m_blocks) = row_blocks::<K>(m, threads);
+    let row_blocks = RowBlocks::new::<K>(m, threads);
+    let (mc, m_blocks) = (row_blocks.max_rows(), row_blocks.count);
     let slices: Vec<(usize, usize)> = (0..terms.len()).flat_map(|t| (0..k).step_by(K::KC).map(move |pc| (t, pc))).collect();
     let kpad = |pc: usize| K::KC.min(k - pc).next_multiple_of(K::KG);
     let ncb = column_block::<K>(n);
@@ -565,8 +595,8 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
             let bp = &*bp;
             let task = |task: usize| {
                 let (ib, chunk) = (task / n_chunks, task % n_chunks);
-                let (i0, jp0) = (ib * mc, chunk * per_chunk);
-                let mcur = mc.min(m - i0);
+                let ([i0, i1], jp0) = (row_blocks.rows(ib), chunk * per_chunk);
+                let mcur = i1 - i0;
                 let block = Block { rows: [i0, i0 + mcur], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
                 for (s, &(t, pc)) in slices.iter().enumerate() {
                     let kp = kpad(pc);

@@ -458,3 +458,44 @@ fn avx512_bf16_pair_packer_matches_the_generic_loop_bit_for_bit() {
         }
     }
 }
+
+/// Row blocks cover every row once, on MR-aligned boundaries, each within MC, as many as a multiple of
+/// the threads (where the panels allow), and the two threads' contiguous halves within one panel of
+/// each other.
+#[test]
+fn row_blocks_split_rows_evenly_on_panel_boundaries() {
+    use super::driver::RowBlocks;
+    fn check<K: MicroKernel>(m: usize, threads: usize) {
+        let rb = RowBlocks::new::<K>(m, threads);
+        let bounds: Vec<[usize; 2]> = (0..rb.count).map(|i| rb.rows(i)).collect();
+        assert_eq!(bounds.first().map(|b| b[0]), Some(0), "m {m}");
+        assert_eq!(bounds.last().map(|b| b[1]), Some(m), "m {m}");
+        for w in bounds.windows(2) {
+            assert_eq!(w[0][1], w[1][0], "m {m}: blocks must abut");
+        }
+        for &[i0, i1] in &bounds {
+            assert!(i0 % K::MR == 0 && (i1 % K::MR == 0 || i1 == m), "m {m}: block {i0}..{i1} off the MR grid");
+            assert!(i1 - i0 <= K::MC && i1 - i0 <= rb.max_rows(), "m {m}: block {i0}..{i1} above MC {}", K::MC);
+            assert!(m == 0 || i1 > i0, "m {m}: an empty block");
+        }
+        let panels = m.div_ceil(K::MR);
+        if panels >= threads && threads == 2 {
+            assert_eq!(rb.count % threads, 0, "m {m}: {} blocks for {threads} threads", rb.count);
+            let half = |r: std::ops::Range<usize>| -> usize { r.map(|i| bounds[i][1] - bounds[i][0]).sum() };
+            let (first, second) = (half(0..rb.count / 2), half(rb.count / 2..rb.count));
+            assert!(first.abs_diff(second) <= K::MR, "m {m}: halves of {first} and {second} rows");
+        }
+    }
+    for m in [0, 1, 5, 12, 13, 200, 288, 289, 600, 1000, 2048, 4096, 8192, 31354] {
+        check::<super::avx512::Avx512>(m, 2);
+        check::<Avx2>(m, 2);
+        check::<bf16dot::DotKernel<Emulated>>(m, 2);
+        check::<super::amx::Amx>(m, 2);
+        check::<super::avx512::Avx512>(m, 1);
+    }
+    // The DiT's 2048 rows on the 12-row AVX-512 tile: 8 blocks, halves of 1020 and 1028 rows (equal
+    // 264-row blocks gave 1056 and 992).
+    let rb = RowBlocks::new::<super::avx512::Avx512>(2048, 2);
+    assert_eq!(rb.count, 8);
+    assert_eq!(rb.rows(3)[1], 1020);
+}
