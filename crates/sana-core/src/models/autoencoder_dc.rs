@@ -9,8 +9,8 @@
 
 use crate::config::AutoencoderDCConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels};
-use crate::ops::conv2d::conv2d;
+use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels_add};
+use crate::ops::conv2d::{conv2d, conv2d_then, Then};
 use crate::models::linear::Linear;
 use crate::ops::grouped_conv::grouped_conv1x1;
 use crate::ops::{activation, depthwise_conv2d, silu_depthwise_conv2d_glu};
@@ -48,6 +48,13 @@ impl Conv {
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.up)
+    }
+    /// `act(conv(x))`, SiLU fused into the conv (in place on its output).
+    fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        match act {
+            Act::Silu => conv2d_then(x, &self.weight, self.bias.as_ref(), self.stride, self.up, Then::Silu),
+            act => act.forward(&self.forward(x)?),
+        }
     }
 }
 
@@ -101,8 +108,15 @@ impl Norm {
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Norm::Rms { weight, bias } => rms_norm_channels(x, Some(weight), Some(bias), NORM_EPS),
+            Norm::Rms { weight, bias } => rms_norm_channels_add(x, Some(weight), Some(bias), NORM_EPS, None),
             Norm::Batch { scale, shift } => Ok(x.broadcast_mul(scale)?.broadcast_add(shift)?),
+        }
+    }
+    /// `norm(x) + residual`, the end of every block (RMSNorm forms the sum in its own pass).
+    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Rms { weight, bias } => rms_norm_channels_add(x, Some(weight), Some(bias), NORM_EPS, Some(residual)),
+            Norm::Batch { scale, shift } => Ok((x.broadcast_mul(scale)?.broadcast_add(shift)? + residual)?),
         }
     }
 }
@@ -127,12 +141,11 @@ impl ResBlock {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Reassigning `h` frees each intermediate as soon as the next exists (peak: x + 2 tensors).
-        let mut h = self.conv1.forward(x)?;
-        h = self.act.forward(&h)?;
-        h = self.conv2.forward(&h)?;
-        h = self.norm.forward(&h)?;
-        Ok((h + x)?)
+        // Three tensors, not five: the activation runs in place on conv1's output and the residual is
+        // added as the norm writes (each a full activation: 512 MiB at the 1024² stage).
+        // (conv1's output is a temporary of this statement, freed before the norm's output exists.)
+        let h = self.conv2.forward(&self.conv1.forward_act(x, self.act)?)?;
+        self.norm.forward_add(&h, x)
     }
 }
 
@@ -194,7 +207,7 @@ impl LiteMla {
         drop((q, k, v, all));
         // 5. Output projection, norm, residual.
         let o = self.to_out.forward_nchw(&o.reshape((b, g * d, h, w))?)?;
-        Ok((self.norm_out.forward(&o)? + x)?)
+        self.norm_out.forward_add(&o, x)
     }
 }
 
@@ -237,12 +250,13 @@ impl GluMbConv {
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // 1. 1×1 expand to 2·hidden.
-        let h = self.inverted.forward_nchw(x)?;
-        // 2. SiLU, depthwise 3×3, GLU: value · silu(gate) (torch.chunk(2, dim=1)).
-        let h = silu_depthwise_conv2d_glu(&h, &self.depth.0, Some(&self.depth.1))?;
+        let mut h = self.inverted.forward_nchw(x)?;
+        // 2. SiLU, depthwise 3×3, GLU: value · silu(gate) (torch.chunk(2, dim=1)). Reassigning `h` frees
+        //    each intermediate once the next exists (shadowing would keep all of them to the end).
+        h = silu_depthwise_conv2d_glu(&h, &self.depth.0, Some(&self.depth.1))?;
         // 3. 1×1 project back, norm, residual.
-        let h = self.point.forward_nchw(&h)?;
-        Ok((self.norm.forward(&h)? + x)?)
+        h = self.point.forward_nchw(&h)?;
+        self.norm.forward_add(&h, x)
     }
 }
 

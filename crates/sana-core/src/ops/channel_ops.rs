@@ -10,15 +10,33 @@ use rayon::prelude::*;
 
 /// x: [B, C, H, W], weight/bias: [C] → x · rsqrt(mean_c(x²) + eps) · weight + bias, in f32.
 pub fn rms_norm_channels(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    rms_norm_channels_add(x, weight, bias, eps, None)
+}
+
+/// [`rms_norm_channels`] plus `residual` (same shape) when given: DC-AE's `norm(h) + x` that ends each
+/// block. On the CPU in f32 the sum is formed as each normalised value is, with the same bits as two ops
+/// but without the second tensor (at DC-AE's 1024² stage, 512 MiB of fresh pages per block).
+pub fn rms_norm_channels_add(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, residual: Option<&Tensor>) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
+    if let Some(r) = residual {
+        ensure_arg!(r.dims() == x.dims(), "residual", "expected {:?}, got {:?}", x.dims(), r.dims());
+    }
+    let fused = residual.is_none_or(|r| is_cpu_f32(r) && is_cpu_f32(x));
     #[cfg(feature = "cuda")]
     if super::is_cuda_kernel_dtype(&[x]) {
-        return super::cuda::rms_norm_channels(x, weight, bias, eps);
+        let y = super::cuda::rms_norm_channels(x, weight, bias, eps)?;
+        return Ok(match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        });
     }
-    if !is_cpu_f32(x) {
+    if !(is_cpu_f32(x) && fused) {
         // Generic path: permute to channels-last and reuse the last-dim RMSNorm.
-        let y = super::rms_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?;
-        return Ok(y.permute((0, 3, 1, 2))?.contiguous()?);
+        let y = super::rms_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?.permute((0, 3, 1, 2))?.contiguous()?;
+        return Ok(match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        });
     }
     let hw = h * w;
     let wv: Vec<f32> = match weight {
@@ -28,7 +46,7 @@ pub fn rms_norm_channels(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tens
     let bv = super::bias_or_zeros(bias, c)?;
     ensure_arg!(wv.len() == c && bv.len() == c, "weight", "norm weight/bias must have {c} entries");
     let mut out = vec![0f32; b * c * hw];
-    with_cpu_f32(x, |xs| {
+    let run = |xs: &[f32], rs: Option<&[f32]>, out: &mut [f32]| {
         for n in 0..b {
             let xn = &xs[n * c * hw..(n + 1) * c * hw];
             // 1. inv[p] = 1 / sqrt(mean_c x[c, p]² + eps), accumulated plane by plane (contiguous rows).
@@ -45,15 +63,30 @@ pub fn rms_norm_channels(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tens
                     *a = 1.0 / (*a / c as f32 + eps as f32).sqrt();
                 }
             });
-            // 2. out[c, p] = x[c, p] · inv[p] · w[c] + b[c]
+            // 2. out[c, p] = x[c, p] · inv[p] · w[c] + b[c] (+ residual[c, p], rounded after, as two ops)
             out[n * c * hw..(n + 1) * c * hw].par_chunks_mut(hw).enumerate().for_each(|(ch, o)| {
                 let row = &xn[ch * hw..(ch + 1) * hw];
-                for ((o, v), s) in o.iter_mut().zip(row).zip(&inv) {
-                    *o = v * s * wv[ch] + bv[ch];
+                match rs {
+                    Some(rs) => {
+                        let rrow = &rs[(n * c + ch) * hw..(n * c + ch + 1) * hw];
+                        for (((o, v), s), r) in o.iter_mut().zip(row).zip(&inv).zip(rrow) {
+                            let y = v * s * wv[ch] + bv[ch];
+                            *o = y + r;
+                        }
+                    }
+                    None => {
+                        for ((o, v), s) in o.iter_mut().zip(row).zip(&inv) {
+                            *o = v * s * wv[ch] + bv[ch];
+                        }
+                    }
                 }
             });
         }
-    })?;
+    };
+    match residual {
+        Some(r) => with_cpu_f32(x, |xs| with_cpu_f32(r, |rs| run(xs, Some(rs), &mut out)))??,
+        None => with_cpu_f32(x, |xs| run(xs, None, &mut out))?,
+    }
     Ok(Tensor::from_vec(out, (b, c, h, w), x.device())?)
 }
 
@@ -143,6 +176,25 @@ mod tests {
         let got = rms_norm_channels(&x, Some(&wt), Some(&bias), 1e-5)?;
         let want = super::super::rms_norm(&x.permute((0, 2, 3, 1))?, Some(&wt), Some(&bias), 1e-5)?.permute((0, 3, 1, 2))?;
         assert!(max_diff(&got, &want) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn the_residual_is_added_with_the_bits_of_two_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 1.0, (2, 5, 7, 9), &dev)? * 3.0)?;
+        let r = Tensor::randn(0f32, 1.0, (2, 5, 7, 9), &dev)?;
+        let (w, b) = (Tensor::randn(0f32, 1.0, 5, &dev)?, Tensor::randn(0f32, 1.0, 5, &dev)?);
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let two_ops = (rms_norm_channels(&x, Some(&w), Some(&b), 1e-5)? + &r)?;
+        assert_eq!(bits(&rms_norm_channels_add(&x, Some(&w), Some(&b), 1e-5, Some(&r))?), bits(&two_ops));
+        // Off the f32 CPU pass (bf16 here) the generic path: exactly the two ops.
+        let h = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        let generic = rms_norm_channels_add(&h(&x), Some(&h(&w)), Some(&h(&b)), 1e-5, Some(&h(&r)))?;
+        let two_ops16 = (rms_norm_channels(&h(&x), Some(&h(&w)), Some(&h(&b)), 1e-5)? + h(&r))?;
+        assert_eq!(bits(&generic.to_dtype(DType::F32)?), bits(&two_ops16.to_dtype(DType::F32)?));
+        assert!(max_diff(&generic.to_dtype(DType::F32)?, &two_ops) < 0.1, "bf16 near f32");
+        assert!(rms_norm_channels_add(&x, Some(&w), Some(&b), 1e-5, Some(&r.narrow(3, 0, 8)?)).is_err(), "a residual of another shape");
         Ok(())
     }
 

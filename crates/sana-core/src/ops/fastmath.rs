@@ -184,6 +184,16 @@ dispatch!(
     dst.iter_mut().zip(src).for_each(|(d, s)| *d = silu1(*s));
 });
 
+/// v[i] = silu(v[i]): [`silu_into`] a stack block at a time (so the op, and its bits, exist once).
+pub fn silu_in_place(v: &mut [f32]) {
+    let mut block = [0f32; 1024];
+    for chunk in v.chunks_mut(block.len()) {
+        let src = &mut block[..chunk.len()];
+        src.copy_from_slice(chunk);
+        silu_into(src, chunk);
+    }
+}
+
 dispatch!(
     /// dst[i] = gelu_tanh(src[i]).
     gelu_tanh_into,
@@ -450,6 +460,12 @@ mod tests {
             let want = *x as f64 / (1.0 + (-*x as f64).exp());
             assert!((*y as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "silu({x}) = {y}, want {want}");
         }
+        // In place: the same bits, across the stack block's edge.
+        let mut v: Vec<f32> = (0..2500).map(|i| (i as f32 - 1250.0) / 91.0).collect();
+        let mut want = vec![0f32; v.len()];
+        silu_into(&v, &mut want);
+        silu_in_place(&mut v);
+        assert!(v.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
         let mut p = vec![2f32; xs.len()];
         mul_silu_in_place(&mut p, &xs);
         assert!(p.iter().zip(&s).all(|(a, b)| (a - 2.0 * b).abs() <= 1e-6 * b.abs().max(1.0)));
