@@ -9,7 +9,7 @@
 
 use crate::config::AutoencoderDCConfig;
 use crate::models::component::{BuildModel, Component};
-use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels_add};
+use crate::ops::channel_ops::{pixel_shuffle, pixel_unshuffle, rms_norm_channels, rms_norm_channels_add};
 use crate::ops::conv2d::{conv2d, conv2d_then, Then};
 use crate::models::linear::Linear;
 use crate::ops::grouped_conv::grouped_conv1x1;
@@ -108,7 +108,7 @@ impl Norm {
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Norm::Rms { weight, bias } => rms_norm_channels_add(x, Some(weight), Some(bias), NORM_EPS, None),
+            Norm::Rms { weight, bias } => rms_norm_channels(x, Some(weight), Some(bias), NORM_EPS),
             Norm::Batch { scale, shift } => Ok(x.broadcast_mul(scale)?.broadcast_add(shift)?),
         }
     }
@@ -141,9 +141,9 @@ impl ResBlock {
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Three tensors, not five: the activation runs in place on conv1's output and the residual is
-        // added as the norm writes (each a full activation: 512 MiB at the 1024² stage).
-        // (conv1's output is a temporary of this statement, freed before the norm's output exists.)
+        // Three tensors, not five (each a full activation: 512 MiB at the 1024² stage): the activation
+        // runs in place on conv1's output, a temporary freed before the norm's output exists, and the
+        // residual is added as the norm writes.
         let h = self.conv2.forward(&self.conv1.forward_act(x, self.act)?)?;
         self.norm.forward_add(&h, x)
     }

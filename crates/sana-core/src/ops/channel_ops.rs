@@ -21,22 +21,21 @@ pub fn rms_norm_channels_add(x: &Tensor, weight: Option<&Tensor>, bias: Option<&
     if let Some(r) = residual {
         ensure_arg!(r.dims() == x.dims(), "residual", "expected {:?}, got {:?}", x.dims(), r.dims());
     }
-    let fused = residual.is_none_or(|r| is_cpu_f32(r) && is_cpu_f32(x));
+    // Off the f32 CPU pass: the norm, then the residual as a second op.
+    let plus_residual = |y: Tensor| -> Result<Tensor> {
+        Ok(match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        })
+    };
     #[cfg(feature = "cuda")]
     if super::is_cuda_kernel_dtype(&[x]) {
-        let y = super::cuda::rms_norm_channels(x, weight, bias, eps)?;
-        return Ok(match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        });
+        return plus_residual(super::cuda::rms_norm_channels(x, weight, bias, eps)?);
     }
-    if !(is_cpu_f32(x) && fused) {
+    if !(is_cpu_f32(x) && residual.is_none_or(is_cpu_f32)) {
         // Generic path: permute to channels-last and reuse the last-dim RMSNorm.
-        let y = super::rms_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?.permute((0, 3, 1, 2))?.contiguous()?;
-        return Ok(match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        });
+        let y = super::rms_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?.permute((0, 3, 1, 2))?;
+        return plus_residual(y.contiguous()?);
     }
     let hw = h * w;
     let wv: Vec<f32> = match weight {

@@ -72,7 +72,7 @@ pub fn conv2d_then(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: u
     }
     let bias_v = bias_or_zeros(bias, cout)?;
     // The weights are read in place ([Cout, Cin·k·k] row-major), not copied per call.
-    let out = with_cpu_f32(weight, |ws| {
+    let mut out = with_cpu_f32(weight, |ws| {
         with_cpu_f32(x, |xs| {
             // Not in bf16 products on AMX: there the direct tap sum was faster (512² decode 8.2–9.1 s against
             // 9.9–10.7 s, interleaved) despite 2.25× the multiply-adds, because each of Winograd's 16
@@ -89,7 +89,6 @@ pub fn conv2d_then(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: u
             }
         })
     })??;
-    let mut out = out;
     if then == Then::Silu {
         out.par_chunks_mut(1 << 16).for_each(super::fastmath::silu_in_place);
     }

@@ -427,7 +427,7 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
                     let (mcur, a_panels) = (i1 - i0, (i1 - i0).div_ceil(K::MR));
                     with_buf(&A_BUF, a_panels * kpad * K::MR, |ap: &mut [K::P]| {
                         pack(kern, Side::A, a.at(i0, pc), mcur, kc, ap, false);
-                        let block = Block { rows: [i0, i0 + mcur], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
+                        let block = Block { rows: [i0, i1], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
                         // SAFETY: both panel sets are packed kpad deep; no other task writes this block now.
                         unsafe { run_block(kern, kpad, ap, bp, c, d, &block, load) };
                     })
@@ -597,7 +597,7 @@ pub(super) fn gemm_sum<K: MicroKernel, TA: Elem, TB: Elem>(
                 let (ib, chunk) = (task / n_chunks, task % n_chunks);
                 let ([i0, i1], jp0) = (row_blocks.rows(ib), chunk * per_chunk);
                 let mcur = i1 - i0;
-                let block = Block { rows: [i0, i0 + mcur], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
+                let block = Block { rows: [i0, i1], cols: [jc, jc + nc], panels: [jp0, (jp0 + per_chunk).min(panels)] };
                 for (s, &(t, pc)) in slices.iter().enumerate() {
                     let kp = kpad(pc);
                     with_buf(&A_BUF, mcur.div_ceil(K::MR) * kp * K::MR, |ap: &mut [K::P]| {
