@@ -71,7 +71,9 @@ test('img2img start: t_start as diffusers computes it (float arithmetic), z0 and
     assertClose(t, await x.toFloat32Array(), wave2.caseTensor(name, 'image_preprocessed').data, { atol: 1e-7, rtol: 0 }, `${name} image_preprocessed`)
     const z0 = Tensor.linearCombination([await pipe.vae.encode(x)], [pipe.vae.config.scalingFactor])
     assertClose(t, await z0.toFloat32Array(), wave2.caseTensor(name, 'z0').data, c.tolerance.final_latents, `${name} z0`)
-    const scheduler = name.includes('euler') ? euler() : pipe.scheduler
+    // A scheduler of its own: pipe.scheduler belongs to the generations the other tests run meanwhile (ava runs
+    // a file's tests concurrently), and resetting it mid-run broke their second DPM step (a flaky failure).
+    const scheduler = name.includes('euler') ? euler() : schedulerFromConfig(pipe.schedulerConfig)
     scheduler.setTimesteps(c.call_kwargs.num_inference_steps)
     t.deepEqual(scheduler.timesteps.map(Math.fround), Array.from(wave2.caseTensor(name, 'scheduler_timesteps_full').data).map(Math.fround), `${name} timesteps`)
     const start = scheduler.addNoise(z0, caseTensorT(name, 'start_noise'), c.schedule.t_start)
