@@ -35,17 +35,20 @@ impl MicroKernel for Avx512 {
     const KG: usize = 1;
     // Deeper slices than the AVX2 kernel's (measured on the DiT's shapes, 2 threads: KC 256 → 576 took the
     // 2048×1152←2880 product from ≈ 300 to ≈ 350 GFLOP/s): each tile's dst load/store and each slice's
-    // pack barrier are amortised over more FMAs, and the B panel (72 KiB) streams from the 2 MiB L2 of
-    // the AVX-512 server cores as fast as the kernel needs it. An A block is 648 KiB, a B block 6.75 MiB.
+    // pack barrier are amortised over more FMAs, and the B panel (72 KiB) streams from L2 as fast as the
+    // kernel needs it. An A block is 648 KiB, a B block 6.75 MiB. A block plus a B run (below) is ≈ 1 MiB,
+    // all of a Zen 4 core's L2, so A panels may come from L3 between runs; blocks that fit (MC 144 or 192,
+    // runs of 256 KiB) ran slower, not faster: bench_dit 600m at 32², 5 interleaved rounds on a quiet
+    // machine (12-04), medians 12.23 s here against 12.89 s (MC 144) and 12.64 s (MC 192, 256 KiB runs).
     const KC: usize = 576;
     const MC: usize = 288;
     const NC: usize = 3072;
     // Each A panel (27 KiB) meets 5 B panels (72 KiB each) in a row, streamed from L2 (measured,
     // interleaved, best of 8, 2 threads: the DiT's 2048-row products 5–20 % faster than with each B panel
-    // meeting every A panel). Measured, not derived: by an LRU count neither panel stays in the 48 KiB L1
-    // from one tile to the next (99 KiB pass through per tile), and the depth that would keep one there
-    // (KC 192–256: A + B ≤ 44 KiB, the B panel held while the A panels stream) ran slower, 73–76 against
-    // 80–105 GFLOP/s on one thread (12-03, 5 interleaved rounds).
+    // meeting every A panel). Measured, not derived: by an LRU count neither panel stays in L1 (32 KiB on
+    // Zen 4, 48 KiB on recent Intel) from one tile to the next (99 KiB pass through per tile), and the
+    // depth that would keep one there (KC 192–256: A + B ≤ 44 KiB, the B panel held while the A panels
+    // stream) ran slower, 73–76 against 80–105 GFLOP/s on one thread (12-03, 5 interleaved rounds).
     const B_RUN_BYTES: usize = 384 << 10;
 
     unsafe fn tile(&self, kc: usize, a: *const f32, b: *const f32, t: &Tile) {
@@ -93,8 +96,10 @@ unsafe fn tile_avx512(kc: usize, a: *const f32, b: *const f32, t: &Tile) {
             ci[1] = _mm512_fmadd_ps(ai, b1, ci[1]);
         }
     };
-    // Four k steps per trip; the B panel (4·NR bytes a step, streamed from L2 while the A panel stays in
-    // L1, see B_RUN_BYTES) is fetched 8 steps ahead, one line per 64 bytes this trip consumes.
+    // Four k steps per trip; the B panel (4·NR bytes a step, streamed from L2, see
+    // B_RUN_BYTES) is fetched 8 steps ahead, one line per 64 bytes this trip consumes. At 2048 ×
+    // 5760 ← 1152 this runs at 215–221 of the 231 GFLOP/s FMA ceiling on 2 threads; fetching 16 steps
+    // ahead, with the NTA hint, or not at all measured the same within noise (12-04, 3 rounds).
     let k4 = kc / 4 * 4;
     for p in (0..k4).step_by(4) {
         let ahead = b.wrapping_add((p + 8) * NR).cast::<i8>();
