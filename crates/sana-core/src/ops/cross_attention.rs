@@ -2,25 +2,26 @@
 //! split into heads: `o[b, n, h·hd + i] = Σ_s softmax_s(q_h · k_h[s] · scale + bias[b, s]) · v_h[s, i]`.
 //!
 //! On the CPU (f32) one rayon task per (batch item, block of [`rows_per_task`] query rows) runs, head by
-//! head, q·kᵀ into a small logits buffer, the softmax's exponentials row by row and p·v straight into the
-//! merged-heads output through our GEMM's strides, each output row then divided by its exponentials' sum
-//! (hd divisions instead of S). The candle composition it replaces allocated the [B, H, N, S]
+//! head, `sgemm::attention_head`: our GEMM's microkernel computes q·kᵀ a group of rows at a time into an
+//! L2-sized buffer, the softmax's exponentials are packed from there as the next product's operand, and
+//! p·v lands straight in the merged-heads output, each row then divided by its exponentials' sum (hd
+//! divisions instead of S). The candle composition it replaces allocated the [B, H, N, S]
 //! logits and probabilities (39 MB each for a 1024² CFG step) and copied q and the output between
 //! [B, N, H·hd] and [B, H, N, hd]. Elsewhere: that composition (the fused CUDA softmax where enabled).
 //!
-//! K and V may be bf16 on the CPU (a bf16 model on a CPU whose GEMM multiplies bf16 in bf16, AMX): both
-//! products then run on that kernel, q and the exponentials rounded to bf16 as they enter them (as in
-//! diffusers' bf16 pipeline); the softmax itself stays f32.
+//! K and V may be bf16 on the CPU (a bf16 model on a CPU whose GEMM multiplies bf16 in bf16: AMX or
+//! `avx512bf16`): both products then run on that kernel, q and the exponentials rounded to bf16 as they
+//! enter them (as in diffusers' bf16 pipeline); the softmax itself stays f32.
 
-use super::{fastmath, is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, with_cpu_rhs, Strided};
-use crate::ops::sgemm::sgemm_serial;
+use super::{is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, with_cpu_rhs, Strided};
+use crate::ops::sgemm::attention_head;
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-/// Most query rows per task: enough to amortise packing a head's K and V (S × hd each), few enough
-/// that the logits and probabilities (2 × 256 × S values, 600 KB at 300 keys) stay in L2. 256 against
-/// 128 at 1024² CFG: 33–34.6 against 35.5–37.8 ms (best of 20, three interleaved rounds).
+/// Most query rows per task: enough to amortise packing a head's K and V (S × hd each) for each task.
+/// 256 against 128 at 1024² CFG: 33–34.6 against 35.5–37.8 ms (best of 20, three interleaved rounds,
+/// with the two-GEMM loop `attention_head` replaced).
 const MAX_ROWS: usize = 256;
 
 /// Query rows per task for `rows` rows in all: at most [`MAX_ROWS`], and at least 4 tasks per thread
@@ -62,23 +63,12 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
             let (r0, rows) = (blk * per, o.len() / c);
             let sk = keys[bi];
             let row_bias = bias.as_ref().map(|v| &v[bi * s..bi * s + sk]);
-            let (mut logits, mut probs, mut sums) = (vec![0f32; rows * sk], vec![0f32; rows * sk], vec![0f32; rows]);
             for hi in 0..h {
                 let kv_off = (bi * h + hi) * s * hd;
-                // logits[r, j] = q[bi, r0 + r, hi·hd ..] · k[bi, hi, j, ..]
-                let ql = Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 };
-                let kt = Strided { offset: kv_off, rs: 1, cs: hd };
-                sgemm_serial([rows, sk, hd], (&mut logits, Strided::rows(0, sk)), (qs, ql), (ks, kt), false);
-                // Unnormalised: each row's sum divides its hd outputs below instead of its sk probabilities.
-                for ((src, dst), sum) in logits.chunks_exact(sk).zip(probs.chunks_exact_mut(sk)).zip(&mut sums) {
-                    *sum = fastmath::exp_row(src, dst, scale as f32, row_bias);
-                }
-                // o[r, hi·hd + i] = Σ_j exp[r, j] · v[bi, hi, j, i] / Σ_j exp[r, j]
-                let vl = Strided::rows(kv_off, hd);
-                sgemm_serial([rows, hd, sk], (o, Strided { offset: hi * hd, rs: c, cs: 1 }), (&probs, Strided::rows(0, sk)), (vs, vl), false);
-                for (row, sum) in o.chunks_exact_mut(c).zip(&sums) {
-                    fastmath::scale_in_place(&mut row[hi * hd..(hi + 1) * hd], 1.0 / sum);
-                }
+                // This head's columns of the task's q rows and output rows; K read transposed.
+                let (ql, ol) = (Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 }, Strided { offset: hi * hd, rs: c, cs: 1 });
+                let (kt, vl) = (Strided { offset: kv_off, rs: 1, cs: hd }, Strided::rows(kv_off, hd));
+                attention_head([rows, sk, hd], (o, ol), (qs, ql), (ks, kt), (vs, vl), scale as f32, row_bias);
             }
         });
         out

@@ -128,7 +128,7 @@ impl<'a, T: Copy> View<'a, T> {
     }
 
     /// The transposed view.
-    fn t(self) -> Self {
+    pub fn t(self) -> Self {
         View { s: Strided { offset: self.s.offset, rs: self.s.cs, cs: self.s.rs }, ..self }
     }
 
@@ -259,7 +259,7 @@ pub(super) enum Side {
 
 /// Pack `width × depth` of `v` into consecutive panels (`out` holds exactly ⌈width / lanes⌉ of them),
 /// on rayon when `parallel`, through the kernel's fast packers where they apply.
-fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
+pub(super) fn pack<K: MicroKernel, T: Elem>(kern: &K, side: Side, v: View<T>, width: usize, depth: usize, out: &mut [K::P], parallel: bool) {
     let (lanes, kg) = if side == Side::B { (K::NR, K::KG_B) } else { (K::MR, K::KG_A) };
     let kpad = depth.next_multiple_of(K::KG);
     let panel_len = kpad * lanes;
@@ -345,7 +345,7 @@ unsafe fn copy_lanes<T: Elem, P: Packed, const N: usize>(src: *const T, dst: *mu
 /// 64-byte aligned storage for packed panels (a B panel row of 16 f32 is one cache line).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u8; 64]);
+pub(super) struct Line([u8; 64]);
 
 thread_local! {
     // Reused across calls so that packing does not page-fault fresh memory each time.
@@ -357,7 +357,7 @@ thread_local! {
 /// Run `f` on this thread's buffer `key`, grown to `len` values of `P`. The buffer is taken out while `f`
 /// runs, so a nested call on the same thread (rayon runs stolen tasks while a thread waits) gets a
 /// fresh one instead of aliasing it.
-fn with_buf<P: Packed, R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f: impl FnOnce(&mut [P]) -> R) -> R {
+pub(super) fn with_buf<P: Packed, R>(key: &'static LocalKey<Cell<Vec<Line>>>, len: usize, f: impl FnOnce(&mut [P]) -> R) -> R {
     let mut buf = key.take();
     let lines = (len * size_of::<P>()).div_ceil(64);
     if buf.len() < lines {
@@ -440,10 +440,10 @@ pub(super) fn gemm<K: MicroKernel, TA: Elem, TB: Elem>(
 
 /// The part of dst one task computes: rows `rows[0]..rows[1]`, B panels `panels[0]..panels[1]` of the
 /// column block starting at `cols[0]` (ending at `cols[1]`).
-struct Block {
-    rows: [usize; 2],
-    cols: [usize; 2],
-    panels: [usize; 2],
+pub(super) struct Block {
+    pub rows: [usize; 2],
+    pub cols: [usize; 2],
+    pub panels: [usize; 2],
 }
 
 /// Every tile of `blk`, in runs of B panels ([`MicroKernel::B_RUN_BYTES`]): each A panel of the block
@@ -453,7 +453,7 @@ struct Block {
 /// Safety: `ap` holds the block's A panels and `bp` the column block's B panels, both `kpad` deep; the
 /// block lies in dst's checked view and no other task writes it meanwhile.
 #[inline(always)]
-unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K::P], c: DstPtr, d: Strided, blk: &Block, load: bool) {
+pub(super) unsafe fn run_block<K: MicroKernel>(kern: &K, kpad: usize, ap: &[K::P], bp: &[K::P], c: DstPtr, d: Strided, blk: &Block, load: bool) {
     let ([i0, i1], [jc, j1]) = (blk.rows, blk.cols);
     let run = match K::B_RUN_BYTES {
         0 => 1,

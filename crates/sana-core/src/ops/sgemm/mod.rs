@@ -30,6 +30,7 @@
 //! dot products straight from the unpacked weights instead (AVX2 or plain Rust, as above; never bf16-dot).
 
 mod amx;
+mod attention;
 mod avx512;
 mod bf16dot;
 mod driver;
@@ -199,6 +200,86 @@ pub(crate) fn sgemm_serial(
     accumulate: bool,
 ) {
     driver::serial(|| sgemm(mnk, dst, lhs, rhs, accumulate));
+}
+
+/// One head of softmax attention for `rows` query rows on the calling thread (`attention.rs`):
+/// `dst[r, i] = Σ_j softmax_j(q[r] · k[j] · scale + bias[j]) · v[j, i]` over `keys` keys, head dim `hd`.
+/// `q` is rows × hd, `kt` hd × keys (K transposed), `v` keys × hd, dst rows × hd (overwritten); K and V of
+/// one type. A bf16 K/V runs where [`bf16_rhs_rounds_lhs`] holds on that bf16 kernel (q and the
+/// exponentials rounded to bf16 as they enter the products), else widened exactly; f32 K/V in f32.
+/// Panics if a view reaches past its slice, or K and V differ in type.
+pub(crate) fn attention_head(
+    [rows, keys, hd]: [usize; 3],
+    (dst, d): (&mut [f32], Strided),
+    (q, qs): (&[f32], Strided),
+    (kt, ks): (Rhs<'_>, Strided),
+    (v, vs): (Rhs<'_>, Strided),
+    scale: f32,
+    bias: Option<&[f32]>,
+) {
+    match (kt, v) {
+        (Rhs::F32(k), Rhs::F32(v)) => attention_typed([rows, keys, hd], (dst, d), (q, qs), (k, ks), (v, vs), scale, bias),
+        (Rhs::Bf16(k), Rhs::Bf16(v)) => attention_typed([rows, keys, hd], (dst, d), (q, qs), (k, ks), (v, vs), scale, bias),
+        (Rhs::F16(k), Rhs::F16(v)) => attention_typed([rows, keys, hd], (dst, d), (q, qs), (k, ks), (v, vs), scale, bias),
+        _ => panic!("attention_head: K and V must share a type"),
+    }
+}
+
+/// [`attention_head`] for one K/V element type: the bounds checks, then the kernel [`sgemm_typed`] would
+/// pick for a rhs of that type.
+fn attention_typed<T: Elem>(
+    [rows, keys, hd]: [usize; 3],
+    (dst, d): (&mut [f32], Strided),
+    (q, qs): (&[f32], Strided),
+    (k, ks): (&[T], Strided),
+    (v, vs): (&[T], Strided),
+    scale: f32,
+    bias: Option<&[f32]>,
+) {
+    if rows == 0 || hd == 0 {
+        return;
+    }
+    assert!(
+        keys > 0
+            && last(&d, rows, hd) < dst.len()
+            && last(&qs, rows, hd) < q.len()
+            && last(&ks, hd, keys) < k.len()
+            && last(&vs, keys, hd) < v.len()
+            && bias.is_none_or(|b| b.len() == keys),
+        "attention_head: a {rows}×{keys}×{hd} head reaches past its buffers ({d:?}, {qs:?}, {ks:?}, {vs:?})"
+    );
+    let head = attention::Head { q: View::new(q, qs), kt: View::new(k, ks), v: View::new(v, vs), o: dst.as_mut_ptr(), os: d, bias };
+    let shape = [rows, keys, hd];
+    // SAFETY: every view was checked above for this shape; dst is borrowed mutably for the call.
+    unsafe {
+        match kernel() {
+            Kernel::Amx if T::IS_BF16 => match amx::Amx::new() {
+                Some(kern) => attention::attend(&kern, shape, &head, scale),
+                None => attend_f32(shape, &head, scale),
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 if T::IS_BF16 => match bf16dot::avx512() {
+                Some(kern) => attention::attend(&kern, shape, &head, scale),
+                None => attend_f32(shape, &head, scale),
+            },
+            _ => attend_f32(shape, &head, scale),
+        }
+    }
+}
+
+/// [`attention::attend`] on this CPU's f32 kernel. Safety: as `attend`'s.
+unsafe fn attend_f32<T: Elem>(shape: [usize; 3], head: &attention::Head<T>, scale: f32) {
+    match kernel() {
+        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => match avx512::Avx512::new() {
+            Some(kern) => attention::attend(&kern, shape, head, scale),
+            None => unreachable!("the avx512f kernel was picked on a CPU without it"),
+        },
+        Kernel::Avx2 => match f32k::Avx2::new() {
+            Some(kern) => attention::attend(&kern, shape, head, scale),
+            None => unreachable!("the avx2 kernel was picked on a CPU without it"),
+        },
+        Kernel::Scalar => attention::attend(&f32k::Scalar, shape, head, scale),
+    }
 }
 
 /// [`sgemm`] for one rhs element type: the bounds check, then the kernel picked for this CPU.

@@ -28,7 +28,7 @@ impl Runner for Small {
 }
 
 /// Deterministic values in [-1, 1) (xorshift), so a failure reproduces.
-fn values(len: usize, seed: u64) -> Vec<f32> {
+pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
