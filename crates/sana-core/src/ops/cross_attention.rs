@@ -20,8 +20,8 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 /// Most query rows per task: enough to amortise packing a head's K and V (S × hd each) for each task.
-/// 256 against 128 at 1024² CFG: 33–34.6 against 35.5–37.8 ms (best of 20, three interleaved rounds,
-/// with the two-GEMM loop `attention_head` replaced).
+/// 256 against 128 at 1024² CFG: 33–34.6 against 35.5–37.8 ms (best of 20, three interleaved rounds;
+/// measured on the two-GEMM loop that `attention_head` replaced, not re-measured since).
 const MAX_ROWS: usize = 256;
 
 /// Query rows per task for `rows` rows in all: at most [`MAX_ROWS`], and at least 4 tasks per thread

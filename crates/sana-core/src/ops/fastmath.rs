@@ -5,7 +5,8 @@
 //! Why: glibc's `expf` is a scalar call; the DiT's Mix-FFN needs ≈ 18 M of them per block (SiLU of the
 //! expanded activations and of the GLU gate) and its cross-attention softmax ≈ 10 M. PyTorch uses SLEEF's
 //! vector exp. This is Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial; within
-//! 2 ulp of the exact value over the clamped range), written without branches so LLVM vectorises the loops, its polynomial by Estrin's scheme ([`poly`]).
+//! 2 ulp of the exact value over the clamped range), written without branches so LLVM vectorises the loops,
+//! its polynomial by Estrin's scheme ([`poly`]).
 //! NaN stays NaN (the pipeline's non-finite check relies on it); inputs above 88 or below −87.3 give
 //! exp(88) and exp(−87.3) (≈ 1.7e38, 1.2e−38): a softmax or SiLU never reaches them with finite results
 //! that would differ.
