@@ -1,27 +1,25 @@
 //! Softmax cross-attention of Sana's DiT (`SanaAttnProcessor2_0`, SDPA) with the caption K/V already
 //! split into heads: `o[b, n, h·hd + i] = Σ_s softmax_s(q_h · k_h[s] · scale + bias[b, s]) · v_h[s, i]`.
 //!
-//! On the CPU (f32) one rayon task per (batch item, block of [`rows_per_task`] query rows) runs, head by
-//! head, `sgemm::attention_head`: our GEMM's microkernel computes q·kᵀ a group of rows at a time into an
-//! L2-sized buffer, the softmax's exponentials are packed from there as the next product's operand, and
-//! p·v lands straight in the merged-heads output, each row then divided by its exponentials' sum (hd
-//! divisions instead of S). The candle composition it replaces allocated the [B, H, N, S]
-//! logits and probabilities (39 MB each for a 1024² CFG step) and copied q and the output between
-//! [B, N, H·hd] and [B, H, N, hd]. Elsewhere: that composition (the fused CUDA softmax where enabled).
+//! On the CPU (f32), `sgemm::attention_heads` (`ops/sgemm/attention.rs`): each head's K and V packed
+//! once, then one rayon task per (batch item, block of [`rows_per_task`] query rows) runs head by head
+//! q·kᵀ on our GEMM's microkernel into L2-sized blocks, the softmax's exponentials in place there as the
+//! next product's packed operand, and p·v into the merged-heads output, each row then divided by its
+//! exponentials' sum (hd divisions instead of S). The candle composition it replaces allocated the
+//! [B, H, N, S] logits and probabilities (39 MB each for a 1024² CFG step) and copied q and the output
+//! between [B, N, H·hd] and [B, H, N, hd]. Elsewhere: that composition (the fused CUDA softmax where
+//! enabled).
 //!
 //! K and V may be bf16 on the CPU (a bf16 model on a CPU whose GEMM multiplies bf16 in bf16: AMX or
 //! `avx512bf16`): both products then run on that kernel, q and the exponentials rounded to bf16 as they
 //! enter them (as in diffusers' bf16 pipeline); the softmax itself stays f32.
 
-use super::{is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, with_cpu_rhs, Strided};
-use crate::ops::sgemm::attention_head;
+use super::{is_cpu_f32, softmax::scaled_softmax, with_cpu_f32, with_cpu_rhs};
+use crate::ops::sgemm::attention_heads;
 use crate::{ensure_arg, Result};
 use candle_core::{DType, Tensor};
-use rayon::prelude::*;
 
-/// Most query rows per task: enough to amortise packing a head's K and V (S × hd each) for each task.
-/// 256 against 128 at 1024² CFG: 33–34.6 against 35.5–37.8 ms (best of 20, three interleaved rounds;
-/// measured on the two-GEMM loop that `attention_head` replaced, not re-measured since).
+/// Most query rows per task (each packs its q rows once per head; K and V are packed once per head).
 const MAX_ROWS: usize = 256;
 
 /// Query rows per task for `rows` rows in all: at most [`MAX_ROWS`], and at least 4 tasks per thread
@@ -56,21 +54,7 @@ pub fn cross_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, bias: Opt
         let mut out = vec![0f32; b * n * c];
         // Keys each batch item attends to: all before its masked tail (`attended_keys`).
         let keys: Vec<usize> = (0..b).map(|bi| bias.as_ref().map_or(s, |v| attended_keys(&v[bi * s..(bi + 1) * s]))).collect();
-        // One task per block of `per` rows of one batch item (its output rows are contiguous).
-        let per = rows_per_task(b * n);
-        let blocks = out.par_chunks_mut(n * c).enumerate().flat_map(|(bi, ob)| ob.par_chunks_mut(per * c).enumerate().map(move |(blk, o)| (bi, blk, o)));
-        blocks.for_each(|(bi, blk, o)| {
-            let (r0, rows) = (blk * per, o.len() / c);
-            let sk = keys[bi];
-            let row_bias = bias.as_ref().map(|v| &v[bi * s..bi * s + sk]);
-            for hi in 0..h {
-                let kv_off = (bi * h + hi) * s * hd;
-                // This head's columns of the task's q rows and output rows; K read transposed.
-                let (ql, ol) = (Strided { offset: (bi * n + r0) * c + hi * hd, rs: c, cs: 1 }, Strided { offset: hi * hd, rs: c, cs: 1 });
-                let (kt, vl) = (Strided { offset: kv_off, rs: 1, cs: hd }, Strided::rows(kv_off, hd));
-                attention_head([rows, sk, hd], (o, ol), (qs, ql), (ks, kt), (vs, vl), scale as f32, row_bias);
-            }
-        });
+        attention_heads([b, n, h, s, hd], &mut out, qs, (ks, vs), scale as f32, bias.as_deref(), &keys, rows_per_task(b * n));
         out
     })))???;
     Ok(Tensor::from_vec(out, (b, n, c), q.device())?)

@@ -273,6 +273,58 @@ dispatch!(
     }
 );
 
+dispatch!(
+    /// [`exp_row`] down the columns of a row-major block `z` of `width` columns, in place: for each
+    /// column c, z[j, c] = exp(z[j, c] · scale + bias[j] − max_j(z[j, c] · scale + bias[j])), and
+    /// `sums[c]` = Σ_j of them. For the transposed logits of `sgemm/attention.rs` (a row per key, a
+    /// column per query), where a row is contiguous across queries: 16 columns at a time go down the
+    /// rows with their max and sum in registers, instead of one horizontal reduction per query. NaN as
+    /// in [`exp_row`]: a NaN makes its column's sum NaN.
+    exp_cols,
+    (z: &mut [f32], width: usize, scale: f32, bias: Option<&[f32]>, sums: &mut [f32]),
+    {
+        const L: usize = 16;
+        let rows = if width == 0 { 0 } else { z.len() / width };
+        let bias_of = |j: usize| bias.map_or(0.0, |b| b[j]);
+        let mut c0 = 0;
+        while c0 + L <= width {
+            let mut max = [f32::NEG_INFINITY; L];
+            for j in 0..rows {
+                let (b, row): (f32, &mut [f32; L]) = (bias_of(j), (&mut z[j * width + c0..][..L]).try_into().unwrap());
+                for l in 0..L {
+                    row[l] = row[l] * scale + b;
+                    max[l] = if row[l] > max[l] { row[l] } else { max[l] };
+                }
+            }
+            let mut sum = [0f32; L];
+            for j in 0..rows {
+                let row: &mut [f32; L] = (&mut z[j * width + c0..][..L]).try_into().unwrap();
+                for l in 0..L {
+                    row[l] = exp1(row[l] - max[l]);
+                    sum[l] += row[l];
+                }
+            }
+            sums[c0..c0 + L].copy_from_slice(&sum);
+            c0 += L;
+        }
+        for c in c0..width {
+            let mut max = f32::NEG_INFINITY;
+            for j in 0..rows {
+                let v = &mut z[j * width + c];
+                *v = *v * scale + bias_of(j);
+                max = if *v > max { *v } else { max };
+            }
+            let mut sum = 0f32;
+            for j in 0..rows {
+                let v = &mut z[j * width + c];
+                *v = exp1(*v - max);
+                sum += *v;
+            }
+            sums[c] = sum;
+        }
+    }
+);
+
 /// Σ f(x) over xs in 16 interleaved partial sums, then the tail: it vectorises (a sequential f32 sum
 /// cannot be reordered by the compiler, and ran at one add per 4 cycles). Within f32 rounding of any
 /// other order. Inlined into the [`dispatch!`] bodies below, so it is compiled for their tier.
@@ -347,6 +399,11 @@ mod tests {
             let mut v = finite.clone();
             scale_in_place(&mut v, 0.7);
             out.push(v);
+            // 37 rows of 35 columns: two 16-column chunks and a tail of 3.
+            let mut z = finite[..37 * 35].to_vec();
+            let mut sums = vec![0f32; 35];
+            exp_cols(&mut z, 35, 0.3, Some(&bias[..37]), &mut sums);
+            out.push(z.into_iter().chain(sums).collect());
             out
         };
         let base = with_tier(Tier::Base, run);
@@ -355,6 +412,34 @@ mod tests {
             for (i, (g, b)) in got.iter().zip(&base).enumerate() {
                 let same = g.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
                 assert!(same && g.len() == b.len(), "{tier:?}: output {i} differs from the baseline");
+            }
+        }
+    }
+
+    /// Each column of [`exp_cols`] is [`exp_row`] of that column: the same exponentials bit for bit (the
+    /// same operations per value), the sum within f32 rounding (another order), NaN kept per column.
+    #[test]
+    fn exp_cols_is_exp_row_down_each_column() {
+        for (rows, width) in [(1, 1), (300, 96), (37, 35), (5, 16), (2, 17)] {
+            let mut z: Vec<f32> = (0..rows * width).map(|i| ((i * 7919) % 101) as f32 * 0.37 - 18.0).collect();
+            if rows * width > 40 {
+                z[40] = f32::NAN; // column 40 % width
+            }
+            let bias: Vec<f32> = (0..rows).map(|j| if j % 4 == 1 { -10000.0 } else { 0.05 * j as f32 }).collect();
+            for b in [None, Some(&bias[..])] {
+                let mut got = z.clone();
+                let mut sums = vec![0f32; width];
+                exp_cols(&mut got, width, 0.3, b, &mut sums);
+                for c in 0..width {
+                    let col: Vec<f32> = (0..rows).map(|j| z[j * width + c]).collect();
+                    let mut want = vec![0f32; rows];
+                    let sum = exp_row(&col, &mut want, 0.3, b);
+                    for j in 0..rows {
+                        let g = got[j * width + c];
+                        assert!(g.to_bits() == want[j].to_bits() || (g.is_nan() && want[j].is_nan()), "{rows}×{width} [{j}, {c}]: {g} vs {}", want[j]);
+                    }
+                    assert!(sums[c].is_nan() == sum.is_nan() && (sum.is_nan() || (sums[c] - sum).abs() <= 1e-6 * sum), "{rows}×{width} sum {c}");
+                }
             }
         }
     }

@@ -108,18 +108,15 @@ fn bf16_kernels_attend_as_the_reference_within_bf16_rounding() {
 
 #[test]
 fn the_entry_point_checks_its_views() {
-    // A K view one element short of its shape is refused before any kernel reads it.
-    let (q, k, mut o) = (vec![0f32; 4 * 8], vec![0f32; 3 * 8 - 1], vec![0f32; 4 * 8]);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::ops::sgemm::attention_head(
-            [4, 3, 8],
-            (&mut o, Strided::rows(0, 8)),
-            (&q, Strided::rows(0, 8)),
-            (crate::ops::sgemm::Rhs::F32(&k), Strided { offset: 0, rs: 1, cs: 8 }),
-            (crate::ops::sgemm::Rhs::F32(&k), Strided::rows(0, 8)),
-            1.0,
-            None,
-        )
-    }));
-    assert!(r.is_err());
+    // A K slice one element short of its shape, and a key count past S, are refused before any kernel
+    // reads them.
+    let (q, k, v) = (vec![0f32; 4 * 8], vec![0f32; 3 * 8 - 1], vec![0f32; 3 * 8]);
+    for (k, keys) in [(&k[..], 3), (&v[..], 4)] {
+        let mut o = vec![0f32; 4 * 8];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            use crate::ops::sgemm::Rhs;
+            crate::ops::sgemm::attention_heads([1, 4, 1, 3, 8], &mut o, &q, (Rhs::F32(k), Rhs::F32(&v)), 1.0, None, &[keys], 4)
+        }));
+        assert!(r.is_err(), "keys {keys}");
+    }
 }

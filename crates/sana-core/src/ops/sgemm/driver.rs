@@ -94,6 +94,9 @@ impl Elem for f16 {
 /// The type a microkernel reads its packed panels as (f32, or bf16 for the bf16-dot kernel).
 pub(super) trait Packed: Copy + Default + Send + Sync + 'static {
     fn from_f32(x: f32) -> Self;
+    /// The panels as f32, where this is f32 (a product may then write its output as the next one's
+    /// packed operand); else None.
+    fn as_f32s(panels: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Packed for f32 {
@@ -101,12 +104,18 @@ impl Packed for f32 {
     fn from_f32(x: f32) -> Self {
         x
     }
+    fn as_f32s(panels: &mut [Self]) -> Option<&mut [f32]> {
+        Some(panels)
+    }
 }
 
 impl Packed for bf16 {
     #[inline(always)]
     fn from_f32(x: f32) -> Self {
         bf16::from_f32(x) // round to nearest even
+    }
+    fn as_f32s(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
     }
 }
 

@@ -106,6 +106,27 @@ fn kernel() -> Kernel {
     })
 }
 
+/// `$body` with `$kern` bound to this CPU's f32 kernel: AVX-512, AVX2 or the portable one (what a
+/// product runs on where no bf16 kernel applies).
+macro_rules! with_f32_kernel {
+    ($kern:ident => $body:expr) => {
+        match kernel() {
+            Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => match avx512::Avx512::new() {
+                Some($kern) => $body,
+                None => unreachable!("the avx512f kernel was picked on a CPU without it"),
+            },
+            Kernel::Avx2 => match f32k::Avx2::new() {
+                Some($kern) => $body,
+                None => unreachable!("the avx2 kernel was picked on a CPU without it"),
+            },
+            Kernel::Scalar => {
+                let $kern = f32k::Scalar;
+                $body
+            }
+        }
+    };
+}
+
 /// The CPU GEMM microkernel in use: `"amx-bf16"` or `"avx512bf16"` (bf16 rhs only, in bf16 arithmetic;
 /// f32/f16 rhs use `avx512f`), `"avx512f"`, `"avx2-fma"` or `"scalar"`. See the module doc for what
 /// picks which.
@@ -202,83 +223,78 @@ pub(crate) fn sgemm_serial(
     driver::serial(|| sgemm(mnk, dst, lhs, rhs, accumulate));
 }
 
-/// One head of softmax attention for `rows` query rows on the calling thread (`attention.rs`):
-/// `dst[r, i] = Σ_j softmax_j(q[r] · k[j] · scale + bias[j]) · v[j, i]` over `keys` keys, head dim `hd`.
-/// `q` is rows × hd, `kt` hd × keys (K transposed), `v` keys × hd, dst rows × hd (overwritten); K and V of
-/// one type. A bf16 K/V runs where [`bf16_rhs_rounds_lhs`] holds on that bf16 kernel (q and the
+/// Softmax attention of every head of every batch item on the CPU (`attention.rs`), in parallel:
+/// `out[b, r, h·hd + i] = Σ_j softmax_j(q[b, r, h·hd..] · k[b, h, j] · scale + bias[b, j]) · v[b, h, j, i]`
+/// over item b's first `keys[b]` keys, `dims` = [B, N, H, S, hd]. q and out [B, N, H·hd] (heads merged),
+/// k and v [B, H, S, hd] of one type, all contiguous; bias [B, S] additive or none; `per` query rows a
+/// task. A bf16 K/V runs where [`bf16_rhs_rounds_lhs`] holds on that bf16 kernel (q and the
 /// exponentials rounded to bf16 as they enter the products), else widened exactly; f32 K/V in f32.
-/// Panics if a view reaches past its slice, or K and V differ in type.
-pub(crate) fn attention_head(
-    [rows, keys, hd]: [usize; 3],
-    (dst, d): (&mut [f32], Strided),
-    (q, qs): (&[f32], Strided),
-    (kt, ks): (Rhs<'_>, Strided),
-    (v, vs): (Rhs<'_>, Strided),
+/// Panics if a slice is short for its shape, a key count is 0 or past S, or K and V differ in type.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_heads(
+    dims: [usize; 5],
+    out: &mut [f32],
+    q: &[f32],
+    (k, v): (Rhs<'_>, Rhs<'_>),
     scale: f32,
     bias: Option<&[f32]>,
+    keys: &[usize],
+    per: usize,
 ) {
-    match (kt, v) {
-        (Rhs::F32(k), Rhs::F32(v)) => attention_typed([rows, keys, hd], (dst, d), (q, qs), (k, ks), (v, vs), scale, bias),
-        (Rhs::Bf16(k), Rhs::Bf16(v)) => attention_typed([rows, keys, hd], (dst, d), (q, qs), (k, ks), (v, vs), scale, bias),
-        (Rhs::F16(k), Rhs::F16(v)) => attention_typed([rows, keys, hd], (dst, d), (q, qs), (k, ks), (v, vs), scale, bias),
-        _ => panic!("attention_head: K and V must share a type"),
+    match (k, v) {
+        (Rhs::F32(k), Rhs::F32(v)) => attention_typed(dims, out, q, (k, v), scale, bias, keys, per),
+        (Rhs::Bf16(k), Rhs::Bf16(v)) => attention_typed(dims, out, q, (k, v), scale, bias, keys, per),
+        (Rhs::F16(k), Rhs::F16(v)) => attention_typed(dims, out, q, (k, v), scale, bias, keys, per),
+        _ => panic!("attention_heads: K and V must share a type"),
     }
 }
 
-/// [`attention_head`] for one K/V element type: the bounds checks, then the kernel [`sgemm_typed`] would
+/// [`attention_heads`] for one K/V element type: the checks, then the kernel [`sgemm_typed`] would
 /// pick for a rhs of that type.
+#[allow(clippy::too_many_arguments)]
 fn attention_typed<T: Elem>(
-    [rows, keys, hd]: [usize; 3],
-    (dst, d): (&mut [f32], Strided),
-    (q, qs): (&[f32], Strided),
-    (k, ks): (&[T], Strided),
-    (v, vs): (&[T], Strided),
+    dims @ [b, n, h, s, hd]: [usize; 5],
+    out: &mut [f32],
+    q: &[f32],
+    (k, v): (&[T], &[T]),
     scale: f32,
     bias: Option<&[f32]>,
+    keys: &[usize],
+    per: usize,
 ) {
-    if rows == 0 || hd == 0 {
+    if b * n * h * hd == 0 {
         return;
     }
     assert!(
-        keys > 0
-            && last(&d, rows, hd) < dst.len()
-            && last(&qs, rows, hd) < q.len()
-            && last(&ks, hd, keys) < k.len()
-            && last(&vs, keys, hd) < v.len()
-            && bias.is_none_or(|b| b.len() == keys),
-        "attention_head: a {rows}×{keys}×{hd} head reaches past its buffers ({d:?}, {qs:?}, {ks:?}, {vs:?})"
+        out.len() == b * n * h * hd
+            && q.len() >= out.len()
+            && k.len() >= b * h * s * hd
+            && v.len() >= b * h * s * hd
+            && keys.len() == b
+            && keys.iter().all(|&sk| (1..=s).contains(&sk))
+            && bias.is_none_or(|v| v.len() >= b * s)
+            && per > 0,
+        "attention_heads: {dims:?} does not fit its buffers (out {}, q {}, k {}, v {}, keys {keys:?})",
+        out.len(),
+        q.len(),
+        k.len(),
+        v.len()
     );
-    let head = attention::Head { q: View::new(q, qs), kt: View::new(k, ks), v: View::new(v, vs), o: dst.as_mut_ptr(), os: d, bias };
-    let shape = [rows, keys, hd];
-    // SAFETY: every view was checked above for this shape; dst is borrowed mutably for the call.
+    let heads = attention::Heads { dims, q, k, v, bias, keys, scale };
+    // SAFETY: every slice was checked above for its shape.
     unsafe {
         match kernel() {
             Kernel::Amx if T::IS_BF16 => match amx::Amx::new() {
-                Some(kern) => attention::attend(&kern, shape, &head, scale),
-                None => attend_f32(shape, &head, scale),
+                Some(kern) => attention::attend_all(&kern, &heads, out, per),
+                None => with_f32_kernel!(kern => attention::attend_all(&kern, &heads, out, per)),
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 if T::IS_BF16 => match bf16dot::avx512() {
-                Some(kern) => attention::attend(&kern, shape, &head, scale),
-                None => attend_f32(shape, &head, scale),
+                Some(kern) => attention::attend_all(&kern, &heads, out, per),
+                None => with_f32_kernel!(kern => attention::attend_all(&kern, &heads, out, per)),
             },
-            _ => attend_f32(shape, &head, scale),
+            _ => with_f32_kernel!(kern => attention::attend_all(&kern, &heads, out, per)),
         }
-    }
-}
-
-/// [`attention::attend`] on this CPU's f32 kernel. Safety: as `attend`'s.
-unsafe fn attend_f32<T: Elem>(shape: [usize; 3], head: &attention::Head<T>, scale: f32) {
-    match kernel() {
-        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => match avx512::Avx512::new() {
-            Some(kern) => attention::attend(&kern, shape, head, scale),
-            None => unreachable!("the avx512f kernel was picked on a CPU without it"),
-        },
-        Kernel::Avx2 => match f32k::Avx2::new() {
-            Some(kern) => attention::attend(&kern, shape, head, scale),
-            None => unreachable!("the avx2 kernel was picked on a CPU without it"),
-        },
-        Kernel::Scalar => attention::attend(&f32k::Scalar, shape, head, scale),
     }
 }
 
@@ -384,15 +400,5 @@ pub(crate) fn sgemm_sum(
     if let Some(kern) = &dot {
         return driver::gemm_sum(kern, [m, n, k], dst, d, &views, accumulate);
     }
-    match kernel() {
-        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Amx => match avx512::Avx512::new() {
-            Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
-            None => unreachable!("the avx512f kernel was picked on a CPU without it"),
-        },
-        Kernel::Avx2 => match f32k::Avx2::new() {
-            Some(kern) => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate),
-            None => unreachable!("the avx2 kernel was picked on a CPU without it"),
-        },
-        Kernel::Scalar => driver::gemm_sum(&f32k::Scalar, [m, n, k], dst, d, &views, accumulate),
-    }
+    with_f32_kernel!(kern => driver::gemm_sum(&kern, [m, n, k], dst, d, &views, accumulate))
 }
