@@ -284,7 +284,7 @@ dispatch!(
     (z: &mut [f32], width: usize, scale: f32, bias: Option<&[f32]>, sums: &mut [f32]),
     {
         const L: usize = 16;
-        let rows = if width == 0 { 0 } else { z.len() / width };
+        let rows = z.len().checked_div(width).unwrap_or(0);
         let bias_of = |j: usize| bias.map_or(0.0, |b| b[j]);
         let mut c0 = 0;
         while c0 + L <= width {

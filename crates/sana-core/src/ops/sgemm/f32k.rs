@@ -185,7 +185,13 @@ pub(super) unsafe fn pack_a_rows_wide_avx2<T: Elem, const R: usize>(src: *const 
         for q in 0..8 {
             let o = out.add((p0 + q) * R);
             _mm256_storeu_ps(o, lo[q]);
-            _mm256_maskstore_ps(o.add(8), tail, hi[q]);
+            // 12 rows (the AVX-512 kernel's MR): the 4 real lanes as one plain 16-byte store, where AMD's
+            // masked store is microcoded.
+            if R == 12 {
+                _mm_storeu_ps(o.add(8), _mm256_castps256_ps128(hi[q]));
+            } else {
+                _mm256_maskstore_ps(o.add(8), tail, hi[q]);
+            }
         }
     }
     for p in k8..kc {
