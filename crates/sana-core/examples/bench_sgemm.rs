@@ -16,11 +16,12 @@ struct Shape {
     nk: bool,
 }
 
-const SHAPES: [Shape; 14] = [
+const SHAPES: [Shape; 15] = [
     Shape { name: "DiT qkv/out 2048×1152←1152", mnk: [2048, 1152, 1152], nk: true },
     Shape { name: "DiT ff-in 2048×5760←1152", mnk: [2048, 5760, 1152], nk: true },
     Shape { name: "DiT ff-out 2048×1152←2880", mnk: [2048, 1152, 2880], nk: true },
     Shape { name: "DiT cross kv 600×1152←1152", mnk: [600, 1152, 1152], nk: true },
+    Shape { name: "DiT caption kv 600×2304←1152", mnk: [600, 2304, 1152], nk: true },
     Shape { name: "DC-AE conv 512×4096←4608", mnk: [512, 4096, 512 * 9], nk: false },
     Shape { name: "DC-AE winograd 128×2048←128", mnk: [128, 2048, 128], nk: false },
     Shape { name: "DC-AE winograd 256×1024←256", mnk: [256, 1024, 256], nk: false },
