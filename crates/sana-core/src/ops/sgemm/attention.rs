@@ -20,7 +20,7 @@
 //! (itself 19.4–19.8 with only the transposition, K/V still packed per task and the exponentials
 //! copied into panels: that copy was 11 % of the op, a scalar transposing store 4.5 %).
 
-use super::driver::{pack, run_block, with_buf, Block, DstPtr, Line, MicroKernel, Packed, Side, Tile, View};
+use super::driver::{pack, run_block, split_parts, with_buf, Block, DstPtr, Line, MicroKernel, Packed, Side, Tile, View};
 use super::{Elem, Strided};
 use crate::ops::fastmath;
 use rayon::prelude::*;
@@ -66,15 +66,8 @@ pub(super) unsafe fn attend_all<K: MicroKernel, T: Elem>(kern: &K, a: &Heads<T>,
     let [b, n, h, s, hd] = a.dims;
     let c = h * hd;
     let lens: Vec<usize> = (0..b * h).map(|bh| kv_len::<K>(a.keys[bh / h], hd)).collect();
-    let offs: Vec<usize> = lens.iter().scan(0, |o, &len| Some(std::mem::replace(o, *o + len))).collect();
     with_buf(&KV, lens.iter().sum(), |kv: &mut [K::P]| {
-        let mut parts = Vec::with_capacity(b * h);
-        let mut rest = &mut *kv;
-        for &len in &lens {
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
-            parts.push(part);
-            rest = tail;
-        }
+        let (parts, offs) = split_parts(kv, &lens);
         parts.into_par_iter().enumerate().for_each(|(bh, part)| {
             let at = bh * s * hd;
             let (kt, v) = (View::new(a.k, Strided { offset: at, rs: 1, cs: hd }), View::new(a.v, Strided::rows(at, hd)));

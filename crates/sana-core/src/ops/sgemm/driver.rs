@@ -532,7 +532,7 @@ fn column_block<K: MicroKernel>(n: usize) -> usize {
 }
 
 /// `buf` cut into consecutive parts of `sizes`, with each part's offset (for the read-only pass after).
-fn split_parts<'a, P>(buf: &'a mut [P], sizes: &[usize]) -> (Vec<&'a mut [P]>, Vec<usize>) {
+pub(super) fn split_parts<'a, P>(buf: &'a mut [P], sizes: &[usize]) -> (Vec<&'a mut [P]>, Vec<usize>) {
     let offs = sizes.iter().scan(0, |o, &len| Some(std::mem::replace(o, *o + len))).collect();
     let mut parts = Vec::with_capacity(sizes.len());
     let mut rest = buf;
