@@ -90,27 +90,6 @@ pub(super) unsafe fn attend_all<K: MicroKernel, T: Elem>(kern: &K, a: &Heads<T>,
     });
 }
 
-/// The operands of [`attend`]: `q` rows × hd, `kt` hd × keys (K transposed: element (i, j) = k[j, i]),
-/// `v` keys × hd, `o` rows × hd (written, not read), `bias` keys additive values or none.
-#[cfg(test)]
-pub(super) struct Head<'a, T> {
-    pub q: View<'a, f32>,
-    pub kt: View<'a, T>,
-    pub v: View<'a, T>,
-    pub o: *mut f32,
-    pub os: Strided,
-    pub bias: Option<&'a [f32]>,
-}
-
-/// One head: its K and V packed, then [`attend_packed`]. Safety: as `attend_packed`'s.
-#[cfg(test)]
-pub(super) unsafe fn attend<K: MicroKernel, T: Elem>(kern: &K, [rows, keys, hd]: [usize; 3], h: &Head<T>, scale: f32) {
-    with_buf(&KV, kv_len::<K>(keys, hd), |kv: &mut [K::P]| {
-        pack_kv(kern, [keys, hd], h.kt, h.v, kv);
-        attend_packed(kern, [rows, keys, hd], kv, h.q, (h.o, h.os), h.bias, scale)
-    })
-}
-
 /// Bytes of one group's scratch (the transposed logits, then exponentials, as packed B panels, and
 /// the transposed output): in L2 beside the packed K and V.
 const GROUP_BYTES: usize = 256 << 10;

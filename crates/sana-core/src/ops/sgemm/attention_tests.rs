@@ -1,9 +1,29 @@
-//! [`attend`] on every kernel this CPU runs (and the emulated bf16-dot one) against an f64 reference:
-//! rows, keys and head dims below, at and past the panel sizes and the query group, masked keys, the
-//! output inside a wider buffer or column-major, and K/V in f32 or bf16.
+//! One head through [`attend_packed`] (via [`attend`]) on every kernel this CPU runs (and the emulated
+//! bf16-dot one) against an f64 reference: rows, keys and head dims below, at and past the panel sizes
+//! and the query group, masked keys, the output inside a wider buffer or column-major, and K/V in f32 or
+//! bf16. The multi-head entry (`attend_all`) is covered by `ops/cross_attention.rs`'s tests.
 use super::*;
 use crate::ops::sgemm::{amx, avx512, bf16dot, f32k};
 use half::bf16;
+
+/// The operands of [`attend`]: `q` rows × hd, `kt` hd × keys (K transposed: element (i, j) = k[j, i]),
+/// `v` keys × hd, `o` rows × hd (written, not read), `bias` keys additive values or none.
+struct Head<'a, T> {
+    q: View<'a, f32>,
+    kt: View<'a, T>,
+    v: View<'a, T>,
+    o: *mut f32,
+    os: Strided,
+    bias: Option<&'a [f32]>,
+}
+
+/// One head: its K and V packed, then [`attend_packed`]. Safety: as `attend_packed`'s.
+unsafe fn attend<K: MicroKernel, T: Elem>(kern: &K, [rows, keys, hd]: [usize; 3], h: &Head<T>, scale: f32) {
+    with_buf(&KV, kv_len::<K>(keys, hd), |kv: &mut [K::P]| {
+        pack_kv(kern, [keys, hd], h.kt, h.v, kv);
+        attend_packed(kern, [rows, keys, hd], kv, h.q, (h.o, h.os), h.bias, scale)
+    })
+}
 
 /// Deterministic values in [-2, 2), so a failure reproduces.
 fn values(len: usize, seed: u64) -> Vec<f32> {
