@@ -108,8 +108,8 @@ impl SanaControlNetModel {
         let p = tcfg.patch_size;
         let shared = BlockShared { bias: caption.bias.as_ref(), temb: &temb, h: h / p, w: w / p, lora: LoraCall::NONE };
         let mut samples = Vec::with_capacity(self.transformer_blocks.len());
-        for ((block, head), kv) in self.transformer_blocks.iter().zip(&self.controlnet_blocks).zip(&caption.kv) {
-            x = block.forward(&x, kv, &shared, 0)?;
+        for (i, (block, head)) in self.transformer_blocks.iter().zip(&self.controlnet_blocks).enumerate() {
+            x = block.forward(&x, &caption.block_kv(i, block, LoraCall::NONE)?, &shared, 0)?;
             samples.push(head.forward(&x)?.affine(scale, 0.0)?);
         }
         Ok(samples)

@@ -436,12 +436,12 @@ impl SanaTransformer2DModel {
         let lora = LoraCall::new(&adapters, input.lora_scale);
         let control = input.controlnet_block_samples.as_deref().unwrap_or(&[]);
         let shared = BlockShared { bias: caption.bias.as_ref(), temb: &temb, h: hp, w: wp, lora };
-        for (i, (block, kv)) in self.transformer_blocks.iter().zip(&caption.kv).enumerate() {
+        for (i, block) in self.transformer_blocks.iter().enumerate() {
             let perturbed = match &input.pag {
                 Some(pag) if pag.layers.contains(&i) => pag.perturbed_rows,
                 _ => 0,
             };
-            x = block.forward(&x, kv, &shared, perturbed)?;
+            x = block.forward(&x, &caption.block_kv(i, block, lora)?, &shared, perturbed)?;
             if i > 0 && i <= control.len() {
                 x = (x + control[i - 1].to_device(dev)?.to_dtype(self.dtype)?)?;
             }

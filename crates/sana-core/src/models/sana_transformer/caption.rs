@@ -36,11 +36,23 @@ pub struct CaptionState {
     pub ctx: Tensor,
     /// (1 − mask) · −10000 as f32 [B, 1, 1, S], added to the f32 cross-attention logits.
     pub bias: Option<Tensor>,
-    /// Per block: attn2's K (after `norm_k`) and V, heads split: [B, H, S, hd] each.
+    /// Per block: attn2's K (after `norm_k`) and V, heads split: [B, H, S, hd] each. Empty in a forward
+    /// without a cache, which computes each block's pair as it reaches the block ([`Self::block_kv`]).
     pub kv: Vec<(Tensor, Tensor)>,
 }
 
 impl CaptionState {
+    /// Block `i`'s K/V: the stored pair, or (in a forward without a cache) computed now from `ctx`.
+    /// Why on demand: only a cache reuses the pairs, and holding every block's at once cost a forward
+    /// without one 2 · layers · B · S · width floats of fresh pages (155 MB at Sana-600M's CFG batch,
+    /// ≈ 38 K page faults) where one block's pair at a time reuses the same few freed blocks.
+    pub(crate) fn block_kv(&self, i: usize, block: &SanaTransformerBlock, lora: LoraCall) -> Result<(Tensor, Tensor)> {
+        match self.kv.get(i) {
+            Some(kv) => Ok(kv.clone()), // shares the cache's tensors
+            None => block.caption_kv(&self.ctx, lora),
+        }
+    }
+
     /// Device bytes held by the tensors.
     fn bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
@@ -71,8 +83,9 @@ pub(crate) struct CaptionInput<'a> {
 impl CaptionModel<'_> {
     /// The caption state of this forward: the cache's entry when its key matches, else computed (and stored in
     /// the cache when there is one).
+    /// Without a cache the blocks' K/V are left to [`CaptionState::block_kv`].
     pub(crate) fn state(&self, input: &CaptionInput, cache: Option<&CaptionCache>) -> Result<Arc<CaptionState>> {
-        let Some(cache) = cache else { return Ok(Arc::new(self.compute(input)?)) };
+        let Some(cache) = cache else { return Ok(Arc::new(self.compute(input, false)?)) };
         let key = CaptionKey {
             model: self.id,
             caption: input.caption.clone(),
@@ -83,12 +96,13 @@ impl CaptionModel<'_> {
         if let Some(hit) = cache.lookup(&key) {
             return Ok(hit);
         }
-        let state = Arc::new(self.compute(input)?);
+        let state = Arc::new(self.compute(input, true)?);
         cache.store(key, state.clone());
         Ok(state)
     }
 
-    fn compute(&self, input: &CaptionInput) -> Result<CaptionState> {
+    /// The caption work; every block's K/V too when `with_kv`.
+    fn compute(&self, input: &CaptionInput, with_kv: bool) -> Result<CaptionState> {
         let lora = match input.adapters {
             Some(a) => LoraCall::new(a, input.lora_scale),
             None => LoraCall::NONE,
@@ -103,8 +117,8 @@ impl CaptionModel<'_> {
             }
             None => None,
         };
-        // 3. Every block's cross-attention K and V of the caption.
-        let kv = self.blocks.iter().map(|b| b.caption_kv(&ctx, lora)).collect::<Result<Vec<_>>>()?;
+        // 3. Every block's cross-attention K and V of the caption, for the cache.
+        let kv = if with_kv { self.blocks.iter().map(|b| b.caption_kv(&ctx, lora)).collect::<Result<Vec<_>>>()? } else { Vec::new() };
         Ok(CaptionState { ctx, bias, kv })
     }
 }
