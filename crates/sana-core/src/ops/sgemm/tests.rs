@@ -459,6 +459,45 @@ fn avx512_bf16_pair_packer_matches_the_generic_loop_bit_for_bit() {
     }
 }
 
+/// The f32 fast packers (the AVX2 kernel's 6-row A and 16-column B panels, the AVX-512 kernel's 12-row A
+/// panel) against the driver's generic loop, bit for bit, for each rhs type; and nothing written past the
+/// panel (the 8-lane stores of a 6- or 12-lane panel overlap the next depth step).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_panel_packers_match_the_generic_loop_and_stay_inside_the_panel() {
+    use super::driver::Side;
+    use super::f32k::pack_a_rows_wide_avx2;
+    let Some(kern) = Avx2::new() else {
+        return eprintln!("SKIP f32_panel_packers_match_the_generic_loop_and_stay_inside_the_panel: this CPU lacks avx2");
+    };
+    fn both<T: Elem>(src: &[T], lanes: usize, stride: usize, kc: usize, fast: impl FnOnce(&mut [f32])) -> [Vec<u32>; 2] {
+        const GUARD: usize = 16;
+        let mut got = vec![f32::from_bits(0x7FC0_1234); kc * lanes + GUARD];
+        fast(&mut got[..kc * lanes]);
+        assert!(got[kc * lanes..].iter().all(|g| g.to_bits() == 0x7FC0_1234), "{lanes} lanes, depth {kc}: written past the panel");
+        let mut want = vec![0f32; kc * lanes];
+        super::driver::pack_panel(View::new(src, Strided { offset: 0, rs: stride, cs: 1 }), lanes, kc, lanes, [1, kc], &mut want);
+        [got[..kc * lanes].to_vec(), want].map(|v| v.iter().map(|x| x.to_bits()).collect())
+    }
+    fn check<T: Elem>(kern: &Avx2, src: &[T], stride: usize, kc: usize) {
+        // SAFETY (each call): `lanes` rows of kc values lie `stride` apart in src (the caller sized it); the
+        // output slice holds exactly the panel; this CPU has avx2 (the kernel exists).
+        for (side, lanes) in [(Side::A, 6usize), (Side::B, 16)] {
+            let [got, want] = both(src, lanes, stride, kc, |o| assert!(unsafe { kern.pack_contiguous(side, src.as_ptr(), stride, kc, o) }));
+            assert_eq!(got, want, "{lanes} lanes, depth {kc}");
+        }
+        let [got, want] = both(src, 12, stride, kc, |o| unsafe { pack_a_rows_wide_avx2::<T, 12>(src.as_ptr(), stride, kc, o.as_mut_ptr()) });
+        assert_eq!(got, want, "12 lanes, depth {kc}");
+    }
+    for kc in [1usize, 7, 8, 9, 15, 16, 17, 24, 100] {
+        let stride = kc + 3;
+        let src = values(16 * stride, kc as u64);
+        check(&kern, &src, stride, kc);
+        check(&kern, &src.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), stride, kc);
+        check(&kern, &src.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>(), stride, kc);
+    }
+}
+
 /// Row blocks cover every row once, on MR-aligned boundaries, each within MC, as many as a multiple of
 /// the threads (where the panels allow), and the two threads' contiguous halves within one panel of
 /// each other.
