@@ -114,11 +114,14 @@ unsafe fn attend_packed<K: MicroKernel>(
     let q_len = q_panels * kp_hd * nr;
     let group = (GROUP_BYTES / (4 * nr * (2 * kp_keys + hd))).clamp(1, q_panels);
     let gw = group * nr;
+    // f32 panels without depth padding take the logits in place (below); only the others need z.
+    let in_place = K::KG == 1 && K::P::as_f32s(&mut []).is_some();
+    let z_len = if in_place { 0 } else { keys * gw };
     with_buf(&PACKED, q_len + kp_keys * gw, |buf: &mut [K::P]| {
         let (qb, eb) = buf.split_at_mut(q_len);
         pack(kern, Side::B, q, rows, hd, qb, false);
-        with_buf(&SCRATCH, keys * gw + hd * gw + gw, |s: &mut [f32]| {
-            let (z, rest) = s.split_at_mut(keys * gw);
+        with_buf(&SCRATCH, z_len + hd * gw + gw, |s: &mut [f32]| {
+            let (z, rest) = s.split_at_mut(z_len);
             let (ot, sums) = rest.split_at_mut(hd * gw);
             for g0 in (0..q_panels).step_by(group) {
                 let (i0, gp) = (g0 * nr, group.min(q_panels - g0));
@@ -127,7 +130,7 @@ unsafe fn attend_packed<K: MicroKernel>(
                 let eg = &mut eb[..gp * kp_keys * nr];
                 // zᵀ[j, r] = k[j] · q[i0 + r] for the group's queries (a padded query column is 0), then
                 // the exponentials down each column, packed as the next product's B panels.
-                match K::P::as_f32s(eg).filter(|_| K::KG == 1) {
+                match K::P::as_f32s(eg).filter(|_| in_place) {
                     // f32 panels without depth padding: panel p (NR queries) is a keys × NR row-major
                     // block, so the product writes it in place (no scratch and copy: 11 % of the op).
                     Some(panels) => {
