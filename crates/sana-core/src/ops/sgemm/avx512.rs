@@ -65,7 +65,10 @@ impl MicroKernel for Avx512 {
         #[cfg(target_arch = "x86_64")]
         match side {
             Side::B => f32k::pack_b_cols_avx2::<T, NR>(src, stride, kc, out.as_mut_ptr()),
-            Side::A => f32k::pack_a_rows_wide_avx2::<T, MR>(src, stride, kc, out.as_mut_ptr()),
+            Side::A => {
+                const { assert!(MR == 12, "the A packer writes 12-row panels") };
+                f32k::pack_a_rows12_avx2(src, stride, kc, out.as_mut_ptr())
+            }
         }
         cfg!(target_arch = "x86_64")
     }

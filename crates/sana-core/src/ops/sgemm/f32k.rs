@@ -170,30 +170,23 @@ unsafe fn pack_a_rows_avx2<T: Elem>(src: *const T, rs: usize, kc: usize, out: *m
     }
 }
 
-/// An A panel from R rows contiguous along k, 8 < R ≤ 16 (the AVX-512 kernel's MR): rows 0–7 and rows
-/// 8–R (with zeros past R) transposed 8 values at a time; the second block's R − 8 real lanes go out as
-/// one masked store. Safety: R rows of kc values readable at `src` (row stride `rs`), kc·R writable at
-/// `out`; only on CPUs with avx2 and f16c.
+/// An A panel from 12 rows contiguous along k (the AVX-512 kernel's MR): rows 0–7 and rows 8–11 (with
+/// 4 zero rows) transposed 8 values at a time; the second block's 4 real lanes go out as one 16-byte
+/// store (not a masked one: microcoded on AMD). Safety: 12 rows of kc values readable at `src` (row
+/// stride `rs`), kc·12 writable at `out`; only on CPUs with avx2 and f16c.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn pack_a_rows_wide_avx2<T: Elem, const R: usize>(src: *const T, rs: usize, kc: usize, out: *mut f32) {
+pub(super) unsafe fn pack_a_rows12_avx2<T: Elem>(src: *const T, rs: usize, kc: usize, out: *mut f32) {
     use std::arch::x86_64::*;
-    const { assert!(R > 8 && R <= 16) };
+    const R: usize = 12;
     let k8 = kc / 8 * 8;
-    let tail = _mm256_loadu_si256([-1i32, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0].as_ptr().add(16 - R).cast());
     for p0 in (0..k8).step_by(8) {
         let lo = transpose8(std::array::from_fn(|w| T::load8(src.add(w * rs + p0))));
         let hi = transpose8(std::array::from_fn(|w| if w < R - 8 { T::load8(src.add((8 + w) * rs + p0)) } else { _mm256_setzero_ps() }));
         for q in 0..8 {
             let o = out.add((p0 + q) * R);
             _mm256_storeu_ps(o, lo[q]);
-            // 12 rows (the AVX-512 kernel's MR): the 4 real lanes as one plain 16-byte store, where AMD's
-            // masked store is microcoded.
-            if R == 12 {
-                _mm_storeu_ps(o.add(8), _mm256_castps256_ps128(hi[q]));
-            } else {
-                _mm256_maskstore_ps(o.add(8), tail, hi[q]);
-            }
+            _mm_storeu_ps(o.add(8), _mm256_castps256_ps128(hi[q]));
         }
     }
     for p in k8..kc {

@@ -466,7 +466,7 @@ fn avx512_bf16_pair_packer_matches_the_generic_loop_bit_for_bit() {
 #[test]
 fn f32_panel_packers_match_the_generic_loop_and_stay_inside_the_panel() {
     use super::driver::Side;
-    use super::f32k::pack_a_rows_wide_avx2;
+    use super::f32k::pack_a_rows12_avx2;
     let Some(kern) = Avx2::new() else {
         return eprintln!("SKIP f32_panel_packers_match_the_generic_loop_and_stay_inside_the_panel: this CPU lacks avx2");
     };
@@ -486,7 +486,7 @@ fn f32_panel_packers_match_the_generic_loop_and_stay_inside_the_panel() {
             let [got, want] = both(src, lanes, stride, kc, |o| assert!(unsafe { kern.pack_contiguous(side, src.as_ptr(), stride, kc, o) }));
             assert_eq!(got, want, "{lanes} lanes, depth {kc}");
         }
-        let [got, want] = both(src, 12, stride, kc, |o| unsafe { pack_a_rows_wide_avx2::<T, 12>(src.as_ptr(), stride, kc, o.as_mut_ptr()) });
+        let [got, want] = both(src, 12, stride, kc, |o| unsafe { pack_a_rows12_avx2(src.as_ptr(), stride, kc, o.as_mut_ptr()) });
         assert_eq!(got, want, "12 lanes, depth {kc}");
     }
     for kc in [1usize, 7, 8, 9, 15, 16, 17, 24, 100] {
